@@ -1,0 +1,211 @@
+"""The report's methods and integrity sections, written from the stored suite and runs.
+
+Each arm's filter is described by ``diffusion_filters.Pipeline.from_config(...).describe()``
+(the parameter values) together with the equation of every filter it uses (``EQUATIONS``), and
+each model variant (diffusion stem / blocks) in words.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from harness.report._json import jsonable
+
+# Plain-text equations of the registered filters (u: filtered image, v: input, t: diffusion time).
+EQUATIONS: dict[str, str] = {
+    "perona_malik": "∂u/∂t = div( g(|∇u|) ∇u ),  g(s) = exp(−(s/κ)²) (exponential) or 1/(1 + (s/κ)²) (rational); "
+    "explicit 4-neighbour scheme with step Δt (Perona & Malik 1990)",
+    "coherence_enhancing": "∂u/∂t = div( D(J_ρ(∇u_σ)) ∇u ),  D with eigenvalue α across and "
+    "α + (1 − α)·exp(−C/(μ₁ − μ₂)²) along the structure-tensor orientation (Weickert 1999)",
+    "edge_enhancing": "∂u/∂t = div( D(∇u_σ) ∇u ),  D with eigenvalue g(|∇u_σ|²) across edges and 1 along them, "
+    "g(s²) = 1 − exp(−C_m / (s/λ)^m) (Weickert 1998)",
+    "srad": "∂u/∂t = div( c(q) ∇u ),  c(q) = 1 / (1 + (q² − q₀²) / (q₀²(1 + q₀²))), q the instantaneous "
+    "coefficient of variation (speckle-reducing anisotropic diffusion, Yu & Acton 2002)",
+    "nonlocal_means": "u(x) = Σ_y w(x, y) v(y) / Σ_y w(x, y),  w(x, y) = exp(−‖P(x) − P(y)‖² / h²) over patches P "
+    "(Buades, Coll & Morel 2005)",
+    "gaussian": "u = G_σ ∗ v  (the linear heat equation ∂u/∂t = Δu run to t = σ²/2)",
+    "median": "u(x) = median of v over the window centred at x",
+}
+
+
+def describe_model_variant(model: Mapping[str, Any]) -> str:
+    """A sentence for an arm's model override (diffusion stem / blocks), empty when none."""
+    parts = []
+    stem = model.get("stem")
+    if isinstance(stem, Mapping):
+        where = (
+            "replaces the first convolution (conv_stem)"
+            if stem.get("mode", "replace") == "replace"
+            else "runs before the unchanged first convolution"
+        )
+        parts.append(
+            f"a learnable diffusion stem ({stem.get('variant', 'perona_malik')}, "
+            f"{stem.get('iterations', '?')} unrolled iterations, "
+            f"{'trained' if stem.get('trainable', True) else 'frozen'}) {where}"
+        )
+    blocks = model.get("diffusion_blocks")
+    if isinstance(blocks, Mapping):
+        parts.append(
+            f"diffusion blocks ({blocks.get('iterations', '?')} iterations, "
+            f"{'trained' if blocks.get('trainable', True) else 'frozen'}) after stages "
+            f"{', '.join(str(i) for i in blocks.get('after_stages', []))}"
+        )
+    other = {k: v for k, v in model.items() if k not in ("stem", "diffusion_blocks")}
+    if other:
+        parts.append("model settings " + json.dumps(other, sort_keys=True))
+    return "; ".join(parts)
+
+
+def equations(steps: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(filter name, equation) for each distinct filter of a pipeline config, in order."""
+    out: list[tuple[str, str]] = []
+    for step in steps:
+        for name in step:
+            if name not in [n for n, _ in out]:
+                out.append((name, EQUATIONS.get(name, "see the diffusion_filters documentation")))
+    return out
+
+
+def _kv(d: Mapping[str, Any], skip: Sequence[str] = ()) -> list[tuple[str, str]]:
+    return [(str(k), v if isinstance(v, str) else json.dumps(jsonable(v))) for k, v in d.items() if k not in skip]
+
+
+def _describe_pipeline(steps: list[dict[str, Any]]) -> str:
+    if not steps:
+        return ""
+    try:
+        from diffusion_filters import Pipeline
+
+        return Pipeline.from_config(steps).describe()
+    except Exception as exc:  # still say what the arm did
+        return json.dumps(steps) + f"\n(description unavailable: {(str(exc).splitlines() or [type(exc).__name__])[0]})"
+
+
+def _span(values: Any) -> str:
+    """``"16"`` or ``"14–18"``: the range of some sizes."""
+    v = [float(x) for x in values]
+    lo, hi = min(v), max(v)
+    return f"{lo:.0f}" if lo == hi else f"{lo:.0f}–{hi:.0f}"
+
+
+def _share(fraction: Any) -> str:
+    return f"{100 * float(fraction):.0f} %" if isinstance(fraction, (int, float)) else "a share"
+
+
+def methods(inputs: Any, ratio: float, n_train: Mapping[Any, float], n_test: Mapping[Any, float]) -> dict[str, Any]:
+    """The methods section written from the stored suite: data, splits, model, recipe, arms."""
+    s = inputs.suite_dict
+    ev = s.get("evaluation", {})
+    size_text = "no completed run"
+    if n_test:
+        size_text = (
+            f"test folds of {_span(n_test.values())} frames, training parts "
+            f"(training + inner validation) of {_span(n_train.values())} frames"
+        )
+        if "n_test_groups" in inputs.done.columns and inputs.done["n_test_groups"].notna().all():
+            size_text += f"; {_span(inputs.done['n_test_groups'])} patients per test fold"
+    arms = []
+    for a in s.get("arms", []):
+        arms.append(
+            {
+                "name": a.get("name"),
+                "description": a.get("description", ""),
+                "pipeline": _describe_pipeline(list(a.get("preprocess") or [])),
+                "on_the_fly": bool(a.get("on_the_fly")),
+                "equations": equations(list(a.get("preprocess") or [])),
+                "model_override": json.dumps(a.get("model")) if a.get("model") else "",
+                "model_text": describe_model_variant(a.get("model") or {}),
+            }
+        )
+    folds, repeats = ev.get("folds"), ev.get("repeats")
+    return {
+        "data_description": str(
+            inputs.meta.get("data_description") or f"Data source: {s.get('data', {}).get('source', 'unknown')}."
+        ),
+        "data_config": _kv(s.get("data", {})),
+        "splits": (
+            f"{repeats} repeat{'s' if repeats != 1 else ''} × {folds} folds of stratified, patient-grouped "
+            "cross-validation (StratifiedGroupKFold, a new shuffle per repeat), identical for every arm; the model is "
+            "selected on an inner, patient-grouped validation split of the training part "
+            f"({_share(s.get('training', {}).get('val_fraction'))} of its patients). Sizes: {size_text}."
+        ),
+        "split_sizes": size_text,
+        "model": _kv(s.get("model", {})),
+        "training": _kv(s.get("training", {})),
+        "arms": arms,
+        "test_train_ratio": ratio,
+    }
+
+
+def leakage(inputs: Any) -> dict[str, Any]:
+    """Count runs whose recorded patient-overlap check passed / failed / is missing."""
+    passed = failed = unknown = 0
+    details = []
+    for row in inputs.done.itertuples(index=False):
+        check = row.leakage_check
+        ok = None
+        if isinstance(check, Mapping):
+            # harness.cv records overlap counts (groups_in_train_and_test, ..., samples_in_two_roles).
+            counts = {k: v for k, v in check.items() if k.startswith(("groups_in_", "samples_in_"))}
+            if counts:
+                ok = all(not v for v in counts.values())
+            elif "passed" in check:
+                ok = bool(check["passed"])
+        elif isinstance(check, (bool, np.bool_)):
+            ok = bool(check)
+        if ok is None:
+            unknown += 1
+        elif ok:
+            passed += 1
+        else:
+            failed += 1
+            details.append(f"{row.run_id}: {json.dumps(jsonable(check))}")
+    return {"total": passed + failed, "passed": passed, "failed": failed, "unknown": unknown, "details": details}
+
+
+def failed_runs(inputs: Any) -> list[dict[str, Any]]:
+    r = inputs.runs
+    bad = r[r["status"].isin(["failed", "running"])]
+    return [
+        {
+            "arm": x.arm,
+            "repeat": int(x.repeat),
+            "fold": int(x.fold),
+            "status": x.status,
+            "error": x.error
+            if isinstance(x.error, str) and x.error
+            else ("interrupted or still running" if x.status == "running" else ""),
+        }
+        for x in bad.itertuples(index=False)
+    ]
+
+
+def environment(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
+    env = meta.get("environment")
+    rows: list[tuple[str, str]] = []
+    if isinstance(env, Mapping):
+        for k, v in env.items():
+            rows.append((str(k), v if isinstance(v, str) else json.dumps(jsonable(v))))
+    for key in ("suite_hash", "data_content_hash", "started_at"):
+        if key in meta:
+            v = meta[key]
+            if key == "started_at" and isinstance(v, (int, float)):
+                v = _dt.datetime.fromtimestamp(v, _dt.UTC).isoformat(timespec="seconds")
+            rows.append((key, str(v)))
+    return rows
+
+
+def reproduce_command(inputs: Any) -> str:
+    cmd = inputs.meta.get("command")
+    if isinstance(cmd, (list, tuple)):
+        return shlex.join(str(c) for c in cmd)
+    if cmd:
+        return str(cmd)
+    suite = inputs.meta.get("suite_path") or f"<suite {inputs.suite_dict.get('name', '')}.yaml>"
+    return f"python -m harness run {suite} --out {shlex.quote(str(inputs.out_dir))}"
