@@ -1,0 +1,319 @@
+"""Model factory: timm EfficientNet-B0 with one input channel, optional diffusion stem / blocks.
+
+``create_model(cfg, in_chans=1)`` builds the network described by a ``ModelConfig``
+(``harness.suite``; fields documented in docs/architecture.md):
+
+1. a bare timm ``efficientnet_b0`` (``in_chans``, ``num_classes``, ``drop_rate``);
+2. its weights: ``pretrained: none`` keeps timm's random initialisation, ``imagenet`` uses
+   timm's own pretrained mechanism (Hugging Face hub download + cache, stem adapted to
+   ``in_chans`` by timm), a path to ``.pth``/``.pt`` is read with
+   ``torch.load(weights_only=True)`` and ``.safetensors`` with safetensors; a 3-channel stem is
+   adapted with timm's ``adapt_input_conv``; a classifier of another shape is left new;
+   any other shape mismatch is an error naming the layers;
+3. the structural changes of the arm, applied AFTER loading so checkpoint keys stay timm's:
+   ``stem.mode: replace`` puts a ``DiffusionStem`` where ``conv_stem`` stood (``bn1`` kept),
+   ``stem.mode: prepend`` runs a ``DiffusionPrepend`` before the unchanged stem,
+   ``diffusion_blocks.after_stages`` appends a ``DiffusionBlock`` to ``model.blocks[i]``.
+
+The model takes images as float intensities in [0, 1], shape (B, in_chans, H, W): the
+pretrained convolution stem normalises its input itself (``NormalizedConv2d``, ImageNet
+statistics averaged over RGB, matching timm's summed single-channel stem weights), while the
+diffusion layers see the raw intensities so their ``kappa`` is in intensity units.
+
+``model.weights_report`` records what the weights loading did (source, adapted, new,
+missing, unexpected keys); ``model.diffusion_modules()`` lists the diffusion layers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+_log = logging.getLogger(__name__)
+
+#: Grey-level normalisation for the convolution stem: the mean of ImageNet's RGB means / stds.
+#: timm's in_chans=1 adaptation sums the RGB kernels, so a grey image normalised by these
+#: values gives (nearly) the activations an RGB-replicated grey image would.
+INPUT_MEAN: float = (0.485 + 0.456 + 0.406) / 3.0
+INPUT_STD: float = (0.229 + 0.224 + 0.225) / 3.0
+
+SUPPORTED_ARCHITECTURES = ("efficientnet_b0",)
+_STEM_KEYS = ("conv_stem.weight",)
+_CLASSIFIER_PREFIX = "classifier."
+
+
+class ModelError(ValueError):
+    """A model configuration or weights file that cannot be used; the message says why."""
+
+
+class NormalizedConv2d(nn.Conv2d):
+    """``nn.Conv2d`` that normalises its input with fixed (mean, std) first.
+
+    Subclassing (rather than wrapping) keeps the parameter names of timm's ``conv_stem``
+    (``conv_stem.weight``), so timm / ImageNet checkpoints load unchanged.
+    """
+
+    def __init__(self, *args: Any, mean: float = INPUT_MEAN, std: float = INPUT_STD, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.input_mean = float(mean)
+        self.input_std = float(std)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, mean: float = INPUT_MEAN, std: float = INPUT_STD) -> NormalizedConv2d:
+        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                  padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                  bias=conv.bias is not None, padding_mode=conv.padding_mode, mean=mean, std=std)
+        new.load_state_dict(conv.state_dict())
+        return new.to(conv.weight.device, conv.weight.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward((x - self.input_mean) / self.input_std)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", input_mean={self.input_mean:.4f}, input_std={self.input_std:.4f}"
+
+
+# ----------------------------------------------------------------------------- config access
+def _get(cfg: Any, name: str, default: Any = None) -> Any:
+    """Field of a pydantic model, dataclass, namespace or mapping (configs arrive in any of these)."""
+    if cfg is None:
+        return default
+    if isinstance(cfg, Mapping):
+        return cfg.get(name, default)
+    return getattr(cfg, name, default)
+
+
+# ----------------------------------------------------------------------------- weights loading
+def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from .pth/.pt (weights_only) or .safetensors; unwrap common containers."""
+    if not path.is_file():
+        raise ModelError(f"model.pretrained: weights file {path} does not exist "
+                         "(accepted: none, imagenet, or a path to a .pth/.pt/.safetensors file)")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types
+            raise ModelError(f"model.pretrained: cannot read safetensors file {path}: {exc}") from exc
+    elif suffix in (".pth", ".pt"):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # UnpicklingError for anything but plain tensors/containers
+            raise ModelError(f"model.pretrained: cannot read {path} with torch.load(weights_only=True) "
+                             f"(only plain tensor state dicts are accepted): "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    else:
+        raise ModelError(f"model.pretrained: unsupported weights file extension '{path.suffix}' for {path} "
+                         "(accepted: .pth, .pt, .safetensors)")
+    for container in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, Mapping) and container in state and isinstance(state[container], Mapping):
+            state = state[container]
+            break
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"model.pretrained: {path} does not hold a state dict of tensors")
+    # Checkpoints saved from DataParallel / torch.compile carry a prefix on every key.
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        for prefix in ("module.", "_orig_mod."):
+            key = key.removeprefix(prefix)
+        out[key] = value
+    return out
+
+
+def _adapt_checkpoint(state: dict[str, torch.Tensor], model: nn.Module, source: str,
+                      report: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Adapt the stem to the model's input channels, drop a classifier of another shape,
+    and fail with the layer names on any other shape mismatch."""
+    from timm.models import adapt_input_conv
+
+    target = model.state_dict()
+    state = dict(state)
+    for key in _STEM_KEYS:
+        if key in state and key in target and state[key].shape != target[key].shape:
+            w = state[key]
+            want = target[key].shape
+            if w.ndim == 4 and w.shape[0] == want[0] and w.shape[2:] == want[2:]:
+                state[key] = adapt_input_conv(want[1], w)
+                report["adapted"].append(f"{key}: {tuple(w.shape)} -> {tuple(want)}")
+    for key in list(state):
+        if key.startswith(_CLASSIFIER_PREFIX) and key in target and state[key].shape != target[key].shape:
+            report["new"].append(f"{key} (checkpoint {tuple(state[key].shape)}, model {tuple(target[key].shape)})")
+            del state[key]
+    mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
+                  for k, v in state.items() if k in target and v.shape != target[k].shape]
+    if mismatched:
+        shown = "; ".join(mismatched[:5]) + (f"; ... ({len(mismatched)} in all)" if len(mismatched) > 5 else "")
+        raise ModelError(f"model.pretrained: {source} does not fit efficientnet_b0: shape mismatch in {shown}")
+    return state
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str,
+                report: dict[str, Any]) -> None:
+    state = _adapt_checkpoint(state, model, source, report)
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(_CLASSIFIER_PREFIX)]
+    report["missing"] = list(result.missing_keys)
+    report["unexpected"] = list(result.unexpected_keys)
+    report["new"].extend(k for k in result.missing_keys if k.startswith(_CLASSIFIER_PREFIX))
+    if missing:
+        shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
+        raise ModelError(f"model.pretrained: {source} lacks weights for efficientnet_b0 layers: {shown}")
+    if result.unexpected_keys:
+        _log.warning("weights %s: ignored %d unexpected keys (%s)", source, len(result.unexpected_keys),
+                     ", ".join(result.unexpected_keys[:5]))
+
+
+def _imagenet_model(arch: str, in_chans: int, num_classes: int, drop_rate: float) -> nn.Module:
+    """timm's own pretrained loading; any download/cache failure becomes one clear line."""
+    try:
+        return timm.create_model(arch, pretrained=True, in_chans=in_chans, num_classes=num_classes,
+                                 drop_rate=drop_rate)
+    except Exception as exc:  # network / hub / cache errors come in many types
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(
+            f"model.pretrained: imagenet weights for {arch} could not be downloaded or found in the cache "
+            f"({type(exc).__name__}: {reason[:160]}); offline, set model.pretrained to a local file, e.g. "
+            f"--set model.pretrained=/path/to/{arch}.safetensors (a timm state dict, .pth/.pt/.safetensors)"
+        ) from exc
+
+
+def _base_model(cfg: Any, in_chans: int) -> nn.Module:
+    arch = _get(cfg, "architecture", "efficientnet_b0")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ModelError(f"model.architecture: '{arch}' is not supported (accepted: {', '.join(SUPPORTED_ARCHITECTURES)})")
+    num_classes = int(_get(cfg, "num_classes", 2))
+    drop_rate = float(_get(cfg, "drop_rate", 0.2))
+    pretrained = _get(cfg, "pretrained", "none")
+    pretrained = "none" if pretrained in (None, False, "", "none") else str(pretrained)
+    report: dict[str, Any] = {"source": pretrained, "adapted": [], "new": [], "missing": [], "unexpected": []}
+    if pretrained == "imagenet":
+        model = _imagenet_model(arch, in_chans, num_classes, drop_rate)
+        if in_chans != 3:
+            report["adapted"].append(f"conv_stem.weight: 3 -> {in_chans} input channels (timm)")
+        report["new"].append("classifier (timm resets it for num_classes != 1000)")
+    else:
+        model = timm.create_model(arch, pretrained=False, in_chans=in_chans, num_classes=num_classes,
+                                  drop_rate=drop_rate)
+        if pretrained != "none":
+            path = Path(os.path.expanduser(pretrained))
+            _load_state(model, _read_checkpoint(path), str(path), report)
+    model.weights_report = report  # type: ignore[attr-defined]
+    return model
+
+
+# ----------------------------------------------------------------------------- structure
+def _stage_channels(model: nn.Module, index: int) -> int:
+    """Output channels of ``model.blocks[index]`` (its last block's last conv)."""
+    convs = [m for m in model.blocks[index].modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1].out_channels
+
+
+def _apply_stem(model: nn.Module, stem: Any, in_chans: int) -> None:
+    from diffusion_filters.layers import DiffusionPrepend, DiffusionStem
+
+    kind = _get(stem, "type", "diffusion")
+    if kind != "diffusion":
+        raise ModelError(f"model.stem.type: '{kind}' is not supported (accepted: diffusion)")
+    mode = _get(stem, "mode", "replace")
+    variant = _get(stem, "variant", "perona_malik")
+    iterations = int(_get(stem, "iterations", 4))
+    trainable = bool(_get(stem, "trainable", True))
+    conv = model.conv_stem
+    if mode == "replace":
+        model.conv_stem = DiffusionStem(in_chans=in_chans, out_chans=conv.out_channels, iterations=iterations,
+                                        variant=variant, stride=conv.stride[0], trainable=trainable)
+    elif mode == "prepend":
+        if in_chans != 1:
+            raise ModelError(f"model.stem.mode: prepend needs in_chans=1 (got {in_chans})")
+        model.conv_stem = nn.Sequential(DiffusionPrepend(iterations=iterations, variant=variant, trainable=trainable),
+                                        conv)
+    else:
+        raise ModelError(f"model.stem.mode: '{mode}' is not supported (accepted: replace, prepend)")
+
+
+def _apply_blocks(model: nn.Module, blocks: Any) -> None:
+    from diffusion_filters.layers import DiffusionBlock
+
+    stages = list(_get(blocks, "after_stages", []) or [])
+    n = len(model.blocks)
+    for i in stages:
+        if not isinstance(i, int) or not 0 <= i < n:
+            raise ModelError(f"model.diffusion_blocks.after_stages: {i!r} is not a stage index "
+                             f"(accepted: integers 0..{n - 1}, the indices of model.blocks)")
+    if len(set(stages)) != len(stages):
+        raise ModelError(f"model.diffusion_blocks.after_stages: {stages} repeats a stage")
+    for i in sorted(stages):
+        # Appending to the stage's Sequential keeps every pretrained key (blocks.i.j.*) unchanged.
+        model.blocks[i].append(DiffusionBlock(_stage_channels(model, i),
+                                              iterations=int(_get(blocks, "iterations", 2)),
+                                              trainable=bool(_get(blocks, "trainable", True))))
+
+
+def diffusion_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """The diffusion layers of ``model`` by qualified name (empty for the plain network)."""
+    from diffusion_filters.layers import DiffusionBlock, DiffusionPrepend, DiffusionStem
+
+    kinds = (DiffusionStem, DiffusionPrepend, DiffusionBlock)
+    return {name: m for name, m in model.named_modules() if isinstance(m, kinds)}
+
+
+def learned_params(model: nn.Module) -> dict[str, list[float]]:
+    """Diffusion parameters in human units (kappa, step, ...) as ``{"<module>.<param>": [...]}``."""
+    out: dict[str, list[float]] = {}
+    for name, module in diffusion_modules(model).items():
+        for key, values in module.learned_params().items():
+            out[f"{name}.{key}"] = values
+    return out
+
+
+def create_model(cfg: Any, in_chans: int = 1) -> nn.Module:
+    """Build the network of a ``ModelConfig`` (see the module docstring).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> m = create_model(SimpleNamespace(pretrained="none", num_classes=2))
+        >>> m(torch.rand(2, 1, 32, 32)).shape
+        torch.Size([2, 2])
+    """
+    model = _base_model(cfg, in_chans)
+    # The pretrained-style conv stem gets normalised input; diffusion layers see raw [0, 1].
+    model.conv_stem = NormalizedConv2d.from_conv(model.conv_stem)
+    stem = _get(cfg, "stem")
+    if stem is not None:
+        _apply_stem(model, stem, in_chans)
+        if _get(stem, "mode", "replace") == "replace":
+            model.weights_report["new"].append("conv_stem (replaced by DiffusionStem)")  # type: ignore[attr-defined]
+    blocks = _get(cfg, "diffusion_blocks")
+    if blocks is not None:
+        _apply_blocks(model, blocks)
+    return model
+
+
+def check_weights(cfg: Any, in_chans: int = 1) -> None:
+    """Resolve the configured weights now (download/cache for imagenet, read a path), so a
+    suite fails before any training when they are unavailable; raises ``ModelError``."""
+    _base_model(cfg, in_chans)
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Load a full state dict saved from a model built by ``create_model`` (strict)."""
+    state = _read_checkpoint(Path(path))
+    model.load_state_dict(state, strict=True)
+
+
+def output_size(size: int) -> int:
+    """Spatial size after EfficientNet-B0's stride-2 ``conv_stem`` (3x3, padding 1)."""
+    return (size - 1) // 2 + 1
+
+
+__all__ = ["INPUT_MEAN", "INPUT_STD", "ModelError", "NormalizedConv2d", "check_weights", "create_model", "diffusion_modules",
+           "learned_params", "load_weights", "output_size"]

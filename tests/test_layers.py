@@ -1,0 +1,308 @@
+"""Learnable diffusion layers: values, gradients (float64 gradcheck), stability, freezing, saving."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from diffusion_filters.layers import (
+    KAPPA_MIN,
+    STEP_BOUNDS,
+    DiffusionBlock,
+    DiffusionPrepend,
+    DiffusionStem,
+    scale_space_init,
+)
+from diffusion_filters.structure_tensor import scharr_gradient
+from diffusion_filters.tensor_diffusion import tensor_diffusion
+
+VARIANTS = ["perona_malik", "tensor"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is as fast and immune to OpenMP stalls on shared cores."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _image(b: int = 2, h: int = 12, w: int = 11, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, 1, h, w, generator=g, dtype=dtype) * 0.2
+    x[..., :, w // 2:] += 0.6  # a step edge
+    return x
+
+
+# ----------------------------------------------------------------------------- initialisation
+def test_scale_space_initialisation_is_the_documented_one() -> None:
+    stem = DiffusionStem(out_chans=32, variant="perona_malik")
+    p = stem.learned_params()
+    kappas = sorted({round(k, 6) for k in p["kappa"]})
+    assert len(kappas) == 8
+    assert kappas[0] == pytest.approx(0.02, rel=1e-5) and kappas[-1] == pytest.approx(0.5, rel=1e-5)
+    ratios = [b / a for a, b in itertools.pairwise(kappas)]
+    assert max(ratios) == pytest.approx(min(ratios), rel=1e-4)  # log-spaced
+    assert sorted({round(s, 5) for s in p["step"]}) == [0.1, 0.24]
+    assert sorted({round(s, 5) for s in p["shape"]}) == [0.1, 0.9]
+    tensor = DiffusionStem(out_chans=32, variant="tensor").learned_params()
+    assert sorted({round(s, 4) for s in tensor["step"]}) == [round(0.4 * 0.99, 4), round(0.96 * 0.99, 4)]
+    k, s, sh = scale_space_init(5)
+    assert k.shape == s.shape == sh.shape == (5,)
+
+
+def test_block_starts_near_identity_and_prepend_is_a_diffusion() -> None:
+    x = torch.randn(2, 6, 10, 10)
+    block = DiffusionBlock(6, iterations=2)
+    assert block.learned_params()["gate"] == pytest.approx([0.02] * 6, rel=1e-5)
+    with torch.no_grad():
+        y = block(x)
+    rel = float((y - x).norm() / x.norm())
+    assert 0 < rel < 0.02
+    img = _image()
+    with torch.no_grad():
+        out = DiffusionPrepend(iterations=3)(img)
+    assert out.shape == img.shape
+    assert float(out.std()) < float(img.std())  # it smooths
+    torch.testing.assert_close(out.mean((2, 3)), img.mean((2, 3)), atol=1e-5, rtol=0)  # and conserves the mean
+
+
+@pytest.mark.parametrize("size", [(32, 32), (33, 31), (7, 8), (65, 64)])
+def test_stem_output_shape_matches_stride2_conv(size: tuple[int, int]) -> None:
+    conv = torch.nn.Conv2d(1, 32, 3, stride=2, padding=1)
+    x = torch.rand(2, 1, *size)
+    assert DiffusionStem(iterations=1)(x).shape == conv(x).shape
+
+
+# ----------------------------------------------------------------------------- values vs references
+def _eed_reference(u: torch.Tensor, iterations: int, kappa: float, step: float) -> torch.Tensor:
+    """Reference for the tensor variant with the exponential conductance, written through the
+    eigen-decomposition D = g n n^T + (I - n n^T) (a different route than the layer's closed form)."""
+
+    def fn(v: torch.Tensor):
+        gx, gy = scharr_gradient(v)
+        s2 = gx * gx + gy * gy
+        g = torch.exp(-s2 / kappa**2)
+        norm = torch.sqrt(s2).clamp_min(1e-300)
+        nx, ny = torch.where(s2 > 0, gx / norm, 1.0), torch.where(s2 > 0, gy / norm, 0.0)
+        a = g * nx * nx + (1 - nx * nx)
+        b = g * nx * ny - nx * ny
+        c = g * ny * ny + (1 - ny * ny)
+        return a, b, c
+
+    return tensor_diffusion(u, fn, iterations, step)
+
+
+def test_tensor_stem_channel_equals_reference_eed() -> None:
+    stem = DiffusionStem(in_chans=1, out_chans=2, iterations=3, variant="tensor").double()
+    with torch.no_grad():
+        stem.params.shape_raw.fill_(60.0)  # shape -> 1: pure exponential conductance
+    x = _image(dtype=torch.float64)
+    out = stem(x)
+    pooled = F.avg_pool2d(F.pad(x, (0, 1, 0, 0), mode="replicate"), 2)
+    p = stem.learned_params()
+    for c in range(2):
+        ref = _eed_reference(pooled, 3, p["kappa"][c], p["step"][c])
+        torch.testing.assert_close(out[:, c:c + 1], ref, atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_large_kappa_is_linear_diffusion_and_mean_is_conserved(variant: str) -> None:
+    block = DiffusionBlock(1, iterations=3, variant=variant).double()
+    with torch.no_grad():
+        block.params.kappa_raw.fill_(1e4)  # kappa ~ 1e4: conductance 1 everywhere
+        block.gate_raw.fill_(60.0)  # gate 1: the block's output is the diffusion itself
+    x = _image(dtype=torch.float64)
+    out = block(x)
+    torch.testing.assert_close(out.mean((2, 3)), x.mean((2, 3)), atol=1e-12, rtol=0)
+    if variant == "tensor":
+        step = block.learned_params()["step"][0]
+        ones = lambda v: (torch.ones_like(v), torch.zeros_like(v), torch.ones_like(v))
+        torch.testing.assert_close(out, tensor_diffusion(x, ones, 3, step), atol=1e-9, rtol=1e-7)
+    else:
+        # Linear 4-neighbour heat equation with reflecting borders, written out directly.
+        step = block.learned_params()["step"][0]
+        u = x.clone()
+        for _ in range(3):
+            p = F.pad(u, (1, 1, 1, 1), mode="replicate")
+            lap = p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:] - 4 * u
+            u = u + step * lap
+        torch.testing.assert_close(out, u, atol=1e-9, rtol=1e-7)
+
+
+def test_small_kappa_preserves_the_edge_large_kappa_blurs_it() -> None:
+    x = _image(b=1, h=16, w=16)
+    contrast = []
+    for raw in (-8.0, 8.0):  # kappa ~ KAPPA_MIN vs ~8
+        layer = DiffusionPrepend(iterations=6)
+        with torch.no_grad():
+            layer.params.kappa_raw.fill_(raw)
+        with torch.no_grad():
+            y = layer(x)
+        contrast.append(float(y[..., 8].mean() - y[..., 7].mean()))
+    assert contrast[0] > 0.5 > contrast[1]
+
+
+# ----------------------------------------------------------------------------- gradients
+def _gradcheck(module: torch.nn.Module, x: torch.Tensor) -> None:
+    module = module.double()
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in module.named_parameters()}
+    names = list(params)
+
+    def f(inp: torch.Tensor, *values: torch.Tensor) -> torch.Tensor:
+        return functional_call(module, dict(zip(names, values)), (inp,))
+
+    assert torch.autograd.gradcheck(f, (x.double().requires_grad_(True), *params.values()), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gradcheck_stem(variant: str) -> None:
+    _gradcheck(DiffusionStem(in_chans=1, out_chans=3, iterations=2, variant=variant), _image(1, 6, 7))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gradcheck_prepend(variant: str) -> None:
+    _gradcheck(DiffusionPrepend(iterations=2, variant=variant), _image(1, 6, 6))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gradcheck_block(variant: str) -> None:
+    torch.manual_seed(0)
+    _gradcheck(DiffusionBlock(2, iterations=2, variant=variant), torch.randn(1, 2, 5, 6))
+
+
+# ----------------------------------------------------------------------------- training
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_parameters_learn_a_target_diffusion(variant: str) -> None:
+    """Fit a 1-channel layer to the output of a stronger diffusion: kappa and step must move there."""
+    x = _image(4, 16, 16, seed=1)
+    target_layer = DiffusionPrepend(iterations=3, variant=variant)
+    with torch.no_grad():
+        target_layer.params.kappa_raw.fill_(1.0)
+        target_layer.params.step_raw.fill_(3.0)
+        target = target_layer(x)
+    layer = DiffusionPrepend(iterations=3, variant=variant)
+    before = layer.learned_params()
+    opt = torch.optim.Adam(layer.parameters(), lr=0.1)
+    first = None
+    for _ in range(40):
+        loss = F.mse_loss(layer(x), target)
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = layer.learned_params()
+    assert float(loss) < 0.2 * first
+    assert after["kappa"][0] > before["kappa"][0] and after["step"][0] > before["step"][0]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_extreme_raw_values_stay_finite(variant: str) -> None:
+    stem = DiffusionStem(out_chans=4, iterations=4, variant=variant)
+    block = DiffusionBlock(4, iterations=2, variant=variant)
+    with torch.no_grad():
+        for i, p in enumerate([*stem.params.parameters(), *block.params.parameters(), block.gate_raw]):
+            p.copy_(torch.tensor([50.0, -50.0, 50.0, -50.0]) * (1 if i % 2 else -1))
+    # The raw diffusion parameters only (the stem's 1x1 mixing is an ordinary, unbounded conv).
+    params = [*stem.params.parameters(), *block.params.parameters(), block.gate_raw]
+    opt = torch.optim.SGD(params, lr=100.0)
+    x = _image(2, 16, 16)
+    for _ in range(30):
+        y = block(stem(x))
+        assert bool(torch.isfinite(y).all())
+        loss = (y - 0.5).pow(2).mean() + y.std()
+        opt.zero_grad()
+        loss.backward()
+        assert all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
+        opt.step()
+    for layer in (stem, block):
+        for values in layer.learned_params().values():
+            assert all(math.isfinite(v) for v in values)
+        k, s = torch.tensor(layer.learned_params()["kappa"]), torch.tensor(layer.learned_params()["step"])
+        assert bool((k >= KAPPA_MIN).all()) and bool((s <= STEP_BOUNDS[variant]).all())
+
+
+def test_frozen_parameters_do_not_change() -> None:
+    from harness.models import create_model
+    from harness.suite import BlocksConfig, ModelConfig, StemConfig
+
+    model = create_model(ModelConfig(stem=StemConfig(iterations=1, trainable=False),
+                                     diffusion_blocks=BlocksConfig(after_stages=[1], iterations=1, trainable=False)))
+    frozen = {k: v.detach().clone() for k, v in model.named_parameters() if k.startswith(("conv_stem", "blocks.1.2"))}
+    head = model.conv_head.weight.detach().clone()
+    assert frozen and not any(p.requires_grad for k, p in model.named_parameters() if k in frozen)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    x, y = torch.rand(4, 1, 32, 32), torch.tensor([0, 1, 0, 1])
+    for _ in range(1):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    now = dict(model.named_parameters())
+    for k, v in frozen.items():
+        assert torch.equal(now[k], v), k
+    assert not torch.equal(now["conv_head.weight"], head)  # the rest of the network trains
+
+
+def test_model_with_stem_saves_and_reloads_identically(tmp_path: Path) -> None:
+    from harness.models import create_model, load_weights
+    from harness.suite import BlocksConfig, ModelConfig, StemConfig
+
+    cfg = ModelConfig(stem=StemConfig(iterations=2), diffusion_blocks=BlocksConfig(after_stages=[2]))
+    torch.manual_seed(0)
+    model = create_model(cfg)
+    with torch.no_grad():
+        model.conv_stem.params.kappa_raw.add_(torch.linspace(-1, 1, 32))
+        model.blocks[2][-1].gate_raw.fill_(0.3)
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    torch.manual_seed(1)
+    again = create_model(cfg)
+    load_weights(again, path)
+    assert set(load_file(str(path))) == set(model.state_dict())
+    model.eval()
+    again.eval()
+    x = torch.rand(3, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), model(x), atol=0, rtol=0)
+    assert again.conv_stem.learned_params() == model.conv_stem.learned_params()
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(ValueError, match=r"variant 'ced' is not supported \(accepted: perona_malik, tensor\)"):
+        DiffusionStem(variant="ced")
+    with pytest.raises(ValueError, match=r"DiffusionStem: expected \(B, 1, H, W\)"):
+        DiffusionStem()(torch.rand(1, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"DiffusionBlock: expected \(B, 4, H, W\)"):
+        DiffusionBlock(4)(torch.rand(1, 3, 8, 8))
+
+
+def test_compiled_training_path_matches_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large CPU training calls run the same scheme through torch.compile: same values and gradients."""
+    from diffusion_filters import _fastpath, layers
+
+    x = _image(2, 12, 13)
+    grads = []
+    outs = []
+    for threshold, mode in ((0, "auto"), (2**62, "auto")):
+        monkeypatch.setattr(layers, "COMPILE_MIN_WORK", threshold)
+        _fastpath.set_compile(mode)
+        torch.manual_seed(0)
+        stem = DiffusionStem(out_chans=4, iterations=2)
+        out = stem(x)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append([p.grad.clone() for p in stem.params.parameters()])
+    _fastpath.set_compile("auto")
+    assert not _fastpath._broken, "torch.compile failed: the compiled path was not exercised"
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=1e-5)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
