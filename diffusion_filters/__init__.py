@@ -1,0 +1,59 @@
+"""diffusion_filters: batched, differentiable anisotropic-diffusion filters for PyTorch.
+
+Every filter is a function and a registered ``nn.Module`` with the same parameters; inputs may be
+``(H, W)``, ``(C, H, W)`` or ``(B, C, H, W)`` tensors or numpy arrays (dtype rules:
+:mod:`diffusion_filters._image`). Filters: Perona-Malik, coherence- and edge-enhancing tensor
+diffusion, SRAD, non-local means, and the Gaussian / median comparators.
+
+Example:
+    >>> import torch, diffusion_filters as df
+    >>> "perona_malik" in df.available()
+    True
+    >>> pipe = df.Pipeline.from_config([{"perona_malik": {"iterations": 10, "kappa": 0.1, "step": 0.2}},
+    ...                                 {"median": {"size": 3}}])
+    >>> pipe.describe()
+    'Perona–Malik (exponential, 10 it., κ=0.1, Δt=0.2) → median (3×3)'
+    >>> pipe(torch.rand(2, 1, 32, 32)).shape
+    torch.Size([2, 1, 32, 32])
+"""
+
+from __future__ import annotations
+
+from . import layers
+from ._fastpath import set_compile
+from ._image import Restore, as_bchw, as_param
+from .nonlocal_means import NonlocalMeans, nonlocal_means
+from .perona_malik import PeronaMalik, perona_malik, perona_malik_mixture
+from .pipeline import Pipeline
+from .registry import available, create, get_filter_class, register_filter
+from .smoothing import Gaussian, Median, gaussian, median
+from .srad import SRAD, srad
+from .tensor_diffusion import CoherenceEnhancing, EdgeEnhancing, coherence_enhancing, edge_enhancing
+
+__all__ = [
+    "SRAD",
+    "CoherenceEnhancing",
+    "EdgeEnhancing",
+    "Gaussian",
+    "Median",
+    "NonlocalMeans",
+    "PeronaMalik",
+    "Pipeline",
+    "Restore",
+    "as_bchw",
+    "as_param",
+    "available",
+    "coherence_enhancing",
+    "create",
+    "edge_enhancing",
+    "gaussian",
+    "get_filter_class",
+    "layers",
+    "median",
+    "nonlocal_means",
+    "perona_malik",
+    "perona_malik_mixture",
+    "register_filter",
+    "set_compile",
+    "srad",
+]

@@ -1,0 +1,408 @@
+"""Perona-Malik anisotropic diffusion (Perona & Malik 1990), batched and differentiable.
+
+PDE (Perona & Malik, IEEE TPAMI 12(7):629-639, 1990)::
+
+    du/dt = div( g(|grad u|) grad u ),     u(0) = image,    Neumann (zero-flux) boundary
+
+Discretisation: the 4-neighbour explicit scheme with one flux per edge, as in MedPy's
+``medpy.filter.smoothing.anisotropic_diffusion`` (P. Kovesi's scheme)::
+
+    d_y[i, j] = u[i+1, j] - u[i, j]              d_x[i, j] = u[i, j+1] - u[i, j]
+    F_y = g(d_y) d_y / h_y                       F_x = g(d_x) d_x / h_x
+    u <- u + step * ( F_y[i, j] - F_y[i-1, j] + F_x[i, j] - F_x[i, j-1] )
+
+with ``F = 0`` across the image border (zero flux, i.e. reflecting/Neumann boundary). Every edge
+flux is added to one pixel and subtracted from its neighbour, so the mean grey value is preserved
+exactly (up to float rounding).
+
+Conductances ``g`` (``kappa`` is the contrast threshold in grey-value units):
+
+* ``"exponential"`` (PM eq. 1, MedPy option 1): ``g(d) = exp(-(d/kappa)^2)`` - favours
+  high-contrast edges;
+* ``"rational"`` (PM eq. 2, MedPy option 2): ``g(d) = 1 / (1 + (d/kappa)^2)`` - favours wide
+  regions;
+* ``"tukey"`` (Black et al. 1998, IEEE TIP 7(3):421-432, MedPy option 3): with
+  ``kappa_s = sqrt(2) kappa``, ``g(d) = 1/2 (1 - (d/kappa_s)^2)^2`` for ``|d| <= kappa_s`` and 0
+  beyond - stops diffusion completely across strong edges.
+
+Stability: the new value is a convex combination of the old pixel and its neighbours (hence the
+maximum principle: the output stays within ``[min, max]`` of the input) when
+``0 < g <= 1`` and ``step * 2 * (1/h_y + 1/h_x) <= 1``, i.e. ``step <= 0.25`` for unit spacing.
+A step beyond that bound is rejected.
+
+Performance: gradient-free calls on large CPU batches run a ``torch.compile``-fused scheme on
+cache-sized chunks (see :mod:`diffusion_filters._fastpath`); calls needing gradients (learnable
+``kappa``/``step`` or input) run the same scheme eagerly with autograd.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import _fastpath
+from ._image import as_bchw, as_param
+from ._validation import check_choice, check_finite, check_min_size, check_nonneg_int, check_positive, check_step
+from .registry import register_filter
+
+__all__ = [
+    "CONDUCTANCES",
+    "MIN_SIZE",
+    "STEP_BOUND",
+    "PeronaMalik",
+    "perona_malik",
+    "perona_malik_mixture",
+    "step_bound",
+]
+
+CONDUCTANCES = ("exponential", "rational", "tukey")
+STEP_BOUND = 0.25
+"""Stability bound of ``step`` for unit pixel spacing (general: :func:`step_bound`)."""
+MIN_SIZE = 3
+"""Smallest accepted image side: the scheme's 3x3 cross stencil."""
+_NAME = "perona_malik"
+_K = 5  # iterations fused per compiled call
+_EXP_CLAMP = 80.0  # exp(-80) ~ 1.8e-35 is still a normal float32: avoids slow denormals, changes nothing visible
+_SQRT2 = math.sqrt(2.0)
+
+
+def step_bound(spacing: Sequence[float] | float | None = None) -> float:
+    """Largest stable ``step`` for pixel spacing ``(h_y, h_x)``: ``1 / (2 (1/h_y + 1/h_x))``.
+
+    With MedPy's discretisation the flux is divided by the spacing once (``g d / h``), so the
+    centre weight of the stencil is ``1 - step * sum_edges g / h`` and stays >= 0 iff
+    ``step <= 1 / (2 (1/h_y + 1/h_x))``; 0.25 for unit spacing.
+    """
+    hy, hx = _spacing_pair(spacing)
+    return 1.0 / (2.0 * (1.0 / hy + 1.0 / hx))
+
+
+def _spacing_pair(spacing: Sequence[float] | float | None, filter_name: str = _NAME) -> tuple[float, float]:
+    if spacing is None:
+        return 1.0, 1.0
+    if isinstance(spacing, (int, float)) and not isinstance(spacing, bool):
+        pair: tuple[Any, ...] = (spacing, spacing)
+    elif isinstance(spacing, Sequence) and not isinstance(spacing, str) and len(spacing) == 2:
+        pair = tuple(spacing)
+    else:
+        raise ValueError(
+            f"{filter_name}: spacing={spacing!r} is invalid; accepted: None, a positive number or (h_y, h_x)"
+        )
+    for v in pair:
+        check_positive("spacing", v, filter_name)
+    return float(pair[0]), float(pair[1])
+
+
+# --------------------------------------------------------------------------------------- fluxes
+# Each returns g(d) * d, written in MedPy's operation order so float32 results agree to ~1e-6.
+
+
+def _flux_exponential(d: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+    return torch.exp(-torch.clamp((d / kappa) ** 2, max=_EXP_CLAMP)) * d
+
+
+def _flux_rational(d: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+    return 1.0 / (1.0 + (d / kappa) ** 2) * d
+
+
+def _flux_tukey(d: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+    kappa_s = kappa * _SQRT2
+    top = 0.5 * (1.0 - (d / kappa_s) ** 2) ** 2
+    return torch.where(d.abs() <= kappa_s, top, torch.zeros_like(top)) * d
+
+
+def _flux_mixture(d: torch.Tensor, kappa: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+    r2 = (d / kappa) ** 2
+    return (shape * torch.exp(-torch.clamp(r2, max=_EXP_CLAMP)) + (1.0 - shape) / (1.0 + r2)) * d
+
+
+_FLUXES: dict[str, Callable[..., torch.Tensor]] = {
+    "exponential": _flux_exponential,
+    "rational": _flux_rational,
+    "tukey": _flux_tukey,
+    "mixture": _flux_mixture,
+}
+
+
+def _pm_step(
+    u: torch.Tensor,
+    flux: Callable[..., torch.Tensor],
+    step: torch.Tensor,
+    wy: torch.Tensor | None,
+    wx: torch.Tensor | None,
+    params: tuple[torch.Tensor, ...],
+) -> torch.Tensor:
+    """One explicit iteration; ``params`` are the flux's parameters (kappa[, shape])."""
+    fy = flux(u[..., 1:, :] - u[..., :-1, :], *params)
+    fx = flux(u[..., :, 1:] - u[..., :, :-1], *params)
+    if wy is not None and wx is not None:
+        fy = fy * wy
+        fx = fx * wx
+    # Zero flux across the border (Neumann): pad the edge fluxes with zeros on both sides.
+    fy = F.pad(fy, (0, 0, 1, 1))
+    fx = F.pad(fx, (1, 1))
+    return u + step * ((fy[..., 1:, :] - fy[..., :-1, :]) + (fx[..., :, 1:] - fx[..., :, :-1]))
+
+
+# ---------------------------------------------------------------- compiled (gradient-free) path
+# The fast path works on flattened planes framed by _K zero rows above and below: E = (n, L),
+# L = W (H + 2 _K). Fluxes are computed between flat neighbours (k, k+1) and (k, k+W) and
+# multiplied by static masks that are zero across row ends, across the core/frame boundary and in
+# the frame, which gives exactly the zero-flux border of _pm_step without any padding or masked
+# load in the loop. Each iteration only updates the range whose neighbours are available, so the
+# array shrinks by one row per side per iteration and, after _K iterations, is the image again.
+# Results equal the eager scheme up to float rounding (same operations; compiled exp/FMA differ in the last bits).
+
+
+def _flat_block(
+    e: torch.Tensor, step: torch.Tensor, mx: torch.Tensor, my: torch.Tensor, w: int, flux: Callable[..., torch.Tensor], params: tuple[torch.Tensor, ...]
+) -> torch.Tensor:
+    off = 0
+    for _ in range(_K):
+        n = e.shape[1]
+        fx = flux(e[:, 1:] - e[:, :-1], *params) * mx[off : off + n - 1]
+        fy = flux(e[:, w:] - e[:, :-w], *params) * my[off : off + n - w]
+        e = e[:, w : n - w] + step * ((fy[:, w : n - w] - fy[:, 0 : n - 2 * w]) + (fx[:, w : n - w] - fx[:, w - 1 : n - w - 1]))
+        off += w
+    return e
+
+
+# One function per kind so each has its own torch.compile cache.
+def _k_exponential(e: torch.Tensor, step: torch.Tensor, mx: torch.Tensor, my: torch.Tensor, w: int, kappa: torch.Tensor) -> torch.Tensor:
+    return _flat_block(e, step, mx, my, w, _flux_exponential, (kappa,))
+
+
+def _k_rational(e: torch.Tensor, step: torch.Tensor, mx: torch.Tensor, my: torch.Tensor, w: int, kappa: torch.Tensor) -> torch.Tensor:
+    return _flat_block(e, step, mx, my, w, _flux_rational, (kappa,))
+
+
+def _k_tukey(e: torch.Tensor, step: torch.Tensor, mx: torch.Tensor, my: torch.Tensor, w: int, kappa: torch.Tensor) -> torch.Tensor:
+    return _flat_block(e, step, mx, my, w, _flux_tukey, (kappa,))
+
+
+def _k_mixture(
+    e: torch.Tensor, step: torch.Tensor, mx: torch.Tensor, my: torch.Tensor, w: int, kappa: torch.Tensor, shape: torch.Tensor
+) -> torch.Tensor:
+    return _flat_block(e, step, mx, my, w, _flux_mixture, (kappa, shape))
+
+
+_K_STEPS = {"exponential": _k_exponential, "rational": _k_rational, "tukey": _k_tukey, "mixture": _k_mixture}
+
+
+def _flat_masks(h: int, w: int, wy: float, wx: float, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flux weights of the framed flat layout: ``1/h`` on valid core edges, 0 elsewhere."""
+    rows = torch.arange(h + 2 * _K, device=like.device).view(-1, 1)
+    cols = torch.arange(w, device=like.device).view(1, -1)
+    core = (rows >= _K) & (rows < _K + h)
+    mx = (core & (cols < w - 1)).to(like.dtype) * wx
+    my = ((rows >= _K) & (rows < _K + h - 1)).expand(-1, w).to(like.dtype) * wy
+    return mx.reshape(-1), my.reshape(-1)
+
+
+def _compiled_iterations(
+    planes: torch.Tensor, blocks: int, kind: str, step: torch.Tensor, wyx: tuple[float, float], params: tuple[torch.Tensor, ...]
+) -> torch.Tensor | None:
+    """``blocks * _K`` iterations of the compiled flat scheme on ``planes`` (n, 1, H, W)."""
+    n, _, h, w = planes.shape
+    mx, my = _flat_masks(h, w, wyx[0], wyx[1], planes)
+    frame = planes.new_zeros((n, _K * w))
+    flat_params = tuple(p.reshape(n, 1) for p in params)
+    s = step.reshape(n, 1)
+    e = planes.reshape(n, h * w)
+    for _ in range(blocks):
+        e = _fastpath.run_compiled(_K_STEPS[kind], torch.cat([frame, e, frame], dim=1), s, mx, my, w, *flat_params)
+        if e is None:
+            return None
+    return e.reshape(n, 1, h, w)
+
+
+def _diffuse(
+    u: torch.Tensor,
+    iterations: int,
+    kind: str,
+    step: torch.Tensor,
+    spacing: tuple[float, float] | None,
+    params: tuple[torch.Tensor, ...],
+) -> torch.Tensor:
+    """Run ``iterations`` steps on ``u`` (B, C, H, W); parameters are 4-D tensors like ``u``."""
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u, step, *params))
+    wy = wx = None
+    if spacing is not None and spacing != (1.0, 1.0):
+        wy = torch.full((1, 1, 1, 1), 1.0 / spacing[0], dtype=u.dtype, device=u.device)
+        wx = torch.full((1, 1, 1, 1), 1.0 / spacing[1], dtype=u.dtype, device=u.device)
+    flux = _FLUXES[kind]
+    if needs_grad:
+        for _ in range(iterations):
+            u = _pm_step(u, flux, step, wy, wx, params)
+        return u
+    compiled = _fastpath.use_compiled(u, iterations, needs_grad) and min(u.shape[-2], u.shape[-1]) >= 2
+    wyx = (1.0, 1.0) if spacing is None else (1.0 / spacing[0], 1.0 / spacing[1])
+
+    def run(planes: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
+        s, rest = p["step"], tuple(p[f"p{i}"] for i in range(len(params)))
+        n_eager = iterations
+        if compiled and iterations >= _K:
+            out = _compiled_iterations(planes, iterations // _K, kind, s, wyx, rest)
+            if out is not None:  # None: compilation failed, the eager scheme does everything
+                planes, n_eager = out, iterations % _K
+        for _ in range(n_eager):
+            planes = _pm_step(planes, flux, s, wy, wx, rest)
+        return planes
+
+    # Gradient-free: cache-sized chunks of planes, one single-threaded worker per core (OpenMP
+    # barriers inside each kernel stall badly when the cores are shared with other processes).
+    tensors = {"step": step, **{f"p{i}": t for i, t in enumerate(params)}}
+    with torch.no_grad():
+        return _fastpath.run_chunked(u, tensors, run)
+
+
+def _validate(iterations: Any, kappa: Any, step: Any, conductance: Any, spacing: Any) -> tuple[int, tuple[float, float] | None]:
+    iterations = check_nonneg_int("iterations", iterations, _NAME)
+    check_positive("kappa", kappa, _NAME)
+    check_choice("conductance", conductance, CONDUCTANCES, _NAME)
+    pair = None if spacing is None else _spacing_pair(spacing)
+    check_step(step, step_bound(pair), _NAME)
+    return iterations, pair
+
+
+def perona_malik(
+    x: Any,
+    iterations: int,
+    kappa: float | torch.Tensor,
+    step: float | torch.Tensor,
+    conductance: str = "exponential",
+    spacing: Sequence[float] | float | None = None,
+) -> Any:
+    """Perona-Malik anisotropic diffusion (4-neighbour explicit scheme, Neumann boundary).
+
+    Equations, conductances and stability: see the module docstring. Equals
+    ``medpy.filter.smoothing.anisotropic_diffusion(img, niter=iterations, kappa=kappa,
+    gamma=step, voxelspacing=spacing, option=1|2|3)`` for ``conductance="exponential"|"rational"|
+    "tukey"`` (to ~1e-6 on float32 images in [0, 1]), applied to every 2-D plane.
+
+    Args:
+        x: image(s), ``(H, W)``, ``(C, H, W)`` or ``(B, C, H, W)`` tensor or numpy array
+            (uint8/uint16 are scaled to [0, 1]); each channel is diffused independently.
+        iterations: number of explicit steps (>= 0; 0 returns the input unchanged).
+        kappa: contrast threshold (grey-value units, > 0): gradients well below ``kappa`` are
+            smoothed, gradients above it are preserved. Float or tensor broadcastable to
+            ``(B, C, 1, 1)`` (gradients flow to it).
+        step: time step per iteration, ``0 < step <= step_bound(spacing)`` (0.25 for unit
+            spacing); the diffusion time is ``t = iterations * step``. Float or tensor.
+        conductance: ``"exponential"``, ``"rational"`` or ``"tukey"``.
+        spacing: pixel spacing ``(h_y, h_x)`` (or one number for both); ``None`` = 1.
+
+    Returns:
+        The diffused image, same shape, kind (numpy/tensor) and device as ``x``.
+
+    Raises:
+        ValueError: NaN/Inf input, ``kappa <= 0``, negative/non-integer ``iterations``,
+            ``step`` outside ``(0, bound]``, unknown conductance, image smaller than 3x3.
+
+    Example:
+        >>> import torch
+        >>> y = perona_malik(torch.rand(2, 1, 64, 64), iterations=10, kappa=0.1, step=0.2)
+        >>> y.shape
+        torch.Size([2, 1, 64, 64])
+    """
+    iterations, pair = _validate(iterations, kappa, step, conductance, spacing)
+    t, restore = as_bchw(x, _NAME)
+    check_finite(t, _NAME)
+    check_min_size(t, MIN_SIZE, _NAME)
+    if iterations == 0:
+        return restore(t.clone())
+    k = as_param(kappa, t, "kappa", _NAME)
+    s = as_param(step, t, "step", _NAME)
+    return restore(_diffuse(t, iterations, conductance, s, pair, (k,)))
+
+
+def perona_malik_mixture(
+    x: torch.Tensor,
+    iterations: int,
+    kappa: float | torch.Tensor,
+    step: float | torch.Tensor,
+    shape: float | torch.Tensor,
+) -> torch.Tensor:
+    """Perona-Malik diffusion with a learnable mixture of the two PM conductances.
+
+    ``g(d) = shape * exp(-(d/kappa)^2) + (1 - shape) / (1 + (d/kappa)^2)`` with ``shape`` in
+    ``[0, 1]`` (1 = exponential, 0 = rational); ``0 < g <= 1`` so the scheme (same as
+    :func:`perona_malik`, unit spacing) is stable for ``step <= 0.25``. Used by the learnable
+    layers (:mod:`diffusion_filters.layers`), which pass per-channel tensors ``(1, C, 1, 1)``.
+
+    Args:
+        x: ``(B, C, H, W)`` (or any shape :func:`perona_malik` accepts) image/feature map.
+        iterations: number of explicit steps (>= 0).
+        kappa: contrast threshold (> 0), float or tensor broadcastable to ``(B, C, 1, 1)``.
+        step: time step, ``0 < step <= 0.25``.
+        shape: mixing weight in ``[0, 1]``.
+    """
+    name = "perona_malik_mixture"
+    iterations = check_nonneg_int("iterations", iterations, name)
+    check_positive("kappa", kappa, name)
+    check_step(step, STEP_BOUND, name)
+    sh = shape.detach() if isinstance(shape, torch.Tensor) else torch.tensor(float(shape))
+    if not bool(((sh >= 0) & (sh <= 1)).all()):
+        raise ValueError(f"{name}: shape must lie in [0, 1]")
+    t, restore = as_bchw(x, name)
+    check_finite(t, name)
+    check_min_size(t, MIN_SIZE, name)
+    if iterations == 0:
+        return restore(t.clone())
+    k = as_param(kappa, t, "kappa", name)
+    s = as_param(step, t, "step", name)
+    m = as_param(shape, t, "shape", name)
+    return restore(_diffuse(t, iterations, "mixture", s, None, (k, m)))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, torch.Tensor):
+        return f"{v.item():g}" if v.numel() == 1 else f"tensor{tuple(v.shape)}"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+@register_filter("perona_malik")
+class PeronaMalik(nn.Module):
+    """Module form of :func:`perona_malik` (same parameters; validated at construction).
+
+    Example:
+        >>> m = PeronaMalik(iterations=10, kappa=0.1, step=0.2, conductance="rational")
+        >>> m.describe()
+        'Perona–Malik (rational, 10 it., κ=0.1, Δt=0.2)'
+    """
+
+    def __init__(
+        self,
+        iterations: int,
+        kappa: float | torch.Tensor,
+        step: float | torch.Tensor,
+        conductance: str = "exponential",
+        spacing: Sequence[float] | float | None = None,
+    ) -> None:
+        super().__init__()
+        _validate(iterations, kappa, step, conductance, spacing)
+        self.iterations = int(iterations)
+        # Plain floats for numbers so config() is canonical (1 and 1.0 hash the same).
+        self.kappa = kappa if isinstance(kappa, torch.Tensor) else float(kappa)
+        self.step = step if isinstance(step, torch.Tensor) else float(step)
+        self.conductance = conductance
+        self.spacing = None if spacing is None else tuple(float(v) for v in _spacing_pair(spacing))
+
+    def forward(self, x: Any) -> Any:
+        return perona_malik(x, self.iterations, self.kappa, self.step, self.conductance, self.spacing)
+
+    def describe(self) -> str:
+        """One line with the parameter values, for reports."""
+        extra = "" if self.spacing is None else f", spacing={self.spacing[0]:g}×{self.spacing[1]:g}"
+        return (
+            f"Perona–Malik ({self.conductance}, {self.iterations} it., κ={_fmt(self.kappa)}, "
+            f"Δt={_fmt(self.step)}{extra})"
+        )
+
+    def extra_repr(self) -> str:
+        return self.describe()

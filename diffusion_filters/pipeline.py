@@ -1,0 +1,119 @@
+"""Chains of registered filters built from the list form used by suites.
+
+A pipeline config is a list of single-key mappings ``{filter_name: {param: value, ...}}``::
+
+    Pipeline.from_config([
+        {"perona_malik": {"iterations": 10, "kappa": 0.1, "step": 0.2}},
+        {"median": {"size": 3}},
+    ])
+
+``config()`` returns the canonical form (every parameter, defaults included, in signature
+order) so that two spellings of the same pipeline hash identically; ``describe()`` gives the
+one-line human description used in reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._image import as_bchw
+from .registry import accepted_params, create
+
+__all__ = ["Pipeline"]
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly canonical value (tuples -> lists, 0-d tensors/numpy scalars -> floats)."""
+    if isinstance(value, torch.Tensor):
+        v = value.detach().cpu()
+        return v.item() if v.numel() == 1 else v.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class Pipeline(nn.Module):
+    """Apply filter modules in order; input/output conventions as for a single filter.
+
+    Example:
+        >>> pipe = Pipeline.from_config([{"gaussian": {"sigma": 1.0}}, {"median": {"size": 3}}])
+        >>> pipe.describe()
+        'Gaussian (σ=1) → median (3×3)'
+        >>> pipe.config()
+        [{'gaussian': {'sigma': 1.0}}, {'median': {'size': 3}}]
+    """
+
+    def __init__(self, filters: Sequence[nn.Module] = ()) -> None:
+        super().__init__()
+        for i, f in enumerate(filters):
+            if not hasattr(f, "filter_name"):
+                raise ValueError(f"Pipeline[{i}]: {type(f).__name__} is not a registered filter module")
+        self.filters = nn.ModuleList(filters)
+
+    @classmethod
+    def from_config(cls, config: Sequence[Mapping[str, Any]] | None, where: str = "preprocess") -> Pipeline:
+        """Build from ``[{name: {params}}, ...]``; ``None`` or ``[]`` is the identity pipeline.
+
+        Errors are ``ValueError`` prefixed with ``where[index]``, e.g.
+        ``preprocess[1].median.sizee: unknown parameter; accepted: size``.
+        """
+        if config is None:
+            return cls([])
+        if isinstance(config, (str, bytes, Mapping)) or not isinstance(config, Sequence):
+            raise ValueError(
+                f"{where}: expected a list of single-key mappings {{filter: {{params}}}}, got {type(config).__name__}"
+            )
+        filters = []
+        for i, item in enumerate(config):
+            if not isinstance(item, Mapping) or len(item) != 1:
+                raise ValueError(
+                    f"{where}[{i}]: expected a single-key mapping {{filter: {{params}}}}, got {item!r}"
+                )
+            (name, params), = item.items()
+            if params is None:
+                params = {}
+            if not isinstance(params, Mapping):
+                raise ValueError(f"{where}[{i}].{name}: parameters must be a mapping, got {params!r}")
+            bad = [k for k in params if not isinstance(k, str)]
+            if bad:
+                raise ValueError(f"{where}[{i}].{name}: parameter names must be strings, got {bad[0]!r}")
+            try:
+                filters.append(create(name, **params))
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"{where}[{i}].{err}") from None
+        return cls(filters)
+
+    def forward(self, x: Any) -> Any:
+        t, restore = as_bchw(x, "pipeline")
+        for f in self.filters:
+            t = f(t)
+        return restore(t)
+
+    def config(self) -> list[dict[str, dict[str, Any]]]:
+        """Canonical config: every parameter of every filter, in signature order."""
+        out = []
+        for f in self.filters:
+            name = f.filter_name  # type: ignore[attr-defined]
+            names, _ = accepted_params(name)
+            out.append({name: {p: _plain(getattr(f, p)) for p in names}})
+        return out
+
+    def describe(self) -> str:
+        """One line: the filters' descriptions joined by arrows (``"identity"`` when empty)."""
+        if not len(self.filters):
+            return "identity (no preprocessing)"
+        return " → ".join(f.describe() for f in self.filters)  # type: ignore[operator]
+
+    def __len__(self) -> int:
+        return len(self.filters)
+
+    def extra_repr(self) -> str:
+        return self.describe()
+

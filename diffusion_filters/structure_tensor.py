@@ -1,0 +1,193 @@
+"""Building blocks of tensor diffusion: symmetric padding, Gaussian smoothing, Weickert–Scharr
+derivatives and their exact adjoint (the divergence), and the structure tensor.
+
+Conventions: images are ``(B, C, H, W)``; ``x`` is the last (column, width) axis and ``y`` the row
+axis; every channel is processed independently. Boundaries are *half-sample symmetric*
+(``... b a | a b c ...``, scipy's ``"reflect"``), the discrete form of the homogeneous Neumann
+condition on a cell-centred grid.
+
+Derivatives use the optimised 3x3 filters of Scharr (2000) as proposed for tensor diffusion by
+Weickert & Scharr (2002)::
+
+    F_x = 1/32 [[-3, 0, 3], [-10, 0, 10], [-3, 0, 3]]      F_y = F_x^T
+
+i.e. the central difference ``[-1, 0, 1] / 2`` along the derivative axis times the smoothing
+``[3, 10, 3] / 16`` across it. Everything is written as sums of shifted slices: on a CPU this is
+several times faster than ``conv2d`` with one input channel, and it keeps the autograd graph.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "GAUSS_TRUNCATE",
+    "gaussian_smooth",
+    "scharr_divergence",
+    "scharr_gradient",
+    "structure_tensor",
+    "structure_tensor_anisotropy",
+    "symmetric_pad",
+]
+
+GAUSS_TRUNCATE = 3.0
+"""Gaussian kernels have radius ``int(GAUSS_TRUNCATE * sigma + 0.5)`` pixels (scipy's rule)."""
+
+Scalar = float | torch.Tensor
+
+
+def symmetric_pad(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """Pad ``x`` by ``r`` samples on both sides of ``dim`` with half-sample symmetry.
+
+    ``r`` may exceed the size of ``dim``: the signal is then extended periodically with period
+    ``2 n`` (mirror, copy, mirror, ...), exactly like scipy.ndimage's ``mode="reflect"``.
+    """
+    if r <= 0:
+        return x
+    n = x.shape[dim]
+    if r <= n:
+        left = x.narrow(dim, 0, r).flip(dim)
+        right = x.narrow(dim, n - r, r).flip(dim)
+        return torch.cat([left, x, right], dim=dim)
+    idx = torch.arange(-r, n + r, device=x.device) % (2 * n)
+    idx = torch.where(idx >= n, 2 * n - 1 - idx, idx)
+    return x.index_select(dim, idx)
+
+
+def _gaussian_weights(sigma: Scalar, radius: int) -> list[Scalar]:
+    """Normalised half kernel ``[g_0, g_1, ..., g_radius]`` of a sampled Gaussian.
+
+    A float sigma gives floats; a tensor sigma (broadcastable to (B, C, 1, 1)) gives tensors of
+    that shape, differentiable in sigma.
+    """
+    if isinstance(sigma, torch.Tensor):
+        # Clamp keeps 1/sigma^2 finite for a zero sigma; the kernel is then a delta (exp(-k^2/2e-4) = 0).
+        s2 = 2.0 * sigma.clamp_min(1e-2) ** 2
+        w = [torch.exp(-(k * k) / s2) for k in range(radius + 1)]
+        total = w[0] + 2.0 * sum(w[1:], torch.zeros_like(w[0]))
+        return [wk / total for wk in w]
+    s2 = 2.0 * float(sigma) ** 2
+    wf = [math.exp(-(k * k) / s2) for k in range(radius + 1)]
+    total = wf[0] + 2.0 * sum(wf[1:])
+    return [wk / total for wk in wf]
+
+
+def _smooth_axis(x: torch.Tensor, weights: list[Scalar], dim: int) -> torch.Tensor:
+    """Correlate ``x`` along ``dim`` with the symmetric kernel given by its half ``weights``."""
+    r = len(weights) - 1
+    n = x.shape[dim]
+    p = symmetric_pad(x, r, dim)
+    out = p.narrow(dim, r, n) * weights[0]
+    for k in range(1, r + 1):
+        w = weights[k]
+        # In place on the fresh accumulator: autograd-safe (add/addcmul never save their output),
+        # and no temporary for the pair of taps.
+        if isinstance(w, torch.Tensor):
+            out.addcmul_(p.narrow(dim, r - k, n), w).addcmul_(p.narrow(dim, r + k, n), w)
+        else:
+            out.add_(p.narrow(dim, r - k, n), alpha=w).add_(p.narrow(dim, r + k, n), alpha=w)
+    return out
+
+
+def gaussian_smooth(x: torch.Tensor, sigma: Scalar) -> torch.Tensor:
+    """Separable Gaussian smoothing ``K_sigma * x`` with half-sample symmetric boundaries.
+
+    Args:
+        x: ``(B, C, H, W)`` image.
+        sigma: standard deviation in pixels (float, or tensor broadcastable to ``(B, C, 1, 1)``,
+            differentiable). ``sigma == 0`` returns ``x`` itself.
+
+    The kernel is the sampled Gaussian ``exp(-k^2 / (2 sigma^2))``, truncated at radius
+    ``int(3 sigma + 0.5)`` and normalised to sum 1 (so constants are preserved exactly); this
+    equals ``scipy.ndimage.gaussian_filter(x, sigma, mode="reflect", truncate=3)``.
+    """
+    smax = float(sigma.detach().max()) if isinstance(sigma, torch.Tensor) else float(sigma)
+    if smax <= 0.0:
+        return x
+    radius = max(1, int(GAUSS_TRUNCATE * smax + 0.5))
+    weights = _gaussian_weights(sigma, radius)
+    return _smooth_axis(_smooth_axis(x, weights, -1), weights, -2)
+
+
+def scharr_gradient(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weickert–Scharr derivatives ``(u_x, u_y)`` with half-sample symmetric boundaries.
+
+    ``u_x = F_x * u``, ``u_y = F_y * u`` (see the module docstring). This is the operator ``G``
+    of the tensor-diffusion scheme; :func:`scharr_divergence` is exactly ``-G^T``.
+    """
+    p = symmetric_pad(symmetric_pad(u, 1, -1), 1, -2)  # (H+2, W+2)
+    left, mid, right = p[..., :, :-2], p[..., :, 1:-1], p[..., :, 2:]
+    dx = right - left  # (H+2, W): 2 * central difference along x
+    sx = torch.add(3.0 * (left + right), mid, alpha=10.0)  # 16 * smoothing along x
+    ux = (3.0 * (dx[..., :-2, :] + dx[..., 2:, :]) + 10.0 * dx[..., 1:-1, :]) * (1.0 / 32.0)
+    uy = (sx[..., 2:, :] - sx[..., :-2, :]) * (1.0 / 32.0)
+    return ux, uy
+
+
+def scharr_divergence(j1: torch.Tensor, j2: torch.Tensor) -> torch.Tensor:
+    """Discrete divergence ``-G^T (j1, j2)``, the exact negative adjoint of :func:`scharr_gradient`.
+
+    Because it is the adjoint (transposed filters plus folding of the mirrored border back onto
+    the pixels it copies), ``sum(div) = -<G 1, j> = 0``: the scheme conserves the mean exactly,
+    and ``div(D grad u) = -G^T D G u`` is symmetric negative semi-definite for every symmetric
+    positive semi-definite ``D`` (the basis of the L2-stability bound).
+    """
+    h, w = j1.shape[-2], j1.shape[-1]
+    zeros_rows = j1.new_zeros(j1.shape[:-2] + (2, w))
+    zeros_cols = j2.new_zeros(j2.shape[:-2] + (h, 2))
+    # Term 1: transpose of (smooth along y) o (difference along x) applied to j1.
+    jp = torch.cat([zeros_rows, j1, zeros_rows], dim=-2)  # (H+4, W)
+    a = 3.0 * (jp[..., :-2, :] + jp[..., 2:, :]) + 10.0 * jp[..., 1:-1, :]  # (H+2, W)
+    # Term 2: transpose of (difference along y) o (smooth along x) applied to j2.
+    jq = torch.cat([zeros_cols, j2, zeros_cols], dim=-1)  # (H, W+4)
+    b = 3.0 * (jq[..., :, :-2] + jq[..., :, 2:]) + 10.0 * jq[..., :, 1:-1]  # (H, W+2)
+    # Scatter the differences: x-difference transpose maps column q to q (+) and q+2 (-).
+    z = j1.new_zeros(j1.shape[:-2] + (h + 2, w + 2))
+    z[..., :, :-2] += a
+    z[..., :, 2:] -= a
+    z[..., :-2, :] += b
+    z[..., 2:, :] -= b
+    # Adjoint of the symmetric pad: fold the border rows/columns back onto the pixels they copy.
+    z[..., 1, :] += z[..., 0, :]
+    z[..., -2, :] += z[..., -1, :]
+    z[..., :, 1] += z[..., :, 0]
+    z[..., :, -2] += z[..., :, -1]
+    return z[..., 1:-1, 1:-1] * (1.0 / 32.0)
+
+
+def structure_tensor(
+    u: torch.Tensor, sigma: Scalar, rho: Scalar
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Structure tensor ``J_rho(grad u_sigma) = K_rho * (grad u_sigma grad u_sigma^T)``.
+
+    Returns its components ``(j11, j12, j22)`` = ``(K_rho*(u_x^2), K_rho*(u_x u_y), K_rho*(u_y^2))``
+    with ``u_sigma = K_sigma * u`` and Weickert–Scharr derivatives. ``sigma`` (noise scale) and
+    ``rho`` (integration scale) are in pixels.
+    """
+    gx, gy = scharr_gradient(gaussian_smooth(u, sigma))
+    comps = torch.cat([gx * gx, gx * gy, gy * gy], dim=1)  # one pass of smoothing for all three
+    if isinstance(rho, torch.Tensor) and rho.shape[1] != 1:
+        # A per-channel rho must follow its channel in each of the three stacked blocks.
+        rho = torch.cat([rho, rho, rho], dim=1)
+    comps = gaussian_smooth(comps, rho)
+    c = u.shape[1]
+    return comps[:, :c], comps[:, c : 2 * c], comps[:, 2 * c :]
+
+
+def structure_tensor_anisotropy(u: torch.Tensor, sigma: Scalar, rho: Scalar) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(j11 - j22, j12)`` of :func:`structure_tensor`, all that orientation and coherence need.
+
+    ``mu1 - mu2 = sqrt((j11 - j22)^2 + 4 j12^2)`` and the eigenvectors follow from these two
+    fields; by linearity ``j11 - j22 = K_rho * (u_x^2 - u_y^2)``, so only two fields are smoothed
+    at the integration scale instead of three (the trace is never needed).
+    """
+    gx, gy = scharr_gradient(gaussian_smooth(u, sigma))
+    # Both fields in one tensor: one smoothing call (half the op dispatches of two calls).
+    comps = torch.cat([(gx - gy) * (gx + gy), gx * gy], dim=1)
+    if isinstance(rho, torch.Tensor) and rho.shape[1] != 1:
+        rho = torch.cat([rho, rho], dim=1)  # a per-channel rho follows its channel in both blocks
+    comps = gaussian_smooth(comps, rho)
+    c = u.shape[1]
+    return comps[:, :c], comps[:, c:]
