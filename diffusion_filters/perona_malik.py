@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _fastpath
+from ._describe import fmt_param
 from ._image import as_bchw, as_param
 from ._validation import check_choice, check_finite, check_min_size, check_nonneg_int, check_positive, check_step
 from .registry import register_filter
@@ -270,6 +271,29 @@ def _validate(iterations: Any, kappa: Any, step: Any, conductance: Any, spacing:
     return iterations, pair
 
 
+def _filter(
+    x: Any,
+    name: str,
+    iterations: int,
+    kind: str,
+    spacing: tuple[float, float] | None,
+    kappa: float | torch.Tensor,
+    step: float | torch.Tensor,
+    *extra: tuple[str, float | torch.Tensor],
+) -> Any:
+    """Shared tail of the validated public functions: image checks, the 0-iteration shortcut,
+    parameters as 4-D tensors (``kappa``, ``step``, then the named ``extra`` flux parameters)."""
+    t, restore = as_bchw(x, name)
+    check_finite(t, name)
+    check_min_size(t, MIN_SIZE, name)
+    if iterations == 0:
+        return restore(t.clone())
+    k = as_param(kappa, t, "kappa", name)
+    s = as_param(step, t, "step", name)
+    rest = tuple(as_param(value, t, param, name) for param, value in extra)
+    return restore(_diffuse(t, iterations, kind, s, spacing, (k, *rest)))
+
+
 def perona_malik(
     x: Any,
     iterations: int,
@@ -311,14 +335,7 @@ def perona_malik(
         torch.Size([2, 1, 64, 64])
     """
     iterations, pair = _validate(iterations, kappa, step, conductance, spacing)
-    t, restore = as_bchw(x, _NAME)
-    check_finite(t, _NAME)
-    check_min_size(t, MIN_SIZE, _NAME)
-    if iterations == 0:
-        return restore(t.clone())
-    k = as_param(kappa, t, "kappa", _NAME)
-    s = as_param(step, t, "step", _NAME)
-    return restore(_diffuse(t, iterations, conductance, s, pair, (k,)))
+    return _filter(x, _NAME, iterations, conductance, pair, kappa, step)
 
 
 def perona_malik_mixture(
@@ -349,21 +366,7 @@ def perona_malik_mixture(
     sh = shape.detach() if isinstance(shape, torch.Tensor) else torch.tensor(float(shape))
     if not bool(((sh >= 0) & (sh <= 1)).all()):
         raise ValueError(f"{name}: shape must lie in [0, 1]")
-    t, restore = as_bchw(x, name)
-    check_finite(t, name)
-    check_min_size(t, MIN_SIZE, name)
-    if iterations == 0:
-        return restore(t.clone())
-    k = as_param(kappa, t, "kappa", name)
-    s = as_param(step, t, "step", name)
-    m = as_param(shape, t, "shape", name)
-    return restore(_diffuse(t, iterations, "mixture", s, None, (k, m)))
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, torch.Tensor):
-        return f"{v.item():g}" if v.numel() == 1 else f"tensor{tuple(v.shape)}"
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    return _filter(x, name, iterations, "mixture", None, kappa, step, ("shape", shape))
 
 
 @register_filter("perona_malik")
@@ -400,8 +403,8 @@ class PeronaMalik(nn.Module):
         """One line with the parameter values, for reports."""
         extra = "" if self.spacing is None else f", spacing={self.spacing[0]:g}×{self.spacing[1]:g}"
         return (
-            f"Perona–Malik ({self.conductance}, {self.iterations} it., κ={_fmt(self.kappa)}, "
-            f"Δt={_fmt(self.step)}{extra})"
+            f"Perona–Malik ({self.conductance}, {self.iterations} it., κ={fmt_param(self.kappa)}, "
+            f"Δt={fmt_param(self.step)}{extra})"
         )
 
     def extra_repr(self) -> str:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._describe import fmt_param
 from ._fastpath import run_chunked
 from ._image import as_bchw
 from ._validation import check_finite, check_odd_int, check_positive
@@ -169,10 +170,6 @@ def _median3x3(planes: torch.Tensor) -> torch.Tensor:
     return _med3(max_lo, med_mid, min_hi)
 
 
-def _fmt(v: float) -> str:
-    return f"{v:g}"
-
-
 @register_filter("gaussian")
 class Gaussian(nn.Module):
     """Module form of :func:`gaussian`.
@@ -192,7 +189,7 @@ class Gaussian(nn.Module):
 
     def describe(self) -> str:
         """One line with the parameter values, for reports."""
-        return f"Gaussian (σ={_fmt(self.sigma)})"
+        return f"Gaussian (σ={fmt_param(self.sigma)})"
 
     def extra_repr(self) -> str:
         return self.describe()

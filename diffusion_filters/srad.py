@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._describe import fmt_param
 from ._fastpath import run_chunked
 from ._image import as_bchw, as_param
 from ._validation import check_finite, check_min_size, check_nonneg_int, check_positive, check_step
@@ -167,12 +168,6 @@ def srad(x: Any, iterations: int, step: float | torch.Tensor, q0: float | torch.
     return restore(out)
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, torch.Tensor):
-        return f"{v.item():g}" if v.numel() == 1 else f"tensor{tuple(v.shape)}"
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
 @register_filter("srad")
 class SRAD(nn.Module):
     """Module form of :func:`srad` (same parameters; validated at construction).
@@ -194,8 +189,8 @@ class SRAD(nn.Module):
 
     def describe(self) -> str:
         """One line with the parameter values, for reports."""
-        q = "q0 estimated" if self.q0 is None else f"q0={_fmt(self.q0)}"
-        return f"SRAD ({self.iterations} it., Δt={_fmt(self.step)}, {q})"
+        q = "q0 estimated" if self.q0 is None else f"q0={fmt_param(self.q0)}"
+        return f"SRAD ({self.iterations} it., Δt={fmt_param(self.step)}, {q})"
 
     def extra_repr(self) -> str:
         return self.describe()

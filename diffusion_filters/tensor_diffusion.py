@@ -36,12 +36,14 @@ Guarantees of the scheme (proved in docs/theory-tensor-nlm.md, asserted in the t
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
-from ._image import as_bchw, as_param
+from ._describe import fmt_param
+from ._image import Restore, as_bchw, as_param
 from ._planewise import run_planewise
 from ._validation import check_finite, check_min_size, check_nonneg_int, check_positive, check_step
 from .registry import register_filter
@@ -211,10 +213,56 @@ def _param(value: Param, like: torch.Tensor, name: str, filter_name: str) -> Par
     return float(value)
 
 
-def _fmt(value: Param) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"{value.detach().item():g}" if value.numel() == 1 else f"tensor{tuple(value.shape)}"
-    return f"{value:g}"
+def _validate_ced(iterations: Any, step: Any, sigma: Any, rho: Any, alpha: Any, C: Any, m: Any) -> tuple[int, int]:
+    """Checks shared by :func:`coherence_enhancing` and :class:`CoherenceEnhancing`; ``(iterations, m)``."""
+    name = "coherence_enhancing"
+    iterations = check_nonneg_int("iterations", iterations, name)
+    check_step(step, STEP_BOUND, name)
+    _check_nonneg("sigma", sigma, name)
+    _check_nonneg("rho", rho, name)
+    _check_alpha(alpha, name)
+    check_positive("C", C, name)
+    return iterations, _check_int_ge1("m", m, name)
+
+
+def _validate_eed(iterations: Any, step: Any, sigma: Any, lam: Any, m: Any, C: Any) -> tuple[int, int]:
+    """Checks shared by :func:`edge_enhancing` and :class:`EdgeEnhancing`; ``(iterations, m)``."""
+    name = "edge_enhancing"
+    iterations = check_nonneg_int("iterations", iterations, name)
+    check_step(step, STEP_BOUND, name)
+    _check_nonneg("sigma", sigma, name)
+    check_positive("lam", lam, name)
+    m = _check_int_ge1("m", m, name)
+    check_positive("C", C, name)
+    return iterations, m
+
+
+# ----------------------------------------------------------------------- shared filter body
+
+
+def _filter(
+    t: torch.Tensor,
+    restore: Restore,
+    name: str,
+    iterations: int,
+    params: dict[str, Param],
+    tensor_fn_of: Callable[[dict[str, Param]], TensorFn],
+) -> Any:
+    """Shared tail of both filters: image checks, the 0-iteration shortcut, the planewise run.
+
+    ``params`` (``"step"`` among them) become per-plane values; ``tensor_fn_of(p)`` builds the
+    diffusion-tensor function of one chunk of planes from its values ``p``.
+    """
+    check_min_size(t, MIN_SIZE, name)
+    check_finite(t, name)
+    if iterations == 0:
+        return restore(t.clone())
+    plane_params = {k: _param(v, t, k, name) for k, v in params.items()}
+
+    def run(u: torch.Tensor, p: dict[str, Param]) -> torch.Tensor:
+        return tensor_diffusion(u, tensor_fn_of(p), iterations, p["step"])
+
+    return restore(run_planewise(t, plane_params, run))
 
 
 # ----------------------------------------------------------------------------------- CED
@@ -272,27 +320,12 @@ def coherence_enhancing(
     """
     name = "coherence_enhancing"
     t, restore = as_bchw(x, name)
-    iterations = check_nonneg_int("iterations", iterations, name)
-    check_step(step, STEP_BOUND, name)
-    _check_nonneg("sigma", sigma, name)
-    _check_nonneg("rho", rho, name)
-    _check_alpha(alpha, name)
-    check_positive("C", C, name)
-    m = _check_int_ge1("m", m, name)
-    check_min_size(t, MIN_SIZE, name)
-    check_finite(t, name)
-    if iterations == 0:
-        return restore(t.clone())
-    params = {k: _param(v, t, k, name) for k, v in (("step", step), ("sigma", sigma), ("rho", rho), ("alpha", alpha))}
+    iterations, m = _validate_ced(iterations, step, sigma, rho, alpha, C, m)
     c_val = float(C)
-
-    def run(u: torch.Tensor, p: dict[str, Param]) -> torch.Tensor:
-        def tensor_fn(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            return ced_tensor(v, p["sigma"], p["rho"], p["alpha"], c_val, m)
-
-        return tensor_diffusion(u, tensor_fn, iterations, p["step"])
-
-    return restore(run_planewise(t, params, run))
+    return _filter(
+        t, restore, name, iterations, {"step": step, "sigma": sigma, "rho": rho, "alpha": alpha},
+        lambda p: partial(ced_tensor, sigma=p["sigma"], rho=p["rho"], alpha=p["alpha"], C=c_val, m=m),
+    )
 
 
 @register_filter("coherence_enhancing")
@@ -316,14 +349,7 @@ class CoherenceEnhancing(nn.Module):
         m: int = 1,
     ) -> None:
         super().__init__()
-        name = "coherence_enhancing"
-        check_nonneg_int("iterations", iterations, name)
-        check_step(step, STEP_BOUND, name)
-        _check_nonneg("sigma", sigma, name)
-        _check_nonneg("rho", rho, name)
-        _check_alpha(alpha, name)
-        check_positive("C", C, name)
-        _check_int_ge1("m", m, name)
+        _validate_ced(iterations, step, sigma, rho, alpha, C, m)
         self.iterations, self.step, self.sigma, self.rho = iterations, step, sigma, rho
         self.alpha, self.C, self.m = alpha, C, m
 
@@ -332,8 +358,9 @@ class CoherenceEnhancing(nn.Module):
 
     def describe(self) -> str:
         return (
-            f"coherence-enhancing diffusion ({self.iterations} it., Δt={_fmt(self.step)}, "
-            f"σ={_fmt(self.sigma)}, ρ={_fmt(self.rho)}, α={_fmt(self.alpha)}, C={_fmt(self.C)}, m={self.m})"
+            f"coherence-enhancing diffusion ({self.iterations} it., Δt={fmt_param(self.step)}, "
+            f"σ={fmt_param(self.sigma)}, ρ={fmt_param(self.rho)}, α={fmt_param(self.alpha)}, "
+            f"C={fmt_param(self.C)}, m={self.m})"
         )
 
 
@@ -385,26 +412,12 @@ def edge_enhancing(
     """
     name = "edge_enhancing"
     t, restore = as_bchw(x, name)
-    iterations = check_nonneg_int("iterations", iterations, name)
-    check_step(step, STEP_BOUND, name)
-    _check_nonneg("sigma", sigma, name)
-    check_positive("lam", lam, name)
-    m = _check_int_ge1("m", m, name)
-    check_positive("C", C, name)
-    check_min_size(t, MIN_SIZE, name)
-    check_finite(t, name)
-    if iterations == 0:
-        return restore(t.clone())
-    params = {k: _param(v, t, k, name) for k, v in (("step", step), ("sigma", sigma), ("lam", lam))}
+    iterations, m = _validate_eed(iterations, step, sigma, lam, m, C)
     c_val = float(C)
-
-    def run(u: torch.Tensor, p: dict[str, Param]) -> torch.Tensor:
-        def tensor_fn(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            return eed_tensor(v, p["sigma"], p["lam"], m, c_val)
-
-        return tensor_diffusion(u, tensor_fn, iterations, p["step"])
-
-    return restore(run_planewise(t, params, run))
+    return _filter(
+        t, restore, name, iterations, {"step": step, "sigma": sigma, "lam": lam},
+        lambda p: partial(eed_tensor, sigma=p["sigma"], lam=p["lam"], m=m, C=c_val),
+    )
 
 
 @register_filter("edge_enhancing")
@@ -427,13 +440,7 @@ class EdgeEnhancing(nn.Module):
         C: float = 3.31488,
     ) -> None:
         super().__init__()
-        name = "edge_enhancing"
-        check_nonneg_int("iterations", iterations, name)
-        check_step(step, STEP_BOUND, name)
-        _check_nonneg("sigma", sigma, name)
-        check_positive("lam", lam, name)
-        _check_int_ge1("m", m, name)
-        check_positive("C", C, name)
+        _validate_eed(iterations, step, sigma, lam, m, C)
         self.iterations, self.step, self.sigma, self.lam, self.m, self.C = iterations, step, sigma, lam, m, C
 
     def forward(self, x: Any) -> Any:
@@ -441,6 +448,6 @@ class EdgeEnhancing(nn.Module):
 
     def describe(self) -> str:
         return (
-            f"edge-enhancing diffusion ({self.iterations} it., Δt={_fmt(self.step)}, σ={_fmt(self.sigma)}, "
-            f"λ={_fmt(self.lam)}, m={self.m}, C={_fmt(self.C)})"
+            f"edge-enhancing diffusion ({self.iterations} it., Δt={fmt_param(self.step)}, "
+            f"σ={fmt_param(self.sigma)}, λ={fmt_param(self.lam)}, m={self.m}, C={fmt_param(self.C)})"
         )

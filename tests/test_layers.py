@@ -26,13 +26,7 @@ from diffusion_filters.tensor_diffusion import tensor_diffusion
 VARIANTS = ["perona_malik", "tensor"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is as fast and immune to OpenMP stalls on shared cores."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _image(b: int = 2, h: int = 12, w: int = 11, seed: int = 0, dtype=torch.float32) -> torch.Tensor:

@@ -26,13 +26,7 @@ from harness.training import (
 SIZE = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is as fast and immune to OpenMP stalls on shared cores."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def make_data(seed: int = 0, n_train: int = 24, n_val: int = 8, n_test: int = 8) -> RunData:

@@ -16,17 +16,27 @@ import numpy as np
 ArrayLike1D = Sequence[float] | np.ndarray
 
 
+def as_float_array(values: Any, name: str, ndim: int, expected: str) -> np.ndarray:
+    """Return ``values`` as a float64 array with ``ndim`` dimensions or raise ``ValueError``.
+
+    ``expected`` describes what is accepted, e.g. ``"a 1-D sequence of numbers"``. Finiteness
+    is left to the caller, which knows how to name a bad position (index, (run, arm), ...).
+    """
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: expected {expected} ({exc})") from None
+    if arr.ndim != ndim:
+        raise ValueError(f"{name}: expected {expected}, got shape {arr.shape}")
+    return arr
+
+
 def as_float_vector(values: Any, name: str, *, min_len: int = 1) -> np.ndarray:
     """Return ``values`` as a finite 1-D float64 array or raise ``ValueError``.
 
     ``min_len`` is the smallest number of entries the caller can work with.
     """
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name}: expected a 1-D sequence of numbers ({exc})") from None
-    if arr.ndim != 1:
-        raise ValueError(f"{name}: expected a 1-D sequence of numbers, got shape {arr.shape}")
+    arr = as_float_array(values, name, 1, "a 1-D sequence of numbers")
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
         raise ValueError(

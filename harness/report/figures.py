@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import matplotlib
@@ -53,6 +53,31 @@ def _figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **kw):
     return fig, axes
 
 
+def _image_grid(
+    arms: Sequence[str],
+    ncols: int,
+    column_titles: Sequence[str],
+    draw_cell: Callable[[Any, str, int], None],
+) -> str:
+    """Grid of frames without axes: one row per arm (labelled on the left), ``ncols`` columns
+    (titled on top); ``draw_cell(ax, arm, j)`` draws the content of row ``arm``, column ``j``."""
+    fig, axes = _figure(1.55 * ncols + 1.2, 1.55 * len(arms) + 0.3, len(arms), ncols)
+    for i, arm in enumerate(arms):
+        for j in range(ncols):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            draw_cell(ax, arm, j)
+            if i == 0:
+                ax.set_title(column_titles[j], fontsize=8)
+            if j == 0:
+                ax.set_ylabel(arm, rotation=0, ha="right", va="center", fontsize=9)
+    fig.subplots_adjust(wspace=0.04, hspace=0.08)
+    return to_data_uri(fig)
+
+
 def sample_frames(
     frames: Mapping[str, Sequence[np.ndarray]],
     column_titles: Sequence[str],
@@ -62,24 +87,12 @@ def sample_frames(
     ``frames[arm][j]`` is the j-th frame (H, W), any float or integer range; every image is
     shown with its own min-max contrast so that smoothing, not brightness, is what differs.
     """
-    arms = list(frames)
-    ncols = max(len(column_titles), 1)
-    fig, axes = _figure(1.55 * ncols + 1.2, 1.55 * len(arms) + 0.3, len(arms), ncols)
-    for i, arm in enumerate(arms):
-        for j in range(ncols):
-            ax = axes[i][j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for side in ax.spines.values():
-                side.set_visible(False)
-            if j < len(frames[arm]):
-                ax.imshow(np.asarray(frames[arm][j], dtype=np.float32), cmap="gray", interpolation="nearest")
-            if i == 0:
-                ax.set_title(column_titles[j], fontsize=8)
-            if j == 0:
-                ax.set_ylabel(arm, rotation=0, ha="right", va="center", fontsize=9)
-    fig.subplots_adjust(wspace=0.04, hspace=0.08)
-    return to_data_uri(fig)
+
+    def cell(ax: Any, arm: str, j: int) -> None:
+        if j < len(frames[arm]):
+            ax.imshow(np.asarray(frames[arm][j], dtype=np.float32), cmap="gray", interpolation="nearest")
+
+    return _image_grid(list(frames), max(len(column_titles), 1), column_titles, cell)
 
 
 def mean_roc(curves: Sequence[tuple[np.ndarray, np.ndarray]], grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -380,28 +393,16 @@ def gradcam_grid(
     ``images`` are the raw frames; ``cams[arm][j]`` is the (H, W) map in [0, 1] of frame j
     (None where it could not be computed: the cell says so).
     """
-    arms = list(cams)
-    ncols = max(len(images), 1)
-    fig, axes = _figure(1.55 * ncols + 1.2, 1.55 * len(arms) + 0.3, len(arms), ncols)
-    for i, arm in enumerate(arms):
-        for j in range(ncols):
-            ax = axes[i][j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for side in ax.spines.values():
-                side.set_visible(False)
-            ax.imshow(np.asarray(images[j], dtype=np.float32), cmap="gray", interpolation="nearest")
-            cam = cams[arm][j] if j < len(cams[arm]) else None
-            if cam is None:
-                ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center", va="center", color="white")
-            else:
-                ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
-            if i == 0:
-                ax.set_title(column_titles[j], fontsize=8)
-            if j == 0:
-                ax.set_ylabel(arm, rotation=0, ha="right", va="center", fontsize=9)
-    fig.subplots_adjust(wspace=0.04, hspace=0.08)
-    return to_data_uri(fig)
+
+    def cell(ax: Any, arm: str, j: int) -> None:
+        ax.imshow(np.asarray(images[j], dtype=np.float32), cmap="gray", interpolation="nearest")
+        cam = cams[arm][j] if j < len(cams[arm]) else None
+        if cam is None:
+            ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center", va="center", color="white")
+        else:
+            ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
+
+    return _image_grid(list(cams), max(len(images), 1), column_titles, cell)
 
 
 def strata_lines(

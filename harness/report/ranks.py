@@ -19,19 +19,14 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from harness.report._validate import check_probability
+from harness.report._validate import as_float_array, check_probability
 from harness.report.multiple import holm
 
 __all__ = ["friedman", "nemenyi", "holm_vs_control", "rank_scores"]
 
 
 def _as_matrix(scores: Any) -> np.ndarray:
-    try:
-        s = np.asarray(scores, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"scores: expected a 2-D array (runs x arms) of numbers ({exc})") from None
-    if s.ndim != 2:
-        raise ValueError(f"scores: expected a 2-D array (runs x arms), got shape {s.shape}")
+    s = as_float_array(scores, "scores", 2, "a 2-D array (runs x arms) of numbers")
     bad = np.argwhere(~np.isfinite(s))
     if bad.size:
         raise ValueError(f"scores: non-finite value at (run, arm) {tuple(bad[0].tolist())}; "

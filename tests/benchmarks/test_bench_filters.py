@@ -60,27 +60,24 @@ def test_bench_srad(benchmark, batch: torch.Tensor) -> None:
     assert y.shape == batch.shape and float(y.std()) < float(batch.std())
 
 
+# Each smoother of the library with its parameters, and the same filter in scipy.ndimage (the anchor).
+SMOOTHERS = {
+    "gaussian": ({"sigma": 2.0}, lambda ndi, im: ndi.gaussian_filter(im, 2.0, mode="reflect")),
+    "median": ({"size": 3}, lambda ndi, im: ndi.median_filter(im, size=3, mode="reflect")),
+}
+
+
 @pytest.mark.benchmark(group="smoothing")
-def test_bench_gaussian(benchmark, batch: torch.Tensor) -> None:
-    y = benchmark(df.create("gaussian", sigma=2.0), batch)
+@pytest.mark.parametrize("name", SMOOTHERS)
+def test_bench_smoothing(benchmark, batch: torch.Tensor, name: str) -> None:
+    y = benchmark(df.create(name, **SMOOTHERS[name][0]), batch)
     assert y.shape == batch.shape
 
 
 @pytest.mark.benchmark(group="smoothing")
-def test_bench_anchor_scipy_gaussian(benchmark) -> None:
+@pytest.mark.parametrize("name", SMOOTHERS)
+def test_bench_anchor_scipy_smoothing(benchmark, name: str) -> None:
     ndi = pytest.importorskip("scipy.ndimage")
-    out = benchmark(lambda: [ndi.gaussian_filter(BATCH[i, 0], 2.0, mode="reflect") for i in range(BATCH.shape[0])])
-    assert len(out) == BATCH.shape[0]
-
-
-@pytest.mark.benchmark(group="smoothing")
-def test_bench_median(benchmark, batch: torch.Tensor) -> None:
-    y = benchmark(df.create("median", size=3), batch)
-    assert y.shape == batch.shape
-
-
-@pytest.mark.benchmark(group="smoothing")
-def test_bench_anchor_scipy_median(benchmark) -> None:
-    ndi = pytest.importorskip("scipy.ndimage")
-    out = benchmark(lambda: [ndi.median_filter(BATCH[i, 0], size=3, mode="reflect") for i in range(BATCH.shape[0])])
+    anchor = SMOOTHERS[name][1]
+    out = benchmark(lambda: [anchor(ndi, BATCH[i, 0]) for i in range(BATCH.shape[0])])
     assert np.asarray(out).shape == BATCH[:, 0].shape
