@@ -1,0 +1,169 @@
+"""``python -m harness``: run / validate / status / report / bench / data.
+
+Bad input (a suite that does not validate, data that cannot be split, a missing directory)
+prints one line per problem on stderr and exits with status 2; failed runs exit with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED_RUNS, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a suite key (value parsed as YAML; list items by index: arms.1.name=x)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description="Does anisotropic diffusion help EfficientNet-B0 "
+                                     "detect B-lines in lung ultrasound? Suites, runs, reports.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a suite (skipping runs already done) and write the report")
+    run.add_argument("suite", type=Path)
+    _add_set(run)
+    run.add_argument("--out", type=Path, help="output directory (default: reports/<suite name>/)")
+    run.add_argument("--workers", type=int, default=1, help="parallel worker processes (cores are divided)")
+    run.add_argument("--executor", choices=["local", "ray"], default="local")
+    run.add_argument("--address", help="Ray cluster address for --executor ray (e.g. auto, ray://host:10001)")
+    run.add_argument("--cache-dir", type=Path, help="frame/preprocessing cache (default: $LUS_HARNESS_CACHE "
+                     "or ~/.cache/lus-harness)")
+    run.add_argument("--dry-run", action="store_true", help="print the plan and a time estimate; train nothing")
+    run.add_argument("--no-report", action="store_true", help="do not build the report at the end")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    val = sub.add_parser("validate", help="check a suite without running it")
+    val.add_argument("suite", type=Path)
+    _add_set(val)
+
+    st = sub.add_parser("status", help="progress of a results directory")
+    st.add_argument("dir", type=Path)
+
+    rep = sub.add_parser("report", help="build report.html (+ summary.json, metrics.csv) from a results directory")
+    rep.add_argument("dir", type=Path)
+    rep.add_argument("-o", "--output", type=Path, help="HTML file (default: DIR/report.html)")
+
+    bench = sub.add_parser("bench", help="training throughput of the engine vs. a plain timm loop", add_help=False)
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+
+    try:
+        from harness.data.commands import add_data_commands
+    except ImportError:
+        pass
+    else:
+        add_data_commands(sub)
+    return parser
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from harness.suite import load_suite
+
+    suite = load_suite(args.suite, args.overrides)
+    ev = suite.evaluation
+    print(f"{args.suite}: valid suite {suite.name!r}: {len(suite.arms)} arms "
+          f"({', '.join(a.name for a in suite.arms)}), {ev.repeats} repeats x {ev.folds} folds, "
+          f"data {suite.data.source}, baseline {suite.baseline}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.runner import run_suite
+    from harness.suite import load_suite
+
+    if args.workers < 1:
+        _err(f"--workers {args.workers}: accepted: an integer >= 1")
+        return EXIT_BAD_INPUT
+    if args.address and args.executor != "ray":
+        _err("--address is for --executor ray")
+        return EXIT_BAD_INPUT
+    suite = load_suite(args.suite, args.overrides)
+    out = args.out or Path("reports") / suite.name
+    summary = run_suite(suite, out, executor=args.executor, workers=args.workers, address=args.address,
+                        dry_run=args.dry_run, report=not args.no_report, cache_dir=args.cache_dir,
+                        progress=not args.no_progress, command=["python", "-m", "harness", *sys.argv[1:]])
+    if args.dry_run:
+        return EXIT_OK
+    print(f"{summary.done} runs done, {summary.skipped} already done, {len(summary.failed)} failed; results in {out}")
+    if summary.report:
+        print(f"report: {summary.report}")
+    elif summary.report_error:
+        _err(summary.report_error)
+    for run_id, error in summary.failed:
+        _err(f"failed {run_id}: {error.splitlines()[0]}")
+    return EXIT_OK if summary.ok else EXIT_FAILED_RUNS
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from harness.runner import status_lines
+
+    for line in status_lines(args.dir):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.store import STORE_FILENAME
+
+    if not (args.dir / STORE_FILENAME).is_file():
+        _err(f"{args.dir}: no {STORE_FILENAME} here (run a suite first: python -m harness run SUITE --out {args.dir})")
+        return EXIT_BAD_INPUT
+    from harness.report import build_report
+
+    try:
+        path = build_report(args.dir, output=args.output)
+    except Exception as err:  # the results are untouched; say what failed in one line
+        _err(f"report failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        return EXIT_FAILED_RUNS
+    print(f"report: {path}")
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from harness.bench import main as bench_main
+
+    return int(bench_main(args.bench_args) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from harness.cv import SplitError
+    from harness.executors import ExecutorError
+    from harness.store import StoreError
+    from harness.suite import SuiteError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # bench parses its own options (argparse.REMAINDER misses leading flags)
+        return cmd_bench(argparse.Namespace(bench_args=argv[1:]))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status, "report": cmd_report,
+                "bench": cmd_bench}
+    handler = handlers.get(args.command) or getattr(args, "func", None)
+    if handler is None:
+        parser.error(f"unknown command {args.command!r}")
+    bad_input: tuple[type[BaseException], ...] = (SuiteError, SplitError, StoreError, ExecutorError, FileNotFoundError)
+    from harness.data.frameset import DataError
+    from harness.models import ModelError
+    from harness.runner import DirectoryBusyError
+
+    bad_input += (DataError, ModelError, DirectoryBusyError)
+    try:
+        return int(handler(args) or 0)
+    except bad_input as err:
+        for line in str(err).splitlines() or [type(err).__name__]:
+            _err(line)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _err("interrupted: finished runs are saved; run the same command again to resume")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Where runs execute: in this process, in worker processes, or as Ray tasks.
+
+Every executor takes the same task tuples and yields ``(task, result, error)`` as runs finish
+(in completion order); only the caller (the driver) writes the results store, so the store is
+the same whichever executor ran the work.
+
+- ``LocalExecutor``: one run after the other in this process.
+- ``ProcessExecutor(workers)``: ``concurrent.futures.ProcessPoolExecutor`` with the ``spawn``
+  start method (fork is unsafe with torch threads); each worker uses ``cores // workers``
+  torch threads so the workers share the machine instead of oversubscribing it.
+- ``RayExecutor(address)``: ``ray.init(address=...)`` (an existing cluster, ``"auto"``, or a new
+  local instance when ``address`` is None); each run is a Ray task.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+Task = tuple[Any, ...]
+Outcome = tuple[Task, Any, BaseException | None]
+
+
+class ExecutorError(RuntimeError):
+    """The executor could not start (e.g. Ray cannot connect); one line saying why."""
+
+
+def _error_text(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}".strip()
+
+
+class LocalExecutor:
+    name = "local"
+
+    def run(self, fn: Callable[..., Any], tasks: Sequence[Task]) -> Iterator[Outcome]:
+        for task in tasks:
+            try:
+                yield task, fn(*task), None
+            except Exception as err:  # recorded as a failed run; the suite goes on
+                yield task, None, err
+
+    def close(self) -> None:
+        pass
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+class ProcessExecutor:
+    name = "process"
+
+    def __init__(self, workers: int, cores: int | None = None):
+        if workers < 1:
+            raise ValueError(f"--workers {workers}; accepted: an integer >= 1")
+        self.workers = workers
+        self.threads = max(1, (cores or os.cpu_count() or 1) // workers)
+
+    def run(self, fn: Callable[..., Any], tasks: Sequence[Task]) -> Iterator[Outcome]:
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
+                                    initargs=(self.threads,)) as pool:
+            futures = {pool.submit(fn, *task): task for task in tasks}
+            try:
+                for future in cf.as_completed(futures):
+                    err = future.exception()
+                    yield futures[future], (None if err else future.result()), err
+            finally:
+                for future in futures:
+                    future.cancel()
+
+    def close(self) -> None:
+        pass
+
+
+def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    """Ray task body (``ray.remote`` needs a Python function; ``fn`` may be any callable)."""
+    return fn(*args)
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus_per_task: float = 1.0,
+                 init_kwargs: dict[str, Any] | None = None):
+        try:
+            import ray
+        except ImportError as err:
+            raise ExecutorError(f"--executor ray needs the ray package ({err}); "
+                                "accepted: pip install 'ray[default]'") from None
+        self._ray = ray
+        self._owned = False
+        if not ray.is_initialized():
+            kwargs = dict(init_kwargs or {})
+            kwargs.setdefault("include_dashboard", False)
+            kwargs.setdefault("log_to_driver", False)
+            if address:
+                kwargs.pop("num_cpus", None)
+            try:
+                ray.init(address=address, **kwargs)
+            except Exception as err:
+                raise ExecutorError(f"cannot start or reach Ray at {address or 'a new local instance'}: "
+                                    f"{_error_text(err).splitlines()[0]}") from None
+            self._owned = True
+        self.num_cpus_per_task = num_cpus_per_task
+
+    def run(self, fn: Callable[..., Any], tasks: Sequence[Task]) -> Iterator[Outcome]:
+        ray = self._ray
+        remote = ray.remote(num_cpus=self.num_cpus_per_task, max_retries=0)(_call)
+        refs = {remote.remote(fn, *task): task for task in tasks}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                try:
+                    yield refs[ref], ray.get(ref), None
+                except ray.exceptions.RayTaskError as err:
+                    cause = err.as_instanceof_cause() if hasattr(err, "as_instanceof_cause") else err
+                    yield refs[ref], None, getattr(err, "cause", None) or cause
+                except Exception as err:
+                    yield refs[ref], None, err
+
+    def close(self) -> None:
+        if self._owned and self._ray.is_initialized():
+            self._ray.shutdown()
+
+
+def make_executor(kind: str = "local", workers: int = 1, address: str | None = None,
+                  ray_init: dict[str, Any] | None = None) -> LocalExecutor | ProcessExecutor | RayExecutor:
+    """``local`` with ``workers`` > 1 means worker processes; ``ray`` uses ``address``."""
+    if kind == "ray":
+        return RayExecutor(address, init_kwargs=ray_init)
+    if kind != "local":
+        raise ValueError(f"--executor {kind!r}; accepted: local, ray")
+    if address:
+        raise ValueError("--address is for --executor ray")
+    return LocalExecutor() if workers <= 1 else ProcessExecutor(workers)

@@ -1,0 +1,85 @@
+"""Test-fold metrics (scikit-learn) at frame, video and patient level.
+
+Decisions use a fixed threshold of 0.5 on the predicted probability of the positive class
+(B-lines present): the models are trained with a class-balanced loss, and a threshold tuned on
+the test fold would bias every threshold-dependent metric. Threshold-free metrics (ROC-AUC,
+PR-AUC = average precision, Brier score, log loss) use the probabilities themselves.
+
+Video and patient levels aggregate frame probabilities by their ``mean`` and their ``max``; the
+label of a video/patient is positive when any of its frames is (for COVID-BLUES every frame
+carries its video's label, so this is the video label).
+
+Undefined values (ROC-AUC / PR-AUC with a single class in the fold) are NaN, never a guess.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from harness.suite import METRIC_NAMES
+
+THRESHOLD = 0.5
+AGGREGATIONS = ("mean", "max")
+
+
+def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = THRESHOLD) -> dict[str, float]:
+    """All :data:`METRIC_NAMES` for binary labels (0/1) and positive-class probabilities."""
+    y = np.asarray(labels).astype(int)
+    p = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
+    if y.shape != p.shape or y.ndim != 1 or len(y) == 0:
+        raise ValueError(f"labels {y.shape} and probabilities {p.shape} must be equal-length, non-empty 1-D")
+    if not np.all(np.isfinite(p)):
+        raise ValueError("probabilities contain NaN or Inf")
+    pred = (p >= threshold).astype(int)
+    tn, fp, fn, tp = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel()
+    both = len(np.unique(y)) == 2
+    out = {
+        "accuracy": skm.accuracy_score(y, pred),
+        "balanced_accuracy": (skm.balanced_accuracy_score(y, pred) if both else float("nan")),
+        "precision": skm.precision_score(y, pred, zero_division=0),
+        "recall": skm.recall_score(y, pred, zero_division=0),
+        "specificity": tn / (tn + fp) if (tn + fp) else float("nan"),
+        "f1": skm.f1_score(y, pred, zero_division=0),
+        "roc_auc": skm.roc_auc_score(y, p) if both else float("nan"),
+        "pr_auc": skm.average_precision_score(y, p) if both else float("nan"),
+        "brier": skm.brier_score_loss(y, p, pos_label=1),
+        "log_loss": skm.log_loss(y, p, labels=[0, 1]),
+    }
+    if not (tp + fn):
+        out["recall"] = float("nan")
+    assert tuple(out) == METRIC_NAMES
+    return {k: float(v) for k, v in out.items()}
+
+
+def aggregate(labels: np.ndarray, probs: np.ndarray, keys: np.ndarray,
+              how: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-key label (max of frame labels) and probability (``mean`` or ``max``); returns (keys, y, p)."""
+    if how not in AGGREGATIONS:
+        raise ValueError(f"aggregation {how!r}; accepted: {', '.join(AGGREGATIONS)}")
+    df = pd.DataFrame({"k": np.asarray(keys).astype(str), "y": np.asarray(labels).astype(int),
+                       "p": np.asarray(probs, dtype=np.float64)})
+    g = df.groupby("k", sort=True)
+    return g["y"].max().index.to_numpy(), g["y"].max().to_numpy(), g["p"].agg(how).to_numpy()
+
+
+def run_metrics(labels: np.ndarray, probs: np.ndarray, videos: np.ndarray, groups: np.ndarray) -> list[dict[str, Any]]:
+    """Rows ``{level, aggregation, metric, value}`` for the store.
+
+    Frame level always (aggregation ``none``); video level when some video has several frames;
+    patient level when some patient has several frames.
+    """
+    rows = [{"level": "frame", "aggregation": "none", "metric": k, "value": v}
+            for k, v in binary_metrics(labels, probs).items()]
+    for level, keys in (("video", videos), ("patient", groups)):
+        keys = np.asarray(keys).astype(str)
+        if len(np.unique(keys)) == len(keys):
+            continue  # one frame per unit: identical to frame level
+        for how in AGGREGATIONS:
+            _, y, p = aggregate(labels, probs, keys, how)
+            rows += [{"level": level, "aggregation": how, "metric": k, "value": v}
+                     for k, v in binary_metrics(y, p).items()]
+    return rows

@@ -1,0 +1,130 @@
+"""An arm's preprocessing pipeline over all frames, computed once and cached on disk.
+
+The cache key is ``sha256(FrameSet.content_hash, canonical pipeline config)``: a different data
+set, decoding or filter parameter misses; a renamed suite or arm hits. Entries are float32
+``.npy`` files opened memory-mapped (read-only), with a JSON sidecar holding the seconds the
+computation took and the number of images, so every later run reports the true cost.
+
+Frames are filtered in batches with ``torch.no_grad`` and clipped to [0, 1] (the training
+contract's input range; diffusion keeps values within the input range up to rounding, other
+filters may overshoot slightly). Workers computing the same entry at once wait on a file lock
+instead of duplicating the work.
+
+Arms with ``on_the_fly: true`` are not cached: :func:`on_the_fly_filter` returns the callable
+that training applies to each batch after augmentation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.suite import pipeline_config, sha256_of
+
+CACHE_KIND = "preprocessed"
+
+
+@dataclass
+class Preprocessed:
+    """Filtered frames (N, H, W) float32 in [0, 1] and what computing them cost."""
+
+    images: np.ndarray
+    pipeline_hash: str
+    seconds: float
+    n_images: int
+    cached: bool
+    mode: str = "cached"
+
+
+def pipeline_hash(steps: list[dict[str, Any]]) -> str:
+    """Hash of the canonical pipeline config (``"none"`` for an empty pipeline)."""
+    return sha256_of(pipeline_config(steps))[:16] if steps else "none"
+
+
+def _build(steps: list[dict[str, Any]]) -> torch.nn.Module:
+    import diffusion_filters
+
+    return diffusion_filters.Pipeline.from_config(steps).eval()
+
+
+def _to_unit(images: np.ndarray) -> np.ndarray:
+    return np.asarray(images, dtype=np.float32) / np.float32(255.0) if images.dtype == np.uint8 \
+        else np.asarray(images, dtype=np.float32)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def apply_pipeline(module: torch.nn.Module, images: np.ndarray, out: np.ndarray, batch_size: int = 64) -> None:
+    """Filter ``images`` (N, H, W) into ``out`` (N, H, W) float32, batch by batch."""
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = torch.from_numpy(_to_unit(images[start:start + batch_size])).unsqueeze(1)
+            y = module(x)
+            if not torch.all(torch.isfinite(y)):
+                raise FloatingPointError(f"preprocessing produced NaN/Inf in frames {start}..{start + len(x) - 1}")
+            out[start:start + len(x)] = y.squeeze(1).clamp_(0.0, 1.0).numpy()
+
+
+def preprocess_frames(images: np.ndarray, content_hash: str, steps: list[dict[str, Any]],
+                      cache_dir: str | Path, batch_size: int = 64) -> Preprocessed:
+    """The frames after ``steps`` (cached); an empty pipeline just scales uint8 to [0, 1]."""
+    if not steps:
+        return Preprocessed(_to_unit(images), "none", 0.0, len(images), cached=False, mode="none")
+    phash = pipeline_hash(steps)
+    if not content_hash:
+        raise ValueError("preprocess_frames: the frames have no content_hash to key the cache")
+    key = sha256_of({"frames": content_hash, "pipeline": phash})
+    folder = Path(cache_dir) / CACHE_KIND / key[:2]
+    npy, meta = folder / f"{key}.npy", folder / f"{key}.json"
+    with _locked(folder / f"{key}.lock"):
+        if npy.exists() and meta.exists():
+            try:
+                info = json.loads(meta.read_text())
+                array = np.load(npy, mmap_mode="r", allow_pickle=False)
+                if array.shape == images.shape:
+                    return Preprocessed(array, phash, float(info["seconds"]), int(info["n_images"]), cached=True)
+            except (OSError, ValueError, KeyError):
+                pass  # a damaged entry is recomputed
+        module = _build(steps)
+        tmp = folder / f"{key}.{os.getpid()}.tmp.npy"
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=images.shape)
+        t0 = time.perf_counter()
+        apply_pipeline(module, images, out, batch_size)
+        seconds = time.perf_counter() - t0
+        out.flush()
+        del out
+        os.replace(tmp, npy)
+        meta.write_text(json.dumps({"seconds": seconds, "n_images": int(len(images)),
+                                    "pipeline": pipeline_config(steps),
+                                    "threads": torch.get_num_threads()}))
+    return Preprocessed(np.load(npy, mmap_mode="r", allow_pickle=False), phash, seconds, len(images), cached=False)
+
+
+def on_the_fly_filter(steps: list[dict[str, Any]]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The pipeline as a batch function for training (after augmentation), without gradients."""
+    module = _build(steps)
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return module(x).clamp(0.0, 1.0)
+
+    return apply

@@ -1,0 +1,365 @@
+"""The results store: one SQLite file (WAL) per output directory.
+
+Only the driver process writes it (the runner); the report reads it. A run's results are
+written in one transaction by :meth:`ResultsStore.finish_run`, so a process killed at any
+moment (even ``kill -9``) leaves either the whole run or none of it. A row left ``running`` by a
+killed driver counts as not done and is redone next time.
+
+Schema (documented in docs/architecture.md, section harness.store):
+
+- ``meta(key, value)``: JSON values: suite name/config/hash, environment, command, data description.
+- ``samples(sample_id, group_id, video_id, label, metadata)``: every frame of the data set.
+- ``splits(repeat, fold, group_id, role)``: role is ``train`` | ``val`` | ``test``.
+- ``runs(run_id, arm, repeat, fold, config_hash, status, seed, ...)``: one row per planned run.
+- ``metrics(run_id, level, aggregation, metric, value)``: level ``frame`` | ``video`` | ``patient``,
+  aggregation ``none`` (frame level) | ``mean`` | ``max``.
+- ``predictions(run_id, sample_id, prob, label)``: test-fold probability of the positive class.
+- ``epochs(run_id, epoch, record)``: the training history (incl. learned parameters per epoch).
+- ``preprocessing(arm, pipeline_hash, mode, seconds, n_images)``; ``skipped(item, reason)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+STORE_FILENAME = "results.sqlite"
+RUN_STATUSES = ("running", "done", "failed", "stale")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS samples (
+    sample_id TEXT PRIMARY KEY, group_id TEXT NOT NULL, video_id TEXT NOT NULL,
+    label INTEGER NOT NULL, metadata TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS splits (
+    repeat INTEGER NOT NULL, fold INTEGER NOT NULL, group_id TEXT NOT NULL, role TEXT NOT NULL,
+    PRIMARY KEY (repeat, fold, group_id));
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, arm TEXT NOT NULL, repeat INTEGER NOT NULL, fold INTEGER NOT NULL,
+    config_hash TEXT NOT NULL, status TEXT NOT NULL, seed INTEGER, started_at REAL, finished_at REAL,
+    error TEXT, n_train INTEGER, n_val INTEGER, n_test INTEGER,
+    n_train_groups INTEGER, n_val_groups INTEGER, n_test_groups INTEGER,
+    leakage_check TEXT, timings TEXT, learned_params TEXT, checkpoint TEXT,
+    best_epoch INTEGER, device TEXT, host TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (arm, repeat, fold));
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL, level TEXT NOT NULL, aggregation TEXT NOT NULL, metric TEXT NOT NULL,
+    value REAL, PRIMARY KEY (run_id, level, aggregation, metric));
+CREATE TABLE IF NOT EXISTS predictions (
+    run_id TEXT NOT NULL, sample_id TEXT NOT NULL, prob REAL NOT NULL, label INTEGER NOT NULL,
+    PRIMARY KEY (run_id, sample_id));
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id TEXT NOT NULL, epoch INTEGER NOT NULL, record TEXT NOT NULL, PRIMARY KEY (run_id, epoch));
+CREATE TABLE IF NOT EXISTS preprocessing (
+    arm TEXT NOT NULL, pipeline_hash TEXT NOT NULL, mode TEXT NOT NULL, seconds REAL,
+    n_images INTEGER NOT NULL, PRIMARY KEY (arm, pipeline_hash));
+CREATE TABLE IF NOT EXISTS skipped (item TEXT PRIMARY KEY, reason TEXT NOT NULL);
+"""
+
+
+def run_id_for(arm: str, repeat: int, fold: int) -> str:
+    """Stable run id, e.g. ``perona-malik/r0/f3``."""
+    return f"{arm}/r{int(repeat)}/f{int(fold)}"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(_plain(value), sort_keys=True)
+
+
+def _plain(value: Any) -> Any:
+    """numpy / torch scalars and arrays -> JSON-able Python; NaN/Inf -> None."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "detach"):  # torch tensor
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _loads(text: Any) -> Any:
+    return json.loads(text) if isinstance(text, (str, bytes)) else None  # NULL may read back as NaN
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or is not a results store."""
+
+
+class ResultsStore:
+    """SQLite results store. ``ResultsStore(dir_or_file)``: a path ending in ``.sqlite``/``.db`` is the
+    file, anything else a directory holding ``results.sqlite``.
+
+    ``readonly=True`` opens an existing store without creating or migrating anything.
+    """
+
+    def __init__(self, path: str | Path, readonly: bool = False):
+        path = Path(path)
+        if path.suffix not in (".sqlite", ".db"):  # a directory (existing or to be created)
+            path = path / STORE_FILENAME
+        self.path = path
+        try:
+            if readonly:
+                if not path.is_file():
+                    raise StoreError(f"{path}: no results store here (run a suite first)")
+                self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._conn = sqlite3.connect(path, timeout=30)
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                # NORMAL is durable against process crashes in WAL mode (only power loss drops commits).
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.executescript(_SCHEMA)
+            self._conn.execute("SELECT 1 FROM runs LIMIT 1")
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{path}: not a results store ({err})") from None
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ write API (driver only)
+
+    def set_meta(self, **values: Any) -> None:
+        """Store JSON-able values under their keys (replacing older ones)."""
+        with self._conn:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                [(k, _json(v)) for k, v in values.items()],
+            )
+
+    def put_samples(self, sample_ids: Iterable[str], groups: Iterable[str], videos: Iterable[str],
+                    labels: Iterable[int], metadata: pd.DataFrame | None = None) -> None:
+        """Record every frame of the data set (replacing rows with the same sample id)."""
+        sample_ids = [str(s) for s in sample_ids]
+        meta_rows: list[dict[str, Any]]
+        if metadata is None or metadata.shape[1] == 0:
+            meta_rows = [{} for _ in sample_ids]
+        else:
+            meta_rows = [_plain(r) for r in metadata.reset_index(drop=True).to_dict(orient="records")]
+        rows = [
+            (s, str(g), str(v), int(y), _json(m))
+            for s, g, v, y, m in zip(sample_ids, groups, videos, labels, meta_rows, strict=True)
+        ]
+        with self._conn:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO samples(sample_id, group_id, video_id, label, metadata) VALUES (?,?,?,?,?)",
+                rows,
+            )
+
+    def put_splits(self, splits: Iterable[tuple[int, int, str, str]]) -> None:
+        """``(repeat, fold, group_id, role)`` rows; replaces those of the same (repeat, fold)."""
+        rows = [(int(r), int(f), str(g), str(role)) for r, f, g, role in splits]
+        keys = {(r, f) for r, f, _, _ in rows}
+        with self._conn:
+            self._conn.executemany("DELETE FROM splits WHERE repeat=? AND fold=?", sorted(keys))
+            self._conn.executemany("INSERT INTO splits(repeat, fold, group_id, role) VALUES (?,?,?,?)", rows)
+
+    def run_status(self, run_id: str) -> tuple[str, str] | None:
+        """``(status, config_hash)`` of a run, or None if it was never claimed."""
+        row = self._conn.execute("SELECT status, config_hash FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def is_done(self, arm: str, repeat: int, fold: int, config_hash: str) -> bool:
+        return self.run_status(run_id_for(arm, repeat, fold)) == ("done", config_hash)
+
+    def mark_stale(self, keep: Iterable[tuple[str, str]]) -> int:
+        """Runs not in ``keep`` ((run_id, config_hash) of the current plan) that are done become
+        ``stale``: kept on disk, left out of the read API's results. Returns how many changed."""
+        keep = set(keep)
+        rows = self._conn.execute("SELECT run_id, config_hash FROM runs WHERE status='done'").fetchall()
+        stale = [(rid,) for rid, h in rows if (rid, h) not in keep]
+        with self._conn:
+            self._conn.executemany("UPDATE runs SET status='stale' WHERE run_id=?", stale)
+        return len(stale)
+
+    def claim_run(self, arm: str, repeat: int, fold: int, config_hash: str, seed: int) -> str:
+        """Mark a run ``running`` (dropping any earlier partial or stale results of it); returns its id."""
+        run_id = run_id_for(arm, repeat, fold)
+        with self._conn:
+            self._delete_results(run_id)
+            self._conn.execute(
+                """INSERT INTO runs(run_id, arm, repeat, fold, config_hash, status, seed, started_at, host, attempts)
+                   VALUES (?,?,?,?,?, 'running', ?, ?, ?, 1)
+                   ON CONFLICT(run_id) DO UPDATE SET config_hash=excluded.config_hash, status='running',
+                     seed=excluded.seed, started_at=excluded.started_at, finished_at=NULL, error=NULL,
+                     host=excluded.host, attempts=runs.attempts + 1, timings=NULL, learned_params=NULL,
+                     checkpoint=NULL, best_epoch=NULL, device=NULL, leakage_check=NULL""",
+                (run_id, arm, int(repeat), int(fold), config_hash, int(seed), time.time(), socket.gethostname()),
+            )
+        return run_id
+
+    def _delete_results(self, run_id: str) -> None:
+        for table in ("metrics", "predictions", "epochs"):
+            self._conn.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
+
+    def finish_run(self, run_id: str, metrics: Iterable[Mapping[str, Any]] | pd.DataFrame,
+                   predictions: Iterable[tuple[str, float, int]] | pd.DataFrame,
+                   timings: Mapping[str, Any], learned_params: Mapping[str, Any] | None,
+                   epochs: Iterable[Mapping[str, Any]], checkpoint: str | None = None,
+                   info: Mapping[str, Any] | None = None) -> None:
+        """Write a run's results and mark it ``done``, all in ONE transaction.
+
+        ``metrics``: rows with ``level, aggregation, metric, value``; ``predictions``: rows
+        ``(sample_id, prob, label)`` (or a frame with those columns); ``epochs``: history records
+        (each with an ``epoch`` key); ``info``: optional run columns (``n_train, n_val, n_test,
+        n_*_groups, leakage_check, best_epoch, device``).
+        """
+        if isinstance(metrics, pd.DataFrame):
+            metrics = metrics.to_dict(orient="records")
+        metric_rows = [
+            (run_id, str(m["level"]), str(m["aggregation"]), str(m["metric"]), _plain(float(m["value"])))
+            for m in metrics
+        ]
+        if isinstance(predictions, pd.DataFrame):
+            predictions = predictions[["sample_id", "prob", "label"]].itertuples(index=False, name=None)
+        pred_rows = [(run_id, str(s), float(p), int(y)) for s, p, y in predictions]
+        epoch_rows = [(run_id, int(e.get("epoch", i)), _json(e)) for i, e in enumerate(epochs)]
+        info = dict(info or {})
+        allowed = {"n_train", "n_val", "n_test", "n_train_groups", "n_val_groups", "n_test_groups",
+                   "leakage_check", "best_epoch", "device"}
+        unknown = set(info) - allowed
+        if unknown:
+            raise ValueError(f"finish_run: unknown run fields {sorted(unknown)}; accepted: {sorted(allowed)}")
+        if "leakage_check" in info:
+            info["leakage_check"] = _json(info["leakage_check"])
+        sets = "".join(f", {k}=?" for k in info)
+        with self._conn:
+            cur = self._conn.execute(
+                f"""UPDATE runs SET status='done', finished_at=?, error=NULL, timings=?, learned_params=?,
+                    checkpoint=?{sets} WHERE run_id=?""",
+                (time.time(), _json(timings), _json(learned_params or {}), checkpoint,
+                 *[_plain(v) for v in info.values()], run_id),
+            )
+            if cur.rowcount != 1:
+                raise KeyError(f"finish_run: run {run_id!r} was never claimed")
+            self._delete_results(run_id)
+            self._conn.executemany("INSERT INTO metrics VALUES (?,?,?,?,?)", metric_rows)
+            self._conn.executemany("INSERT INTO predictions VALUES (?,?,?,?)", pred_rows)
+            self._conn.executemany("INSERT INTO epochs VALUES (?,?,?)", epoch_rows)
+
+    def fail_run(self, run_id: str, error: str) -> None:
+        with self._conn:
+            self._delete_results(run_id)
+            cur = self._conn.execute(
+                "UPDATE runs SET status='failed', finished_at=?, error=? WHERE run_id=?",
+                (time.time(), str(error), run_id),
+            )
+            if cur.rowcount != 1:
+                raise KeyError(f"fail_run: run {run_id!r} was never claimed")
+
+    def put_preprocessing(self, arm: str, pipeline_hash: str, seconds: float | None, n_images: int,
+                          mode: str = "cached") -> None:
+        """Cost of an arm's preprocessing; ``seconds`` None for ``on_the_fly`` (inside training time)."""
+        with self._conn:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO preprocessing(arm, pipeline_hash, mode, seconds, n_images) VALUES (?,?,?,?,?)",
+                (arm, pipeline_hash, mode, None if seconds is None else float(seconds), int(n_images)),
+            )
+
+    def put_skipped(self, items: Iterable[Mapping[str, Any]]) -> None:
+        """``{"item": ..., "reason": ...}`` records of data left out (``on_error: skip``)."""
+        with self._conn:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO skipped(item, reason) VALUES (?, ?)",
+                [(str(i["item"]), str(i["reason"])) for i in items],
+            )
+
+    # ------------------------------------------------------------------ read API (report, status)
+
+    def meta(self) -> dict[str, Any]:
+        return {k: _loads(v) for k, v in self._conn.execute("SELECT key, value FROM meta")}
+
+    def suite_config(self) -> dict[str, Any]:
+        """The validated suite (as a dict) of the latest run of this directory."""
+        value = self.meta().get("suite_config")
+        if value is None:
+            raise StoreError(f"{self.path}: no suite recorded yet")
+        return value
+
+    def runs(self, status: str | None = None) -> pd.DataFrame:
+        """One row per run; JSON columns (timings, learned_params, leakage_check) decoded to dicts."""
+        sql = "SELECT * FROM runs"
+        args: tuple[Any, ...] = ()
+        if status is not None:
+            if status not in RUN_STATUSES:
+                raise ValueError(f"status {status!r}; accepted: {', '.join(RUN_STATUSES)}")
+            sql += " WHERE status=?"
+            args = (status,)
+        df = pd.read_sql_query(sql + " ORDER BY arm, repeat, fold", self._conn, params=args)
+        for col in ("timings", "learned_params", "leakage_check"):
+            df[col] = df[col].map(_loads).astype(object)
+        return df
+
+    def metrics(self) -> pd.DataFrame:
+        """``run_id, arm, repeat, fold, level, aggregation, metric, value`` of done runs."""
+        return pd.read_sql_query(
+            """SELECT m.run_id, r.arm, r.repeat, r.fold, m.level, m.aggregation, m.metric, m.value
+               FROM metrics m JOIN runs r USING (run_id) WHERE r.status='done'
+               ORDER BY r.arm, r.repeat, r.fold, m.level, m.aggregation, m.metric""",
+            self._conn,
+        )
+
+    def predictions(self) -> pd.DataFrame:
+        """Test-fold predictions of done runs with sample group/video/metadata columns."""
+        df = pd.read_sql_query(
+            """SELECT p.run_id, r.arm, r.repeat, r.fold, p.sample_id, s.group_id, s.video_id,
+                      p.label, p.prob, s.metadata
+               FROM predictions p JOIN runs r USING (run_id) LEFT JOIN samples s USING (sample_id)
+               WHERE r.status='done' ORDER BY r.arm, r.repeat, r.fold, p.sample_id""",
+            self._conn,
+        )
+        meta = pd.DataFrame([_loads(m) or {} for m in df.pop("metadata")], index=df.index)
+        meta = meta.drop(columns=[c for c in meta.columns if c in df.columns])
+        return pd.concat([df, meta], axis=1)
+
+    def samples(self) -> pd.DataFrame:
+        df = pd.read_sql_query("SELECT * FROM samples ORDER BY sample_id", self._conn)
+        meta = pd.DataFrame([_loads(m) or {} for m in df.pop("metadata")], index=df.index)
+        return pd.concat([df, meta.drop(columns=[c for c in meta.columns if c in df.columns])], axis=1)
+
+    def epochs(self) -> pd.DataFrame:
+        """Training history of done runs: ``run_id, arm, repeat, fold, epoch`` + the record's keys."""
+        df = pd.read_sql_query(
+            """SELECT e.run_id, r.arm, r.repeat, r.fold, e.epoch, e.record
+               FROM epochs e JOIN runs r USING (run_id) WHERE r.status='done'
+               ORDER BY r.arm, r.repeat, r.fold, e.epoch""",
+            self._conn,
+        )
+        records = pd.DataFrame([_loads(x) for x in df.pop("record")], index=df.index)
+        records = records.drop(columns=[c for c in records.columns if c in df.columns])
+        return pd.concat([df, records], axis=1)
+
+    def splits(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM splits ORDER BY repeat, fold, role, group_id", self._conn)
+
+    def preprocessing(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM preprocessing ORDER BY arm", self._conn)
+
+    def skipped(self) -> list[dict[str, str]]:
+        return [{"item": i, "reason": r} for i, r in self._conn.execute("SELECT item, reason FROM skipped")]
+
+    def progress(self) -> pd.DataFrame:
+        """Counts of runs per arm and status (for ``harness status``)."""
+        return pd.read_sql_query(
+            "SELECT arm, status, COUNT(*) AS n FROM runs GROUP BY arm, status ORDER BY arm, status", self._conn
+        )

@@ -1,0 +1,586 @@
+"""Suite files: YAML -> validated, hashable experiment configuration.
+
+A suite names the data, the model, the training recipe, the cross-validation design and the
+arms to compare (see docs/usage.md for the full reference). ``load_suite`` reads it with
+``yaml.safe_load``, applies ``--set key.path=value`` overrides and validates it; every problem
+becomes one line ``FILE: key.path: what is wrong; accepted: ...`` in a :class:`SuiteError`.
+
+Example::
+
+    suite = load_suite("suites/quick.yaml", ["training.epochs=1", "arms.0.name=plain"])
+    for arm in suite.arms:
+        print(arm.name, suite.run_config_hash(arm))
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from harness.data.config import DataConfig
+
+# Metric names computed by harness.metrics (kept here so the schema does not import sklearn).
+METRIC_NAMES: tuple[str, ...] = (
+    "accuracy",
+    "balanced_accuracy",
+    "precision",
+    "recall",
+    "specificity",
+    "f1",
+    "roc_auc",
+    "pr_auc",
+    "brier",
+    "log_loss",
+)
+NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
+_NAME_RE = re.compile(NAME_PATTERN)
+WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+
+class SuiteError(ValueError):
+    """A suite that cannot be used; ``str(err)`` is one line per problem."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = list(lines)
+        super().__init__("\n".join(self.lines))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _check_name(value: str, what: str) -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError(
+            f"{what} {value!r} has characters outside letters, digits, '.', '_' and '-'"
+            " (it becomes a file name and appears in the report)"
+        )
+    return value
+
+
+# --------------------------------------------------------------------------- model
+
+
+class StemConfig(_Strict):
+    """A learnable diffusion stem (issue 5): ``replace`` stands where ``conv_stem`` stands,
+    ``prepend`` runs a 1-channel diffusion before the unchanged (pretrained) stem."""
+
+    type: Literal["diffusion"] = "diffusion"
+    mode: Literal["replace", "prepend"] = "replace"
+    variant: Literal["perona_malik", "tensor"] = "perona_malik"
+    iterations: int = Field(4, ge=1, le=64)
+    trainable: bool = True
+
+
+class BlocksConfig(_Strict):
+    """Depthwise learnable diffusion blocks (residual) after the given EfficientNet stages (0..6)."""
+
+    after_stages: list[int] = Field(min_length=1)
+    iterations: int = Field(2, ge=1, le=64)
+    trainable: bool = True
+
+    @field_validator("after_stages")
+    @classmethod
+    def _stages(cls, value: list[int]) -> list[int]:
+        bad = [s for s in value if not 0 <= s <= 6]
+        if bad:
+            raise ValueError(f"stage(s) {bad} out of range; accepted: 0..6 (EfficientNet-B0 has 7 stages)")
+        if len(set(value)) != len(value):
+            raise ValueError(f"stages repeated in {value}; accepted: distinct stage numbers")
+        return sorted(value)
+
+
+class ModelConfig(_Strict):
+    """The network: timm EfficientNet-B0 with one input channel (+ optional diffusion layers)."""
+
+    architecture: Literal["efficientnet_b0"] = "efficientnet_b0"
+    pretrained: str = Field(
+        "none", description="'none', 'imagenet' (timm download/cache) or a path to .pth/.pt/.safetensors"
+    )
+    num_classes: int = Field(2, ge=2)
+    drop_rate: float = Field(0.2, ge=0.0, lt=1.0)
+    stem: StemConfig | None = None
+    diffusion_blocks: BlocksConfig | None = None
+
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained(cls, value: str) -> str:
+        if value in ("none", "imagenet"):
+            return value
+        if not value.lower().endswith(WEIGHT_SUFFIXES):
+            raise ValueError(
+                f"{value!r} is not a weights file; accepted: none, imagenet, or a path ending in "
+                + ", ".join(WEIGHT_SUFFIXES)
+            )
+        return value
+
+
+# --------------------------------------------------------------------------- training
+
+
+class TrainingConfig(_Strict):
+    """The fine-tuning recipe (harness.training): AdamW, cosine schedule with warm-up."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.05, ge=0.0)
+    warmup_epochs: int = Field(1, ge=0)
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    class_balance: Literal["loss", "sampler", "none"] = "loss"
+    augment: bool = True
+    early_stopping_patience: int | None = Field(None, ge=1)
+    val_fraction: float = Field(0.2, gt=0.0, lt=0.9, description="inner validation share of training patients")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    channels_last: bool = True
+    amp: bool = True
+    num_threads: int | None = Field(None, ge=1)
+
+
+class EvaluationConfig(_Strict):
+    """Repeated, stratified, patient-grouped k-fold cross-validation."""
+
+    folds: int = Field(5, ge=2)
+    repeats: int = Field(1, ge=1)
+    primary_metric: Literal[METRIC_NAMES] = "roc_auc"  # type: ignore[valid-type]
+
+
+# --------------------------------------------------------------------------- arms / report
+
+
+class ArmConfig(_Strict):
+    """One arm: a preprocessing pipeline and/or a model variant, trained like every other arm."""
+
+    name: str
+    description: str = ""
+    preprocess: list[dict[str, Any]] = Field(default_factory=list)
+    on_the_fly: bool = Field(False, description="filter after augmentation, inside training, instead of caching")
+    model: dict[str, Any] = Field(default_factory=dict, description="partial model config, deep-merged")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _check_name(value, "arm name")
+
+
+class ReportConfig(_Strict):
+    """How the report compares arms (harness.report)."""
+
+    baseline: str | None = Field(None, description="arm every other arm is compared with; default: the first arm")
+    rope: float = Field(0.01, ge=0.0)
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    strata: list[str] | None = Field(None, description="metadata columns to stratify by; default: data's")
+    gradcam: bool = True
+
+
+# --------------------------------------------------------------------------- suite
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base`` recursively (dicts merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def sha256_of(obj: Any) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+class Suite(_Strict):
+    """A validated suite. ``base_dir`` resolves relative paths (data, weights)."""
+
+    name: str
+    description: str = ""
+    seed: int = 0
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    arms: list[ArmConfig] = Field(min_length=1)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _source_path: Path | None = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _check_name(value, "suite name")
+
+    @model_validator(mode="after")
+    def _semantics(self, info: ValidationInfo) -> Suite:
+        if info.context and info.context.get("defer_semantics"):
+            return self
+        problems = semantic_problems(self)
+        if problems:
+            raise ValueError("; ".join(f"{p}: {m}" for p, m in problems))
+        return self
+
+    # -- paths
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
+    @property
+    def source_path(self) -> Path | None:
+        return self._source_path
+
+    # -- arms
+    def arm(self, name: str) -> ArmConfig:
+        for arm in self.arms:
+            if arm.name == name:
+                return arm
+        raise KeyError(f"no arm {name!r}; accepted: {', '.join(a.name for a in self.arms)}")
+
+    def arm_model(self, arm: ArmConfig | str) -> ModelConfig:
+        """The suite's model with the arm's partial override deep-merged over it."""
+        arm = self.arm(arm) if isinstance(arm, str) else arm
+        merged = deep_merge(self.model.model_dump(mode="json"), arm.model)
+        model = ModelConfig.model_validate(merged)
+        return model.model_copy(update={"pretrained": resolve_weights(model.pretrained, self.base_dir)})
+
+    @property
+    def baseline(self) -> str:
+        return self.report.baseline or self.arms[0].name
+
+    @property
+    def strata(self) -> list[str]:
+        if self.report.strata is not None:
+            return list(self.report.strata)
+        return list(getattr(self.data, "strata", None) or [])
+
+    # -- hashing
+    def run_config_hash(self, arm: ArmConfig | str) -> str:
+        """Hash of everything that changes the numbers of this arm's runs (not report/name)."""
+        arm = self.arm(arm) if isinstance(arm, str) else arm
+        return sha256_of(
+            {
+                "data": self.data.model_dump(mode="json"),
+                "model": self.arm_model(arm).model_dump(mode="json"),
+                "training": self.training.model_dump(mode="json"),
+                "evaluation": self.evaluation.model_dump(mode="json", exclude={"primary_metric"}),
+                "seed": self.seed,
+                "arm": {
+                    "name": arm.name,
+                    "preprocess": pipeline_config(arm.preprocess),
+                    "on_the_fly": arm.on_the_fly,
+                },
+            }
+        )[:16]
+
+    config_hash = run_config_hash  # the name docs/architecture.md uses
+
+    def suite_hash(self) -> str:
+        return sha256_of(self.model_dump(mode="json"))[:16]
+
+    # -- transport to worker processes / Ray tasks
+    def to_payload(self) -> dict[str, Any]:
+        """A plain dict from which :meth:`from_payload` rebuilds this suite anywhere."""
+        return {
+            "suite": self.model_dump(mode="json"),
+            "base_dir": str(self.base_dir),
+            "source_path": str(self._source_path) if self._source_path else None,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Suite:
+        suite = cls.model_validate(payload["suite"])
+        suite._base_dir = Path(payload["base_dir"])
+        suite._source_path = Path(payload["source_path"]) if payload.get("source_path") else None
+        return suite
+
+
+def resolve_weights(pretrained: str, base_dir: Path) -> str:
+    if pretrained in ("none", "imagenet"):
+        return pretrained
+    path = Path(pretrained).expanduser()
+    return str(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+def pipeline_config(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Canonical pipeline config (defaults filled in) so equivalent spellings hash alike."""
+    if not steps:
+        return []
+    import diffusion_filters
+
+    return diffusion_filters.Pipeline.from_config(steps).config()
+
+
+# --------------------------------------------------------------------------- semantic checks
+
+
+def _check_pipeline(steps: list[dict[str, Any]], where: str) -> list[tuple[str, str]]:
+    """Validate a preprocessing list step by step so errors carry their key path."""
+    import diffusion_filters
+
+    names = sorted(diffusion_filters.available())
+    problems: list[tuple[str, str]] = []
+    for i, step in enumerate(steps):
+        path = f"{where}[{i}]"
+        if not isinstance(step, dict) or len(step) != 1:
+            problems.append((path, "each step is a mapping with one filter name, e.g. {perona_malik: {kappa: 0.1}}"
+                             f"; accepted: {', '.join(names)}"))
+            continue
+        (fname, params), = step.items()
+        if fname not in names:
+            problems.append((f"{path}.{fname}", f"unknown filter; accepted: {', '.join(names)}"))
+            continue
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            problems.append((f"{path}.{fname}", f"parameters must be a mapping, got {params!r}"))
+            continue
+        try:
+            diffusion_filters.Pipeline.from_config([{fname: params}])
+        except (ValueError, TypeError) as err:
+            raw = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            # The toolbox prefixes "[preprocess[i].]name[.param]: "; the key path below says it already.
+            prefix = re.match(rf"^(?:preprocess\[\d+\]\.)?{re.escape(fname)}(?:\.(\w+))?:\s*", raw)
+            message = raw[prefix.end():] if prefix else raw
+            head = message.split("accepted")[0]
+            key = prefix.group(1) if prefix and prefix.group(1) else next(
+                (k for k in params if re.search(rf"\b{re.escape(str(k))}\b", head)), None)
+            problems.append((f"{path}.{fname}" + (f".{key}" if key else ""), message))
+    return problems
+
+
+def semantic_problems(suite: Suite) -> list[tuple[str, str]]:
+    """Cross-field checks: arm names unique, pipelines valid, arm models valid, baseline exists."""
+    problems: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
+    for i, arm in enumerate(suite.arms):
+        if arm.name in seen:
+            problems.append((f"arms[{i}].name",
+                             f"{arm.name!r} already names arms[{seen[arm.name]}]; arm names must be unique"))
+        seen.setdefault(arm.name, i)
+        problems += _check_pipeline(arm.preprocess, f"arms[{i}].preprocess")
+        if arm.on_the_fly and not arm.preprocess:
+            problems.append((f"arms[{i}].on_the_fly", "on_the_fly needs a preprocess pipeline"))
+        if arm.model:
+            merged = deep_merge(suite.model.model_dump(mode="json"), arm.model)
+            try:
+                ModelConfig.model_validate(merged)
+            except ValidationError as err:
+                problems += [(_format_loc(("arms", i, "model", *e["loc"])), _describe(e, ModelConfig, e["loc"]))
+                             for e in err.errors()]
+    names = [a.name for a in suite.arms]
+    if suite.report.baseline is not None and suite.report.baseline not in names:
+        problems.append(("report.baseline", f"{suite.report.baseline!r} is not an arm; accepted: {', '.join(names)}"))
+    return problems
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The member types of an Optional/Union/Annotated/list annotation."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return [m for a in typing.get_args(annotation) for m in _unwrap(a)]
+    return [annotation]
+
+
+def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, tuple[Any, ...]]:
+    """Walk ``loc`` through the schema; returns (model holding the last key, loc without union tags)."""
+    model: Any = root
+    clean: list[Any] = []
+    for i, part in enumerate(loc):
+        if i == len(loc) - 1:
+            return (model if isinstance(model, type) and issubclass(model, BaseModel) else None), (*clean, part)
+        if isinstance(model, list):  # a discriminated union: this part is the tag
+            tagged = [m for m in model if _tag(m) == part]
+            model = tagged[0] if tagged else None
+            continue
+        clean.append(part)
+        if isinstance(part, int) or not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None, (*clean, *loc[i + 1:])
+        members = _unwrap(field.annotation)
+        inner: list[Any] = []
+        for m in members:
+            if typing.get_origin(m) in (list, dict):
+                inner += _unwrap(typing.get_args(m)[-1])
+            else:
+                inner.append(m)
+        models = [m for m in inner if isinstance(m, type) and issubclass(m, BaseModel)]
+        if len(models) > 1 and isinstance(loc[i + 1], str) and any(_tag(m) == loc[i + 1] for m in models):
+            model = models
+        else:
+            model = models[0] if models else None
+    return None, tuple(clean)
+
+
+def _tag(model: type[BaseModel]) -> Any:
+    field = model.model_fields.get("source")
+    if field is None:
+        return None
+    args = typing.get_args(field.annotation)
+    return args[0] if args else field.default
+
+
+def _describe(err: dict[str, Any], model: type[BaseModel] | None, loc: tuple[Any, ...]) -> str:
+    kind = err["type"]
+    message = err["msg"]
+    if kind == "extra_forbidden" and model is not None:
+        return f"unknown key; accepted: {', '.join(model.model_fields)}"
+    if kind == "missing":
+        return "required key is missing"
+    if kind in ("literal_error", "enum"):
+        expected = (err.get("ctx") or {}).get("expected", "")
+        return f"{err.get('input')!r} is not accepted; accepted: {expected}"
+    if kind == "union_tag_invalid":
+        expected = (err.get("ctx") or {}).get("expected_tags", "")
+        return f"{(err.get('ctx') or {}).get('tag')!r} is not accepted; accepted: {expected}"
+    if kind == "value_error":
+        message = message.removeprefix("Value error, ")
+        return message
+    got = err.get("input")
+    if not isinstance(got, (dict, list)):
+        message += f" (got {got!r})"
+    return message
+
+
+def validation_lines(err: ValidationError, root: type[BaseModel] = Suite) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for e in err.errors():
+        model, clean = _model_at(root, tuple(e["loc"]))
+        out.append((_format_loc(clean), _describe(e, model, clean)))
+    return out
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``key.path=value`` (value parsed as YAML; ``arms.1.name`` or ``arms[1].name``)."""
+    if "=" not in assignment:
+        raise ValueError(f"--set {assignment!r}: expected key.path=value")
+    key, raw = assignment.split("=", 1)
+    key = re.sub(r"\[(\d+)\]", r".\1", key.strip())
+    parts = [p for p in key.split(".") if p]
+    if not parts:
+        raise ValueError(f"--set {assignment!r}: empty key path")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ValueError(f"--set {assignment!r}: value is not valid YAML ({err.__class__.__name__})") from None
+    node: Any = data
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ValueError(f"--set {assignment!r}: {where}: index out of range; accepted: 0..{len(node) - 1}")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise ValueError(f"--set {assignment!r}: {'.'.join(parts[:depth])} is a value, not a mapping or list")
+
+
+def load_suite(path: str | Path, overrides: typing.Iterable[str] = ()) -> Suite:
+    """Read, override and validate a suite file; raises :class:`SuiteError`."""
+    path = Path(path)
+    label = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SuiteError([f"{label}: file not found"]) from None
+    except OSError as err:
+        raise SuiteError([f"{label}: cannot read ({err.strerror})"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SuiteError([f"{label}: {where}invalid YAML: {problem}"]) from None
+    if not isinstance(data, dict):
+        raise SuiteError([f"{label}: (top level): a suite is a mapping of sections; accepted keys: "
+                          + ", ".join(Suite.model_fields)])
+    lines: list[str] = []
+    for assignment in overrides:
+        try:
+            apply_override(data, assignment)
+        except ValueError as err:
+            lines.append(f"{label}: {err}")
+    if lines:
+        raise SuiteError(lines)
+    base_dir = path.resolve().parent
+    return validate_suite(data, base_dir=base_dir, label=label, source_path=path.resolve())
+
+
+def validate_suite(data: dict[str, Any], base_dir: Path, label: str = "<suite>",
+                   source_path: Path | None = None) -> Suite:
+    """Validate a suite mapping; all problems are collected into one :class:`SuiteError`."""
+    try:
+        suite = Suite.model_validate(data, context={"defer_semantics": True})
+    except ValidationError as err:
+        raise SuiteError([f"{label}: {p}: {m}" for p, m in validation_lines(err)]) from None
+    suite._base_dir = Path(base_dir)
+    suite._source_path = source_path
+    problems = semantic_problems(suite)
+    # Weights files must exist before anything runs (the suite's model and arms overriding it).
+    models: list[tuple[str, str]] = [("model.pretrained", suite.model.pretrained)]
+    for i, arm in enumerate(suite.arms):
+        if isinstance(arm.model.get("pretrained"), str):
+            models.append((f"arms[{i}].model.pretrained", arm.model["pretrained"]))
+    for where, pretrained in models:
+        if pretrained in ("none", "imagenet") or any(p == where for p, _ in problems):
+            continue
+        resolved = Path(resolve_weights(pretrained, suite.base_dir))
+        if not resolved.is_file():
+            problems.append((where, f"weights file {str(resolved)!r} not found; accepted: none, imagenet, "
+                                    "or an existing .pth/.pt/.safetensors file (relative to the suite's folder)"))
+    if problems:
+        raise SuiteError([f"{label}: {p}: {m}" for p, m in problems])
+    return suite
