@@ -194,7 +194,7 @@ def run_bench(batch_size: int = 32, size: int = 256, repeats: int = 5, log: Call
     }
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "batch": [batch_size, 1, size, size],
@@ -215,7 +215,8 @@ def _loadavg() -> float | None:
         return None
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one), for benchmark tables."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:

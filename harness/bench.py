@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -31,6 +30,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from diffusion_filters.bench import cpu_name
+
 VARIANTS: dict[str, dict[str, Any]] = {
     "plain": {},
     "stem-replace-pm": {"stem": {"mode": "replace", "variant": "perona_malik", "iterations": 4}},
@@ -38,16 +39,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "stem-prepend": {"stem": {"mode": "prepend", "variant": "perona_malik", "iterations": 4}},
     "blocks-1-2": {"diffusion_blocks": {"after_stages": [1, 2], "iterations": 2}},
 }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _sync(device: torch.device) -> None:
@@ -220,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, names: list[str]) -> int:
-    env = {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+    env = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
            "device": args.device, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
            "image_size": args.image_size, "batch_size": args.batch_size, "steps": args.steps}
     print(f"bench: {env['cpu']}, {env['threads']} threads, torch {env['torch']}, "

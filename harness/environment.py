@@ -9,18 +9,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from diffusion_filters.bench import cpu_name
+
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "scikit-learn", "pandas", "pydantic",
             "statsmodels", "av", "ray", "safetensors", "lus-diffusion-bench")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _git_commit(root: Path) -> str | None:
@@ -43,7 +35,7 @@ def environment() -> dict[str, Any]:
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "packages": versions,
         "git_commit": _git_commit(Path(__file__).resolve().parent.parent),
