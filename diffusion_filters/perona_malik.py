@@ -150,6 +150,32 @@ def _pm_step(
     return u + step * ((fy[..., 1:, :] - fy[..., :-1, :]) + (fx[..., :, 1:] - fx[..., :, :-1]))
 
 
+# Fluxes of the compiled path. They take ``nq = -1 / kappa^2`` (per plane, computed once) instead
+# of ``kappa``: ``-(d / kappa)^2`` costs a vector division per edge, ``d * d * nq`` two multiplies
+# (the division was ~8% of an iteration). This differs from MedPy's order of operations only in
+# the last bits of the exponent's argument (measured on the benchmark batch: the largest
+# difference to MedPy moved from 9.12e-6 to 9.24e-6, together with the fast exp).
+
+
+def _cflux_exponential(d: torch.Tensor, nq: torch.Tensor) -> torch.Tensor:
+    return torch.exp(torch.clamp(d * d * nq, min=-_EXP_CLAMP)) * d
+
+
+def _cflux_rational(d: torch.Tensor, nq: torch.Tensor) -> torch.Tensor:
+    return d / (1.0 - d * d * nq)
+
+
+def _cflux_tukey(d: torch.Tensor, nq: torch.Tensor) -> torch.Tensor:
+    r = -0.5 * d * d * nq  # (d / kappa_s)^2 with kappa_s = sqrt(2) kappa
+    top = 0.5 * (1.0 - r) ** 2
+    return torch.where(r <= 1.0, top, torch.zeros_like(top)) * d
+
+
+def _cflux_mixture(d: torch.Tensor, nq: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+    r2 = d * d * nq  # -(d / kappa)^2
+    return (shape * torch.exp(torch.clamp(r2, min=-_EXP_CLAMP)) + (1.0 - shape) / (1.0 - r2)) * d
+
+
 # ---------------------------------------------------------------- compiled (gradient-free) path
 # The fast path works on flattened planes framed by _K zero rows above and below: E = (n, L),
 # L = W (H + 2 _K). Fluxes are computed between flat neighbours (k, k+1) and (k, k+W) and
@@ -174,35 +200,48 @@ def _flat_block(
 
 
 # One function per kind so each has its own torch.compile cache.
-def _k_exponential(e: torch.Tensor, step: torch.Tensor, mx: torch.Tensor, my: torch.Tensor, w: int, kappa: torch.Tensor) -> torch.Tensor:
-    return _flat_block(e, step, mx, my, w, _flux_exponential, (kappa,))
+def _k_exponential(e: torch.Tensor, step: torch.Tensor, mx: torch.Tensor, my: torch.Tensor, w: int, nq: torch.Tensor) -> torch.Tensor:
+    return _flat_block(e, step, mx, my, w, _cflux_exponential, (nq,))
 
 
-def _k_rational(e: torch.Tensor, step: torch.Tensor, mx: torch.Tensor, my: torch.Tensor, w: int, kappa: torch.Tensor) -> torch.Tensor:
-    return _flat_block(e, step, mx, my, w, _flux_rational, (kappa,))
+def _k_rational(e: torch.Tensor, step: torch.Tensor, mx: torch.Tensor, my: torch.Tensor, w: int, nq: torch.Tensor) -> torch.Tensor:
+    return _flat_block(e, step, mx, my, w, _cflux_rational, (nq,))
 
 
-def _k_tukey(e: torch.Tensor, step: torch.Tensor, mx: torch.Tensor, my: torch.Tensor, w: int, kappa: torch.Tensor) -> torch.Tensor:
-    return _flat_block(e, step, mx, my, w, _flux_tukey, (kappa,))
+def _k_tukey(e: torch.Tensor, step: torch.Tensor, mx: torch.Tensor, my: torch.Tensor, w: int, nq: torch.Tensor) -> torch.Tensor:
+    return _flat_block(e, step, mx, my, w, _cflux_tukey, (nq,))
 
 
 def _k_mixture(
-    e: torch.Tensor, step: torch.Tensor, mx: torch.Tensor, my: torch.Tensor, w: int, kappa: torch.Tensor, shape: torch.Tensor
+    e: torch.Tensor, step: torch.Tensor, mx: torch.Tensor, my: torch.Tensor, w: int, nq: torch.Tensor, shape: torch.Tensor
 ) -> torch.Tensor:
-    return _flat_block(e, step, mx, my, w, _flux_mixture, (kappa, shape))
+    return _flat_block(e, step, mx, my, w, _cflux_mixture, (nq, shape))
 
 
 _K_STEPS = {"exponential": _k_exponential, "rational": _k_rational, "tukey": _k_tukey, "mixture": _k_mixture}
 
 
+_MASKS: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
 def _flat_masks(h: int, w: int, wy: float, wx: float, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flux weights of the framed flat layout: ``1/h`` on valid core edges, 0 elsewhere."""
-    rows = torch.arange(h + 2 * _K, device=like.device).view(-1, 1)
-    cols = torch.arange(w, device=like.device).view(1, -1)
-    core = (rows >= _K) & (rows < _K + h)
-    mx = (core & (cols < w - 1)).to(like.dtype) * wx
-    my = ((rows >= _K) & (rows < _K + h - 1)).expand(-1, w).to(like.dtype) * wy
-    return mx.reshape(-1), my.reshape(-1)
+    """Flux weights of the framed flat layout: ``1/h`` on valid core edges, 0 elsewhere.
+
+    Cached per layout (read-only): rebuilt per chunk, its dozen small eager ops in both workers
+    contend for the GIL; caching raised the 32x256² benchmark from ~1150 to ~1330 img/s.
+    """
+    key = (h, w, wy, wx, _K, like.dtype, like.device)
+    masks = _MASKS.get(key)
+    if masks is None:
+        rows = torch.arange(h + 2 * _K, device=like.device).view(-1, 1)
+        cols = torch.arange(w, device=like.device).view(1, -1)
+        core = (rows >= _K) & (rows < _K + h)
+        mx = (core & (cols < w - 1)).to(like.dtype) * wx
+        my = ((rows >= _K) & (rows < _K + h - 1)).expand(-1, w).to(like.dtype) * wy
+        if len(_MASKS) >= 16:  # bound the cache (many image sizes in one process)
+            _MASKS.clear()
+        masks = _MASKS[key] = (mx.reshape(-1), my.reshape(-1))
+    return masks
 
 
 def _compiled_iterations(
@@ -212,11 +251,13 @@ def _compiled_iterations(
     n, _, h, w = planes.shape
     mx, my = _flat_masks(h, w, wyx[0], wyx[1], planes)
     frame = planes.new_zeros((n, _K * w))
-    flat_params = tuple(p.reshape(n, 1) for p in params)
+    # kappa (first parameter) enters the compiled fluxes as -1 / kappa^2 (see _cflux_exponential).
+    flat_params = tuple(p.reshape(n, 1) for p in (-1.0 / (params[0] * params[0]), *params[1:]))
     s = step.reshape(n, 1)
     e = planes.reshape(n, h * w)
     for _ in range(blocks):
-        e = _fastpath.run_compiled(_K_STEPS[kind], torch.cat([frame, e, frame], dim=1), s, mx, my, w, *flat_params)
+        framed = torch.cat([frame, e, frame], dim=1)
+        e = _fastpath.run_compiled(_K_STEPS[kind], framed, s, mx, my, w, *flat_params, release_gil=True, fast_exp=True)
         if e is None:
             return None
     return e.reshape(n, 1, h, w)

@@ -218,3 +218,36 @@ def test_chunked_fast_path_runs_under_inference_mode() -> None:
     with torch.inference_mode():
         out = _fastpath.run_chunked(x, {}, planes_run, chunk_elements=32 * 32 * 2)
     assert torch.allclose(out, reference, atol=1e-6)
+
+
+def test_compiled_path_falls_back_when_compilation_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failing C++-wrapper build falls back to the default wrapper, a failing compiler to eager:
+    each with one warning, and the result is the eager scheme's."""
+    x = torch.from_numpy(_images(n=2, h=24, w=20))[:, None]
+    monkeypatch.setattr(_fastpath, "_mode", "off")
+    eager = df.perona_malik(x, 7, 0.1, 0.2)
+    attempts: list[bool] = []
+
+    def failing_compile(fn: object, cpp_wrapper: bool, fast_exp: bool = False) -> object:
+        def run(*args: object) -> None:
+            attempts.append(cpp_wrapper)
+            raise RuntimeError("simulated compiler failure")
+
+        return run
+
+    monkeypatch.setattr(_fastpath, "_compiled_fn", failing_compile)
+    monkeypatch.setattr(_fastpath, "_broken", False)
+    monkeypatch.setattr(_fastpath, "_no_cpp_wrapper", False)
+    monkeypatch.setattr(_fastpath, "_mode", "on")
+    with pytest.warns(RuntimeWarning) as record:
+        out = df.perona_malik(x, 7, 0.1, 0.2)
+    messages = [str(r.message) for r in record]
+    assert any("C++ wrapper unavailable" in m for m in messages)
+    assert any("fast path disabled" in m for m in messages)
+    assert attempts[:2] == [True, False]  # C++ wrapper first, then the default wrapper
+    assert _fastpath._broken and _fastpath._no_cpp_wrapper
+    assert torch.equal(out, eager)
+    # From then on the eager scheme runs directly, without another attempt.
+    n = len(attempts)
+    assert torch.equal(df.perona_malik(x, 7, 0.1, 0.2), eager)
+    assert len(attempts) == n
