@@ -46,7 +46,7 @@ __all__ = ["FILTER_PARAMS", "BenchResult", "main", "make_batch", "run_bench"]
 FILTER_PARAMS: dict[str, dict[str, Any]] = {
     "perona_malik": {"iterations": 20, "kappa": 0.1, "step": 0.2},
     "srad": {"iterations": 20, "step": 0.2},
-    "coherence_enhancing": {"iterations": 20, "step": 0.5, "sigma": 1.0, "rho": 4.0},
+    "coherence_enhancing": {"iterations": 20, "step": 0.5, "sigma": 1.0, "rho": 4.0, "C": 1e-6},
     "edge_enhancing": {"iterations": 20, "step": 0.5, "sigma": 1.0, "lam": 0.05},
     "nonlocal_means": {"patch_size": 7, "search_size": 11, "h": 0.1},
     "gaussian": {"sigma": 2.0},

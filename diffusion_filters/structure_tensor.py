@@ -14,6 +14,9 @@ Weickert & Scharr (2002)::
 i.e. the central difference ``[-1, 0, 1] / 2`` along the derivative axis times the smoothing
 ``[3, 10, 3] / 16`` across it. Everything is written as sums of shifted slices: on a CPU this is
 several times faster than ``conv2d`` with one input channel, and it keeps the autograd graph.
+The one exception: gradient-free CPU Gaussians with radius >= 4 (rho = 4: 25 taps) are products of
+overlapping windows with a banded block matrix (:func:`_smooth_axis_blocked`), equal to the slice
+sums up to float rounding.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ __all__ = [
     "GAUSS_TRUNCATE",
     "gaussian_smooth",
     "scharr_divergence",
+    "scharr_divergence_unscaled",
     "scharr_gradient",
     "structure_tensor",
     "structure_tensor_anisotropy",
@@ -91,6 +95,73 @@ def _smooth_axis(x: torch.Tensor, weights: list[Scalar], dim: int) -> torch.Tens
     return out
 
 
+BLOCK = 16
+"""Outputs per block of the banded-matrix smoothing (:func:`_smooth_axis_blocked`)."""
+
+_BLOCKED_MIN_RADIUS = 4
+"""Kernels from this radius on (sigma >= 1.5) use the blocked matrix product when no gradient is needed."""
+
+_TOEPLITZ: dict[tuple[tuple[float, ...], torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _toeplitz_block(weights: list[float], like: torch.Tensor) -> torch.Tensor:
+    """``(BLOCK, BLOCK + 2r)`` matrix ``M[t, t + j] = kernel[j]``: row ``t`` is output ``t`` of a block."""
+    key = (tuple(weights), like.dtype, like.device)
+    m = _TOEPLITZ.get(key)
+    if m is None:
+        r = len(weights) - 1
+        kernel = torch.tensor(weights[::-1] + weights[1:], dtype=like.dtype, device=like.device)
+        m = like.new_zeros((BLOCK, BLOCK + 2 * r))
+        # Diagonal band written through a strided view: row stride BLOCK + 2r + 1 shifts by one column.
+        m.as_strided((BLOCK, 2 * r + 1), (BLOCK + 2 * r + 1, 1)).copy_(kernel.expand(BLOCK, -1))
+        if len(_TOEPLITZ) >= 32:  # bound the cache (many sigmas / dtypes in one process)
+            _TOEPLITZ.clear()
+        _TOEPLITZ[key] = m
+    return m
+
+
+def _smooth_axis_blocked(x: torch.Tensor, weights: list[float], dim: int) -> torch.Tensor:
+    """Same result as :func:`_smooth_axis` (to float rounding) for float weights, gradient-free.
+
+    Why: with a wide kernel (rho = 4: 25 taps) the shifted-slice sum is 25 passes through memory.
+    Here the padded signal is cut into overlapping windows of ``BLOCK + 2r`` samples (a strided
+    view, no copy) and each window is multiplied by the banded block matrix of
+    :func:`_toeplitz_block` in one batched GEMM: ~1.6x faster per axis on a CPU (measured, rho = 4).
+    """
+    dim = dim % x.dim()
+    if dim < x.dim() - 2:
+        raise ValueError(f"_smooth_axis_blocked: dim={dim} is invalid; accepted: the last two axes")
+    r = len(weights) - 1
+    n = x.shape[dim]
+    nb = -(-n // BLOCK)
+    extra = nb * BLOCK - n
+    p = symmetric_pad(x, r, dim)
+    if extra:  # zero tail so that the last block is complete; its outputs are cut off below
+        p = torch.cat([p, p.new_zeros(p.shape[:dim] + (extra,) + p.shape[dim:][1:])], dim=dim)
+    p = p.contiguous()
+    m = _toeplitz_block(weights, x)
+    lead = p.shape[:-2]
+    if dim == x.dim() - 1:
+        length = p.shape[-1]
+        rows = p.numel() // length
+        windows = p.as_strided((nb, rows, BLOCK + 2 * r), (BLOCK, length, 1))
+        out = p.new_empty((rows, nb, BLOCK))
+        torch.bmm(windows, m.t().expand(nb, -1, -1), out=out.transpose(0, 1))
+        out = out.reshape(lead + (p.shape[-2], nb * BLOCK))
+        return out[..., :n] if extra else out
+    # Rows (dim -2): each block of rows is M @ (BLOCK + 2r, W) window.
+    # One bmm per plane writing straight into the output (a broadcast matmul would copy the
+    # overlapping windows first).
+    hp, w = p.shape[-2], p.shape[-1]
+    planes = p.reshape(-1, hp, w)
+    out = p.new_empty((planes.shape[0], nb, BLOCK, w))
+    m_batch = m.expand(nb, -1, -1)
+    for i in range(planes.shape[0]):
+        torch.bmm(m_batch, planes[i].as_strided((nb, BLOCK + 2 * r, w), (BLOCK * w, w, 1)), out=out[i])
+    out = out.reshape(lead + (nb * BLOCK, w))
+    return out[..., :n, :] if extra else out
+
+
 def gaussian_smooth(x: torch.Tensor, sigma: Scalar) -> torch.Tensor:
     """Separable Gaussian smoothing ``K_sigma * x`` with half-sample symmetric boundaries.
 
@@ -108,6 +179,14 @@ def gaussian_smooth(x: torch.Tensor, sigma: Scalar) -> torch.Tensor:
         return x
     radius = max(1, int(GAUSS_TRUNCATE * smax + 0.5))
     weights = _gaussian_weights(sigma, radius)
+    if (
+        not isinstance(sigma, torch.Tensor)
+        and radius >= _BLOCKED_MIN_RADIUS
+        and x.dim() >= 3
+        and x.device.type == "cpu"  # a CPU-cache optimisation; GPUs keep the slice sums
+        and not (torch.is_grad_enabled() and x.requires_grad)
+    ):
+        return _smooth_axis_blocked(_smooth_axis_blocked(x, weights, -1), weights, -2)
     return _smooth_axis(_smooth_axis(x, weights, -1), weights, -2)
 
 
@@ -134,27 +213,47 @@ def scharr_divergence(j1: torch.Tensor, j2: torch.Tensor) -> torch.Tensor:
     and ``div(D grad u) = -G^T D G u`` is symmetric negative semi-definite for every symmetric
     positive semi-definite ``D`` (the basis of the L2-stability bound).
     """
-    h, w = j1.shape[-2], j1.shape[-1]
-    zeros_rows = j1.new_zeros(j1.shape[:-2] + (2, w))
-    zeros_cols = j2.new_zeros(j2.shape[:-2] + (h, 2))
-    # Term 1: transpose of (smooth along y) o (difference along x) applied to j1.
-    jp = torch.cat([zeros_rows, j1, zeros_rows], dim=-2)  # (H+4, W)
-    a = 3.0 * (jp[..., :-2, :] + jp[..., 2:, :]) + 10.0 * jp[..., 1:-1, :]  # (H+2, W)
-    # Term 2: transpose of (difference along y) o (smooth along x) applied to j2.
-    jq = torch.cat([zeros_cols, j2, zeros_cols], dim=-1)  # (H, W+4)
-    b = 3.0 * (jq[..., :, :-2] + jq[..., :, 2:]) + 10.0 * jq[..., :, 1:-1]  # (H, W+2)
-    # Scatter the differences: x-difference transpose maps column q to q (+) and q+2 (-).
-    z = j1.new_zeros(j1.shape[:-2] + (h + 2, w + 2))
-    z[..., :, :-2] += a
-    z[..., :, 2:] -= a
-    z[..., :-2, :] += b
-    z[..., 2:, :] -= b
-    # Adjoint of the symmetric pad: fold the border rows/columns back onto the pixels they copy.
-    z[..., 1, :] += z[..., 0, :]
-    z[..., -2, :] += z[..., -1, :]
-    z[..., :, 1] += z[..., :, 0]
-    z[..., :, -2] += z[..., :, -1]
-    return z[..., 1:-1, 1:-1] * (1.0 / 32.0)
+    raw, scale = scharr_divergence_unscaled(j1, j2)
+    return raw.mul_(scale)
+
+
+def _odd_central_difference(s: torch.Tensor, dim: int) -> torch.Tensor:
+    """``s[k+1] - s[k-1]`` along ``dim`` with odd reflection at the ends (``s[-1] = -s[0]``)."""
+    n = s.shape[dim]
+    if torch.is_grad_enabled() and s.requires_grad:  # out= is not differentiable: one cat instead
+        first = s.narrow(dim, 1, 1) + s.narrow(dim, 0, 1)
+        last = -(s.narrow(dim, n - 2, 1) + s.narrow(dim, n - 1, 1))
+        return torch.cat([first, s.narrow(dim, 2, n - 2) - s.narrow(dim, 0, n - 2), last], dim=dim)
+    out = torch.empty_like(s)
+    torch.sub(s.narrow(dim, 2, n - 2), s.narrow(dim, 0, n - 2), out=out.narrow(dim, 1, n - 2))
+    torch.add(s.narrow(dim, 1, 1), s.narrow(dim, 0, 1), out=out.narrow(dim, 0, 1))
+    torch.add(s.narrow(dim, n - 2, 1), s.narrow(dim, n - 1, 1), out=out.narrow(dim, n - 1, 1)).neg_()
+    return out
+
+
+def _smooth_3_10_3(j: torch.Tensor, dim: int) -> torch.Tensor:
+    """``(3 j[k-1] + 10 j[k] + 3 j[k+1]) / 10`` along ``dim``, half-sample symmetric ends."""
+    p = symmetric_pad(j, 1, dim)
+    n = j.shape[dim]
+    return torch.add(p.narrow(dim, 0, n), p.narrow(dim, 2, n)).mul_(0.3).add_(p.narrow(dim, 1, n))
+
+
+def scharr_divergence_unscaled(j1: torch.Tensor, j2: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``(raw, scale)`` with ``raw * scale == scharr_divergence(j1, j2)`` (to float rounding).
+
+    The adjoint of "half-sample symmetric pad, then filter" is, per axis: the smoothing
+    ``[3, 10, 3]`` is self-adjoint (symmetric padding again), and the negated adjoint of the
+    difference ``[-1, 0, 1]`` is the same difference with *odd* reflection at the ends (the
+    folded border samples). ``sum(raw) = 0`` exactly in exact arithmetic (telescoping).
+    The caller folds ``scale`` into its own multiply (one pass fewer).
+    """
+    raw = _odd_central_difference(_smooth_3_10_3(j1, -2), -1)
+    t2 = _smooth_3_10_3(j2, -1)
+    h = t2.shape[-2]
+    raw.narrow(-2, 1, h - 2).add_(t2.narrow(-2, 2, h - 2)).sub_(t2.narrow(-2, 0, h - 2))
+    raw.narrow(-2, 0, 1).add_(t2.narrow(-2, 1, 1)).add_(t2.narrow(-2, 0, 1))
+    raw.narrow(-2, h - 1, 1).sub_(t2.narrow(-2, h - 2, 1)).sub_(t2.narrow(-2, h - 1, 1))
+    return raw, 10.0 / 32.0
 
 
 def structure_tensor(

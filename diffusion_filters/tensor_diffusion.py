@@ -47,7 +47,7 @@ from ._image import Restore, as_bchw, as_param
 from ._planewise import run_planewise
 from ._validation import check_finite, check_min_size, check_nonneg_int, check_positive, check_step
 from .registry import register_filter
-from .structure_tensor import gaussian_smooth, scharr_divergence, scharr_gradient, structure_tensor_anisotropy
+from .structure_tensor import gaussian_smooth, scharr_divergence_unscaled, scharr_gradient, structure_tensor_anisotropy
 
 __all__ = [
     "CoherenceEnhancing",
@@ -95,10 +95,10 @@ def tensor_diffusion_step(
     ux, uy = scharr_gradient(u)
     j1 = torch.addcmul(a * ux, b, uy)
     j2 = torch.addcmul(b * ux, c, uy)
-    div = scharr_divergence(j1, j2)
+    raw, scale = scharr_divergence_unscaled(j1, j2)  # div = raw * scale; scale folded into step
     if isinstance(step, torch.Tensor):
-        return torch.addcmul(u, div, step)
-    return torch.add(u, div, alpha=float(step))
+        return torch.addcmul(u, raw, step * scale)
+    return torch.add(u, raw, alpha=float(step) * scale)
 
 
 def tensor_diffusion(u: torch.Tensor, tensor_fn: TensorFn, iterations: int, step: Param) -> torch.Tensor:
@@ -112,17 +112,34 @@ def tensor_diffusion(u: torch.Tensor, tensor_fn: TensorFn, iterations: int, step
 def _exp_neg_reciprocal(num: float, q: torch.Tensor, m: int, scale: Param = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """``exp(-num / (q / scale)^m)``, exactly 0 where that ratio exceeds :data:`EXP_CUTOFF`.
 
-    Returns ``(value, q_safe)`` with ``q_safe = q`` where the value is nonzero and ``scale``
-    elsewhere, so that neither the value nor its gradient meets 0/0 or inf (double-``where``).
+    Returns ``(value, q_safe)`` with ``q_safe = max(q, threshold)`` (``q`` wherever the value is
+    nonzero), so that neither the value nor its gradient meets 0/0 or inf; the value is masked
+    to exactly 0 below the threshold.
     ``scale`` may be a tensor (EED's ``lam^2``); ``num`` is a positive float.
     """
-    ok = q > (num / EXP_CUTOFF) ** (1.0 / m) * scale
-    q_safe = torch.where(ok, q, scale if isinstance(scale, torch.Tensor) else torch.full_like(q, scale))
+    threshold = (num / EXP_CUTOFF) ** (1.0 / m) * scale
+    ok = q > threshold
+    # Clamping (not ``where``) keeps q_safe >= threshold > 0, so the ratio and exp stay finite and
+    # the gradient below the threshold is 0; the values there are zeroed by the mask below.
+    # Why not torch.where: with a data-dependent mask it is ~20x slower than a multiply on CPU.
+    q_safe = torch.maximum(q, threshold) if isinstance(threshold, torch.Tensor) else q.clamp_min(threshold)
     ratio = scale / q_safe if isinstance(scale, torch.Tensor) or scale != 1.0 else q_safe.reciprocal()
-    if m != 1:
-        ratio = ratio.pow(m)
+    ratio = _int_power(ratio, m)
     e = torch.exp(ratio.mul_(-num)) if not ratio.requires_grad else torch.exp(ratio * -num)
-    return torch.where(ok, e, torch.zeros((), dtype=e.dtype, device=e.device)), q_safe
+    return e * ok, q_safe
+
+
+def _int_power(x: torch.Tensor, m: int) -> torch.Tensor:
+    """``x ** m`` for an integer ``m >= 1`` by repeated squaring (``pow`` is ~15x slower on CPU)."""
+    result: torch.Tensor | None = None
+    base = x
+    while True:
+        if m & 1:
+            result = base if result is None else result * base
+        m >>= 1
+        if not m:
+            return result
+        base = base * base
 
 
 def ced_tensor(
