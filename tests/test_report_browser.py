@@ -243,7 +243,10 @@ def loaded(image: dict[str, Any]) -> bool:
 def browser() -> str:
     path = find_browser()
     if path is None:
-        pytest.skip("headless Chromium is not installed (apt-get install -y chromium); CI installs it")
+        reason = "headless Chromium is not installed (apt-get install -y chromium)"
+        if os.environ.get("LUS_REQUIRE_BROWSER") == "1":  # set by .ci/run: there the test must run
+            pytest.fail(f"{reason}, but LUS_REQUIRE_BROWSER=1")
+        pytest.skip(f"{reason}; CI installs it")
     return path
 
 
