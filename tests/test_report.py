@@ -365,7 +365,7 @@ def test_user_strings_are_escaped(built: dict[str, Any]) -> None:
 
 
 def test_verdicts_use_stats_verdict(built: dict[str, Any]) -> None:
-    from harness.report import stats
+    from harness import stats
 
     s = built["summary"]
     comp = next(c for c in s["comparisons"] if c["arm"] == "pm" and c["metric"] == "roc_auc")
@@ -434,7 +434,7 @@ def test_prediction_tests_match_independent_references(built: dict[str, Any]) ->
     from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
     from statsmodels.stats.multitest import multipletests
 
-    from harness.report import stats
+    from harness import stats
 
     s = built["summary"]
     pred = ResultsStore(built["out"], readonly=True).predictions()

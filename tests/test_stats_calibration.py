@@ -1,5 +1,4 @@
-"""Calibration of the paired tests on null experiments (issue 6: 'Calibration of the tests
-themselves, as a test').
+"""Calibration of the paired tests on null experiments (the tests of the tests).
 
 Two arms with no true difference are compared by repeated k-fold CV many times. The corrected
 resampled t-test must reject 'no difference' in at most about alpha = 5 % of the experiments
@@ -12,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.report import stats as S
-from harness.report.calibration import (
+import harness.stats as S
+from harness.stats.calibration import (
     correlated_null_diffs,
     learner_null_diffs,
     rejection_rates,

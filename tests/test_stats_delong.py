@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as sps
 from sklearn.metrics import roc_auc_score
 
-from harness.report.delong import combine_delong_folds, delong_paired
+from harness.stats.delong import combine_delong_folds, delong_paired
 
 
 def _psi(scores: np.ndarray, y: np.ndarray) -> np.ndarray:

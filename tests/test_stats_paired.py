@@ -1,4 +1,4 @@
-"""Paired per-run tests of harness.report.stats against references and hand computations."""
+"""Paired per-run tests of harness.stats.paired against references and hand computations."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness.report import stats as S
+import harness.stats as S
 
 
 def _scores(seed: int = 0, n: int = 10, shift: float = 0.01):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness.report.multiple import holm
-from harness.report.ranks import friedman, holm_vs_control, nemenyi, rank_scores
+from harness.stats import holm
+from harness.stats.ranks import friedman, holm_vs_control, nemenyi, rank_scores
 
 
 def _scores(seed=0, n=12, k=4, ties=False):

@@ -2,7 +2,7 @@
 
 ``build_report(out_dir)`` reads ``out_dir/results.sqlite`` through :class:`harness.store.ResultsStore`
 (read API only; the report never trains), computes every number with
-:mod:`harness.report.stats`, draws the figures (:mod:`harness.report.figures`) and writes three
+:mod:`harness.stats`, draws the figures (:mod:`harness.report.figures`) and writes three
 files side by side: ``report.html`` (self-contained), ``summary.json`` (the numbers, NaN -> null)
 and ``metrics.csv`` (every per-run metric, long format).
 
@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from harness.metrics import binary_metrics
-from harness.report import figures, html, samples, stats
+from harness import stats
+from harness.report import figures, html, samples
 from harness.report._json import jsonable
 from harness.report.methods import environment, failed_runs, leakage, methods, reproduce_command
 

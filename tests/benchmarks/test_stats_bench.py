@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from harness.report.delong import delong_paired
+from harness.stats.delong import delong_paired
 
 
 def _data(n: int, seed: int = 0):

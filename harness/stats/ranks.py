@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from harness.report._validate import as_float_array, check_probability
-from harness.report.multiple import holm
+from harness.stats._validate import as_float_array, check_probability
+from harness.stats.multiple import holm
 
 __all__ = ["friedman", "nemenyi", "holm_vs_control", "rank_scores"]
 

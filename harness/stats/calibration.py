@@ -1,4 +1,4 @@
-"""Null experiments that check the calibration of the paired tests (issue 6, §1).
+"""Null experiments that check the calibration of the paired tests.
 
 Two arms with *no* true difference are compared over repeated k-fold cross-validation many
 times; a calibrated test at level alpha rejects in about alpha of the experiments. Two
@@ -14,7 +14,7 @@ generators of per-run differences (rows = experiments, columns = the k·r runs):
 :func:`rejection_rates` applies the corrected resampled t-test and the naive paired t-test to
 every experiment, vectorized. (The Bayesian correlated t-test with rope = 0 has the same
 posterior scale as the corrected t-test, so its "P(better) > 1 - alpha/2" rule rejects in exactly
-the same experiments.) ``python -m harness.report.calibration`` prints the table quoted
+the same experiments.) ``python -m harness.stats.calibration`` prints the table quoted
 in docs/statistics.md.
 """
 
@@ -93,7 +93,7 @@ def rejection_rates(diffs: np.ndarray, ratio: float, alpha: float = 0.05) -> dic
     """Fraction of experiments (rows) in which each test rejects 'no difference' at alpha.
 
     Rows whose differences are all equal (var = 0) count as non-rejections when their mean is 0
-    and as rejections otherwise, as in :func:`harness.report.stats.corrected_resampled_t`.
+    and as rejections otherwise, as in :func:`harness.stats.paired.corrected_resampled_t`.
     """
     n = diffs.shape[1]
     mean = diffs.mean(1)

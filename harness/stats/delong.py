@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from harness.report._validate import as_binary_labels, as_float_vector, same_length
+from harness.stats._validate import as_binary_labels, as_float_vector, same_length
 
 __all__ = ["delong_paired", "combine_delong_folds"]
 

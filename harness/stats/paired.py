@@ -26,14 +26,11 @@ floats / lists / dicts ready for ``json.dumps``):
 - :func:`mcnemar` — McNemar's test on paired decisions (continuity-corrected, exact, or
   clustered by patient).
 - :func:`combine_repeats` — conservative combination of one test per CV repeat (McNemar).
-- :func:`holm` — Holm step-down adjusted p-values, NaN-tolerant.
 - :func:`compare_to_baseline` — all per-run paired tests for one arm vs the baseline, one dict.
 - :func:`verdict` — a plain-language sentence from a :func:`compare_to_baseline` result.
 
-Re-exported from sibling modules so that ``harness.report.stats`` holds every test:
-:func:`~harness.report.delong.delong_paired`, :func:`~harness.report.delong.combine_delong_folds`,
-:func:`~harness.report.ranks.friedman`, :func:`~harness.report.ranks.nemenyi`,
-:func:`~harness.report.ranks.holm_vs_control`.
+Holm's correction (:mod:`harness.stats.multiple`), DeLong's test (:mod:`harness.stats.delong`) and
+the rank tests (:mod:`harness.stats.ranks`) live beside this module; :mod:`harness.stats` exports them all.
 """
 
 from __future__ import annotations
@@ -45,15 +42,12 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from harness.report._validate import (
+from harness.stats._validate import (
     as_binary_labels,
     as_float_vector,
     check_probability,
     same_length,
 )
-from harness.report.delong import combine_delong_folds, delong_paired
-from harness.report.multiple import holm
-from harness.report.ranks import friedman, holm_vs_control, nemenyi
 
 __all__ = [
     "summarize",
@@ -64,14 +58,8 @@ __all__ = [
     "bayesian_correlated_t",
     "mcnemar",
     "combine_repeats",
-    "holm",
     "compare_to_baseline",
     "verdict",
-    "delong_paired",
-    "combine_delong_folds",
-    "friedman",
-    "nemenyi",
-    "holm_vs_control",
 ]
 
 # Bootstrap resamples are drawn in chunks so memory stays bounded for long inputs.
