@@ -16,10 +16,18 @@ Schema (documented in docs/architecture.md, section harness.store):
 - ``predictions(run_id, sample_id, prob, label)``: test-fold probability of the positive class.
 - ``epochs(run_id, epoch, record)``: the training history (incl. learned parameters per epoch).
 - ``preprocessing(arm, pipeline_hash, mode, seconds, n_images)``; ``skipped(item, reason)``.
+- ``explanation_arms(arm, key, checkpoint_hash, note, seconds, created_at)``: one row per explained arm;
+  ``key`` identifies what was explained (checkpoint content, frames, pipeline, ...), ``note`` says what
+  failed (e.g. no checkpoint), else null.
+- ``explanations(arm, sample_id, position, label, title, raw, processed, cam)``: the report's sample
+  frames per arm (``position`` orders them); ``raw`` (the frame as decoded), ``processed`` (after the
+  arm's pipeline) and ``cam`` (Grad-CAM map or null) are ``.npy`` bytes (``numpy.save`` format, so
+  dtype and shape travel with the data; read with ``allow_pickle=False``).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import socket
@@ -63,6 +71,11 @@ CREATE TABLE IF NOT EXISTS preprocessing (
     arm TEXT NOT NULL, pipeline_hash TEXT NOT NULL, mode TEXT NOT NULL, seconds REAL,
     n_images INTEGER NOT NULL, PRIMARY KEY (arm, pipeline_hash));
 CREATE TABLE IF NOT EXISTS skipped (item TEXT PRIMARY KEY, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS explanation_arms (
+    arm TEXT PRIMARY KEY, key TEXT NOT NULL, checkpoint_hash TEXT, note TEXT, seconds REAL, created_at REAL);
+CREATE TABLE IF NOT EXISTS explanations (
+    arm TEXT NOT NULL, sample_id TEXT NOT NULL, position INTEGER NOT NULL, label INTEGER, title TEXT NOT NULL,
+    raw BLOB NOT NULL, processed BLOB NOT NULL, cam BLOB, PRIMARY KEY (arm, sample_id));
 """
 
 
@@ -94,6 +107,19 @@ def _plain(value: Any) -> Any:
 
 def _loads(text: Any) -> Any:
     return json.loads(text) if isinstance(text, (str, bytes)) else None  # NULL may read back as NaN
+
+
+def _npy(array: Any) -> bytes | None:
+    """An array as ``.npy`` bytes (dtype and shape included); None stays None."""
+    if array is None:
+        return None
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _from_npy(blob: Any) -> np.ndarray | None:
+    return np.load(io.BytesIO(blob), allow_pickle=False) if isinstance(blob, bytes) else None
 
 
 class StoreError(RuntimeError):
@@ -284,6 +310,36 @@ class ResultsStore:
                 [(str(i["item"]), str(i["reason"])) for i in items],
             )
 
+    def put_explanations(self, arm: str, key: str, frames: Iterable[Mapping[str, Any]], note: str | None = None,
+                         checkpoint_hash: str | None = None, seconds: float | None = None) -> None:
+        """Replace everything stored for ``arm``'s explanations with these, in ONE transaction.
+
+        ``frames`` (in display order): ``sample_id, label, title, raw, processed, cam`` with the
+        arrays as numpy arrays (``cam`` None when there is no map); ``key`` identifies what was
+        explained, so the explain step can skip an arm whose key is unchanged.
+        """
+        rows = [(arm, str(f["sample_id"]), i, None if f.get("label") is None else int(f["label"]),
+                 str(f.get("title") or f["sample_id"]), _npy(f["raw"]), _npy(f["processed"]), _npy(f.get("cam")))
+                for i, f in enumerate(frames)]
+        with self._conn:
+            self._conn.execute("DELETE FROM explanations WHERE arm=?", (arm,))
+            self._conn.executemany("INSERT INTO explanations VALUES (?,?,?,?,?,?,?,?)", rows)
+            self._conn.execute(
+                "INSERT OR REPLACE INTO explanation_arms(arm, key, checkpoint_hash, note, seconds, created_at) "
+                "VALUES (?,?,?,?,?,?)",
+                (arm, str(key), checkpoint_hash, note, None if seconds is None else float(seconds), time.time()),
+            )
+
+    def keep_explanations(self, arms: Iterable[str]) -> int:
+        """Drop the explanations of arms not in ``arms`` (no longer in the suite); returns how many arms."""
+        sql = "SELECT arm FROM explanation_arms UNION SELECT arm FROM explanations"
+        known = {a for (a,) in self._conn.execute(sql)}
+        gone = [(a,) for a in sorted(known - set(arms))]
+        with self._conn:
+            self._conn.executemany("DELETE FROM explanations WHERE arm=?", gone)
+            self._conn.executemany("DELETE FROM explanation_arms WHERE arm=?", gone)
+        return len(gone)
+
     # ------------------------------------------------------------------ read API (report, status)
 
     def meta(self) -> dict[str, Any]:
@@ -357,6 +413,32 @@ class ResultsStore:
 
     def skipped(self) -> list[dict[str, str]]:
         return [{"item": i, "reason": r} for i, r in self._conn.execute("SELECT item, reason FROM skipped")]
+
+    def explanation_arms(self) -> pd.DataFrame:
+        """``arm, key, checkpoint_hash, note, seconds, created_at`` of every explained arm (empty for a
+        store written before explanations existed)."""
+        if not self._has_table("explanation_arms"):
+            return pd.DataFrame(columns=["arm", "key", "checkpoint_hash", "note", "seconds", "created_at"])
+        df = pd.read_sql_query("SELECT * FROM explanation_arms ORDER BY arm", self._conn)
+        for col in ("checkpoint_hash", "note"):  # NULL reads back as None, never NaN
+            df[col] = df[col].astype(object).where(df[col].notna(), None)
+        return df
+
+    def explanations(self) -> pd.DataFrame:
+        """``arm, position, sample_id, label, title, raw, processed, cam``: one row per arm and sample
+        frame in display order; the array columns hold numpy arrays (``cam`` None without a map)."""
+        columns = ["arm", "position", "sample_id", "label", "title", "raw", "processed", "cam"]
+        if not self._has_table("explanations"):
+            return pd.DataFrame(columns=columns)
+        df = pd.read_sql_query(f"SELECT {', '.join(columns)} FROM explanations ORDER BY arm, position", self._conn)
+        for col in ("raw", "processed", "cam"):
+            df[col] = df[col].map(_from_npy).astype(object)
+        return df
+
+    def _has_table(self, name: str) -> bool:
+        """Whether ``name`` exists (a read-only store of an older version may lack newer tables)."""
+        return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() \
+            is not None
 
     def progress(self) -> pd.DataFrame:
         """Counts of runs per arm and status (for ``harness status``)."""

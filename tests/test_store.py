@@ -137,3 +137,57 @@ def test_readonly_and_bad_files(tmp_path):
     assert len(ro.metrics()) == 3
     with pytest.raises(sqlite3.OperationalError):
         ro.set_meta(x=1)
+
+
+def _frame(sample_id: str, label: int, cam: bool = True) -> dict:
+    rng = np.random.default_rng(len(sample_id) + label)
+    return {"sample_id": sample_id, "label": label, "title": f"class {label}\n{sample_id}",
+            "raw": rng.integers(0, 256, (6, 5), dtype=np.uint8),
+            "processed": rng.random((6, 5), dtype=np.float32),
+            "cam": rng.random((6, 5), dtype=np.float32) if cam else None}
+
+
+def test_explanations_round_trip_replace_and_drop(tmp_path):
+    store = ResultsStore(tmp_path)
+    frames = [_frame("s2", 0), _frame("s1", 1, cam=False)]
+    store.put_explanations("pm", "key-1", frames, checkpoint_hash="c1", seconds=0.5)
+    store.put_explanations("gone", "key-g", [_frame("s2", 0)], note="no checkpoint saved")
+    e = store.explanations()
+    assert list(e.columns) == ["arm", "position", "sample_id", "label", "title", "raw", "processed", "cam"]
+    pm = e[e["arm"] == "pm"]
+    assert list(pm["sample_id"]) == ["s2", "s1"] and list(pm["position"]) == [0, 1]  # display order kept
+    for (_, row), f in zip(pm.iterrows(), frames):
+        assert row["raw"].dtype == np.uint8 and np.array_equal(row["raw"], f["raw"])
+        assert row["processed"].dtype == np.float32 and np.array_equal(row["processed"], f["processed"])
+        assert row["title"] == f["title"] and row["label"] == f["label"]
+    assert np.array_equal(pm.iloc[0]["cam"], frames[0]["cam"]) and pm.iloc[1]["cam"] is None
+    arms = store.explanation_arms().set_index("arm")
+    assert arms.loc["pm", "key"] == "key-1" and arms.loc["pm", "checkpoint_hash"] == "c1"
+    assert arms.loc["gone", "note"] == "no checkpoint saved" and arms.loc["pm", "note"] is None
+    # a new key replaces every frame of the arm (nothing stale), in one transaction
+    store.put_explanations("pm", "key-2", [_frame("s3", 1)], checkpoint_hash="c2")
+    pm = store.explanations().query("arm == 'pm'")
+    assert list(pm["sample_id"]) == ["s3"]
+    assert store.explanation_arms().set_index("arm").loc["pm", "key"] == "key-2"
+    # arms no longer in the suite are dropped
+    assert store.keep_explanations(["pm"]) == 1
+    assert set(store.explanations()["arm"]) == {"pm"} and list(store.explanation_arms()["arm"]) == ["pm"]
+    with pytest.raises(sqlite3.IntegrityError):  # the same frame twice: the arm's old rows stay
+        store.put_explanations("pm", "key-3", [_frame("s1", 1), _frame("s1", 1)])
+    assert list(store.explanations()["sample_id"]) == ["s3"]
+    assert store.explanation_arms().set_index("arm").loc["pm", "key"] == "key-2"
+
+
+def test_explanations_of_a_store_written_before_they_existed(tmp_path):
+    old = tmp_path / "results.sqlite"
+    _fill(ResultsStore(tmp_path))
+    conn = sqlite3.connect(old)
+    conn.executescript("DROP TABLE explanations; DROP TABLE explanation_arms;")
+    conn.close()
+    ro = ResultsStore(tmp_path, readonly=True)  # read-only: nothing is migrated, the reads are empty
+    assert ro.explanations().empty and ro.explanation_arms().empty
+    assert "cam" in ro.explanations().columns and "note" in ro.explanation_arms().columns
+    ro.close()
+    store = ResultsStore(tmp_path)  # a writer migrates (CREATE TABLE IF NOT EXISTS), results kept
+    store.put_explanations("baseline", "k", [_frame("s1", 1)])
+    assert len(store.explanations()) == 1 and len(store.metrics()) == 3
