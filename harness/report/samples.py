@@ -1,9 +1,10 @@
 """The handful of frames the report shows, after each arm's preprocessing, and their Grad-CAM maps.
 
-The same frames are used for every arm: two of each class, from the test fold of the run whose
-model was saved (so Grad-CAM explains frames the network never trained on).  Loading the data,
-filtering and rebuilding models are all optional: when something is missing the report says
-so in a note instead of failing.
+Both are read from the store's ``explanations`` tables, which the explain step
+(:mod:`harness.explain`) fills after the runs: the same frames for every arm, two of each class
+from the test fold of the run whose model was saved.  Nothing here loads data, filters or builds
+a network; a store without explanations (written before the explain step existed, or where it
+failed) gives a note that the report prints instead of the figure.
 """
 
 from __future__ import annotations
@@ -13,16 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from harness.report import gradcam
-
-PER_CLASS = 2
-CLASS_NAMES = {0: "no B-lines", 1: "B-lines"}
+FRAME_NOTES = ("preprocessing failed", "explain failed", "no frame")  # how harness.explain words them
+RERUN = "run the suite again into this directory to compute them (finished runs are not repeated)"
 
 
 @dataclass
 class SampleFrames:
-    """Chosen frames: ``raw[j]`` (H, W) float in [0, 1]; ``processed[arm][j]`` after the arm's pipeline."""
+    """Chosen frames: ``raw[j]`` (H, W) float in [0, 1]; ``processed[arm][j]`` after the arm's pipeline.
+
+    ``cams[arm][j]`` is the stored Grad-CAM map (or None); ``arm_notes`` what the explain step said
+    about an arm (e.g. no checkpoint)."""
 
     ok: bool
     note: str | None = None
@@ -30,140 +33,44 @@ class SampleFrames:
     titles: list[str] = field(default_factory=list)
     raw: list[np.ndarray] = field(default_factory=list)
     processed: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    cams: dict[str, list[np.ndarray | None]] = field(default_factory=dict)
+    arm_notes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def prepare(cls, inputs: Any, arms: list[str]) -> SampleFrames:
-        """Load the data of the suite, pick the frames and run every arm's pipeline on them."""
+        """The stored frames of ``arms`` (in that order), read from the store of ``inputs.out_dir``."""
         try:
-            from harness.data import load_frames
+            table, arm_info = read_explanations(inputs)
         except Exception as exc:
-            return cls(False, f"The data loader is not available ({type(exc).__name__}: {exc}).")
-        try:
-            data_cfg = data_config(inputs.suite_dict)
-        except Exception as exc:
-            return cls(False, f"The stored data section no longer validates ({type(exc).__name__}); no frames shown.")
-        meta = inputs.meta
-        # Relative data paths resolve against the suite's folder, as when the suite ran.
-        base_dir = Path(meta["suite_path"]).parent if meta.get("suite_path") else Path.cwd()
-        try:
-            from harness.data.cache import default_cache_dir
-
-            cache_dir = Path(meta["cache_dir"]) if meta.get("cache_dir") else default_cache_dir()
-            fs = load_frames(data_cfg, base_dir=base_dir, cache_dir=cache_dir)
-        except Exception as exc:
-            return cls(
-                False,
-                f"The data could not be loaded here, so no frames are shown "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).",
-            )
-        ids = choose(inputs, np.asarray(fs.sample_ids).astype(str), np.asarray(fs.labels))
-        if not ids:
-            return cls(False, "No frame of the data set matches the stored predictions.")
-        index = {s: i for i, s in enumerate(np.asarray(fs.sample_ids).astype(str))}
-        labels = np.asarray(fs.labels)
-        raw = [np.asarray(fs.images[index[s]], dtype=np.float32) / 255.0 for s in ids]
-        titles = [f"{CLASS_NAMES.get(int(labels[index[s]]), str(labels[index[s]]))}\n{_short(s)}" for s in ids]
-        out = cls(True, None, ids, titles, raw, {})
-        notes = []
-        stack = np.stack([np.asarray(fs.images[index[s]]) for s in ids])[:, None]  # (N, 1, H, W) uint8
-        for arm in arms:
-            steps = _preprocess(inputs.suite_dict, arm)
-            if not steps:
-                out.processed[arm] = list(raw)
+            return cls(False, f"The stored sample frames could not be read ({type(exc).__name__}: {_first_line(exc)}).")
+        arm_notes = {
+            str(a): str(n) for a, n in zip(arm_info["arm"], arm_info["note"]) if isinstance(n, str) and n and a in arms
+        }
+        if table.empty:
+            why = " ".join(f"{a}: {n}" for a, n in arm_notes.items())
+            return cls(False, f"The store holds no sample frames ({why or 'written before the explain step existed'}); "
+                       f"{RERUN}.", arm_notes=arm_notes)
+        present = [a for a in arms if a in set(table["arm"])]
+        if not present:
+            return cls(False, "The store holds sample frames of none of the reported arms; " + RERUN + ".",
+                       arm_notes=arm_notes)
+        first = table[table["arm"] == present[0]].sort_values("position")
+        ids = [str(s) for s in first["sample_id"]]
+        out = cls(True, None, ids, [str(t) for t in first["title"]], [_unit(r) for r in first["raw"]],
+                  arm_notes=arm_notes)
+        notes = [f"{a}: no stored frames." for a in arms if a not in present]
+        # Notes about the frames themselves (the others concern Grad-CAM and go under its figure).
+        notes += [f"{a}: {n}." for a, n in arm_notes.items() if n.startswith(FRAME_NOTES)]
+        for arm in present:
+            rows = table[table["arm"] == arm].set_index("sample_id")
+            if [s for s in ids if s in rows.index] != ids:
+                notes.append(f"{arm}: its stored frames differ from the other arms'; not shown.")
                 continue
-            try:
-                from diffusion_filters import Pipeline
-
-                filtered = np.asarray(Pipeline.from_config(steps)(stack), dtype=np.float32)
-                out.processed[arm] = [filtered[j, 0] for j in range(len(ids))]
-            except Exception as exc:
-                notes.append(f"{arm}: preprocessing failed here ({type(exc).__name__}: {exc}); raw frames shown.")
-                out.processed[arm] = list(raw)
+            out.processed[arm] = [np.asarray(rows.at[s, "processed"], dtype=np.float32) for s in ids]
+            out.cams[arm] = [None if rows.at[s, "cam"] is None else np.asarray(rows.at[s, "cam"], dtype=np.float32)
+                             for s in ids]
         out.note = " ".join(notes) or None
         return out
-
-
-def data_config(suite_dict: dict[str, Any]) -> Any:
-    """The suite's data section as its pydantic model (validated on its own, so that a suite whose
-    arms no longer validate, e.g. a renamed filter, still shows its frames)."""
-    from pydantic import TypeAdapter
-
-    from harness.data.config import DataConfig
-
-    return TypeAdapter(DataConfig).validate_python(suite_dict["data"])
-
-
-def model_config(suite_dict: dict[str, Any], arm: str) -> Any:
-    """The arm's model config (suite model with the arm's override deep-merged), without weights:
-    the checkpoint provides them."""
-    from harness.suite import ModelConfig, deep_merge
-
-    override = next((a.get("model") or {} for a in suite_dict.get("arms", []) if a.get("name") == arm), {})
-    merged = deep_merge(suite_dict.get("model") or {}, override)
-    merged["pretrained"] = "none"
-    return ModelConfig.model_validate(merged)
-
-
-def _short(sample_id: str, width: int = 22) -> str:
-    return sample_id if len(sample_id) <= width else "…" + sample_id[-(width - 1) :]
-
-
-def _preprocess(suite_dict: dict[str, Any], arm: str) -> list[dict[str, Any]]:
-    for a in suite_dict.get("arms", []):
-        if a.get("name") == arm:
-            return list(a.get("preprocess") or [])
-    return []
-
-
-def checkpoint_run(inputs: Any) -> tuple[int, int] | None:
-    """(repeat, fold) of the saved models (the first done run that has a checkpoint)."""
-    done = inputs.done
-    if "checkpoint" not in done.columns:
-        return None
-    with_ckpt = done[done["checkpoint"].notna() & (done["checkpoint"].astype(str) != "")]
-    if not len(with_ckpt):
-        return None
-    row = with_ckpt.sort_values(["repeat", "fold"]).iloc[0]
-    return int(row["repeat"]), int(row["fold"])
-
-
-def choose(inputs: Any, sample_ids: np.ndarray, labels: np.ndarray, per_class: int = PER_CLASS) -> list[str]:
-    """``per_class`` frames of each class, from distinct patients where possible, deterministic.
-
-    Candidates are the test frames of the saved models' run (else every predicted frame, else
-    all frames); within a class they are sorted by id and taken at evenly spaced positions.
-    """
-    pred = inputs.predictions
-    known = set(sample_ids.tolist())
-    pool: dict[int, list[tuple[str, str]]] = {}
-    if len(pred):
-        key = checkpoint_run(inputs)
-        sel = pred if key is None else pred[(pred["repeat"] == key[0]) & (pred["fold"] == key[1])]
-        sel = sel.drop_duplicates("sample_id")
-        for s, g, y in zip(sel["sample_id"].astype(str), sel["group_id"].astype(str), sel["label"]):
-            if s in known:
-                pool.setdefault(int(y), []).append((s, g))
-    if not pool:
-        for s, y in zip(sample_ids.tolist(), labels.tolist()):
-            pool.setdefault(int(y), []).append((s, s))
-    chosen: list[str] = []
-    for y in sorted(pool):
-        cands = sorted(pool[y])
-        picked: list[str] = []
-        groups: set[str] = set()
-        positions = np.linspace(0, len(cands) - 1, num=min(len(cands), 4 * per_class)).round().astype(int)
-        for i in positions:  # spread over the sorted list, one frame per patient first
-            s, g = cands[i]
-            if g not in groups and len(picked) < per_class:
-                picked.append(s)
-                groups.add(g)
-        for s, _ in cands:
-            if len(picked) >= per_class:
-                break
-            if s not in picked:
-                picked.append(s)
-        chosen.extend(picked)
-    return chosen
 
 
 @dataclass
@@ -172,42 +79,33 @@ class CamResult:
     note: str | None
 
 
-def checkpoint_path(inputs: Any, arm: str) -> Path:
-    """The arm's saved model: ``meta.checkpoints[arm]`` (relative to the output), else the
-    conventional ``checkpoints/<arm>.safetensors``."""
-    rel = (inputs.meta.get("checkpoints") or {}).get(arm)
-    path = Path(rel) if rel else Path("checkpoints") / f"{arm}.safetensors"
-    return path if path.is_absolute() else inputs.out_dir / path
-
-
 def gradcams(inputs: Any, frames: SampleFrames) -> CamResult:
-    """Grad-CAM maps of the chosen frames for every arm with a usable checkpoint."""
-    import torch
-
-    try:
-        from harness.models import create_model, load_weights
-    except Exception as exc:
-        return CamResult({}, f"The model code is not available ({type(exc).__name__}: {exc}); no Grad-CAM.")
-    cams: dict[str, list[np.ndarray | None]] = {}
-    notes = []
-    for arm, images in frames.processed.items():
-
-        def build(arm: str = arm) -> torch.nn.Module:
-            model = create_model(model_config(inputs.suite_dict, arm), in_chans=1)
-            load_weights(model, checkpoint_path(inputs, arm))
-            return model
-
-        result = gradcam.arm_cams(
-            checkpoint_path(inputs, arm),
-            build,
-            images,
-            lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).unsqueeze(1),
-        )
-        if isinstance(result, str):
-            notes.append(f"{arm}: {result}.")
-            cams[arm] = [None] * len(images)
-        else:
-            cams[arm] = list(result)
+    """The stored Grad-CAM maps of ``frames`` (from :meth:`SampleFrames.prepare`) for every arm that has them."""
+    if not frames.ok:
+        return CamResult({}, frames.note)
+    cams = {arm: frames.cams.get(arm) or [None] * len(frames.sample_ids) for arm in frames.processed}
+    notes = [f"{arm}: {note}." for arm, note in frames.arm_notes.items() if arm in cams]
     if not any(m is not None for maps in cams.values() for m in maps):
-        return CamResult({}, " ".join(notes) or "No checkpoint was saved.")
+        return CamResult({}, " ".join(notes) or f"The store holds no Grad-CAM maps; {RERUN}.")
+    notes += [f"{arm}: no Grad-CAM maps stored." for arm, maps in cams.items()
+              if arm not in frames.arm_notes and all(m is None for m in maps)]
     return CamResult(cams, " ".join(notes) or None)
+
+
+def read_explanations(inputs: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(store.explanations(), store.explanation_arms())`` of the store the report reads."""
+    from harness.store import STORE_FILENAME, ResultsStore
+
+    path = getattr(inputs, "store_path", None) or Path(inputs.out_dir) / STORE_FILENAME
+    with ResultsStore(path, readonly=True) as store:
+        return store.explanations(), store.explanation_arms()
+
+
+def _unit(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    return image.astype(np.float32) / np.float32(255.0) if image.dtype == np.uint8 else image.astype(np.float32)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
