@@ -1,7 +1,9 @@
 """diffusion_filters: batched, differentiable anisotropic-diffusion filters for PyTorch.
 
-Every filter is a function and a registered ``nn.Module`` with the same parameters; inputs may be
-``(H, W)``, ``(C, H, W)`` or ``(B, C, H, W)`` tensors or numpy arrays (dtype rules:
+Every filter is a function (parameters after the image keyword-only) and a registered
+``nn.Module`` (a :class:`Filter`) with the same parameters, both built on one parameter spec that
+validates and canonicalises them (:mod:`diffusion_filters._spec`); inputs may be ``(H, W)``,
+``(C, H, W)`` or ``(B, C, H, W)`` tensors or numpy arrays (dtype rules:
 :mod:`diffusion_filters._image`). Filters: Perona-Malik, coherence- and edge-enhancing tensor
 diffusion, SRAD, non-local means, and the Gaussian / median comparators.
 
@@ -20,11 +22,13 @@ Example:
 from __future__ import annotations
 
 from . import layers
-from ._fastpath import set_compile
+from ._compile import set_compile
+from ._filter import Filter, NonFiniteOutputError
 from ._image import Restore, as_bchw, as_param
+from ._spec import FilterSpec, InvalidParameterError, Param
 from .nonlocal_means import NonlocalMeans, nonlocal_means
 from .perona_malik import PeronaMalik, perona_malik, perona_malik_mixture
-from .pipeline import Pipeline
+from .pipeline import Pipeline, check_image_size
 from .registry import available, create, get_filter_class, register_filter
 from .smoothing import Gaussian, Median, gaussian, median
 from .srad import SRAD, srad
@@ -34,15 +38,21 @@ __all__ = [
     "SRAD",
     "CoherenceEnhancing",
     "EdgeEnhancing",
+    "Filter",
+    "FilterSpec",
     "Gaussian",
+    "InvalidParameterError",
     "Median",
+    "NonFiniteOutputError",
     "NonlocalMeans",
+    "Param",
     "PeronaMalik",
     "Pipeline",
     "Restore",
     "as_bchw",
     "as_param",
     "available",
+    "check_image_size",
     "coherence_enhancing",
     "create",
     "edge_enhancing",

@@ -37,7 +37,6 @@ from . import perona_malik as _pm
 from . import tensor_diffusion as _td
 
 __all__ = [
-    "COMPILE_MIN_WORK",
     "KAPPA_MIN",
     "STEP_BOUNDS",
     "DiffusionBlock",
@@ -135,12 +134,6 @@ def _tensor_variant(u: torch.Tensor, iterations: int, kappa: torch.Tensor, step:
     return tensor_diffusion(u, tensor_fn, iterations, step)
 
 
-#: Pixel-iterations (B*C*H*W*iterations) from which a training (gradient) call of the
-#: Perona-Malik variant on CPU runs the scheme compiled by ``torch.compile`` (see ``_pm_variant``):
-#: the stem at 128 px with batch 32 and 4 iterations; smaller calls do not repay the compile time.
-COMPILE_MIN_WORK: int = 2**24
-
-
 def _pm_mixture_step(u: torch.Tensor, step: torch.Tensor, kappa: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
     from diffusion_filters.perona_malik import _flux_mixture, _pm_step
 
@@ -151,22 +144,22 @@ def _pm_variant(u: torch.Tensor, iterations: int, kappa: torch.Tensor, step: tor
                 shape: torch.Tensor) -> torch.Tensor:
     """The library's Perona-Malik scheme with the mixed conductance.
 
-    Training on CPU is memory-bound: eager autograd sweeps memory ~30 times per iteration. For
-    large calls that need gradients, each iteration of the same scheme (the library's
-    ``_pm_step``) runs through ``torch.compile`` (forward and backward fused, ~3x faster at
-    128 px; compiled once per process, cached on disk by inductor). Set
-    ``DIFFUSION_FILTERS_COMPILE=off`` to disable; a failing compiler falls back to eager.
+    Training on CPU is memory-bound: eager autograd sweeps memory tens of times per iteration.
+    For large calls that need gradients (when, is the compile policy's decision:
+    :func:`diffusion_filters._compile.use_compiled`, threshold ``GRAD_MIN_WORK``), each iteration of
+    the same scheme (the library's ``_pm_step``) runs through ``torch.compile`` (forward and
+    backward fused; compiled once per process, cached on disk by inductor; speed-up in
+    docs/filter-performance.md). Set ``DIFFUSION_FILTERS_COMPILE=off`` to disable; a failing
+    compiler falls back to eager.
     """
-    from diffusion_filters import _fastpath
+    from diffusion_filters import _compile
     from diffusion_filters.perona_malik import perona_malik_mixture
 
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u, kappa, step, shape))
-    mode = _fastpath.compile_mode()
-    if (needs_grad and u.device.type == "cpu" and mode != "off" and min(u.shape[-2:]) >= 3
-            and (mode == "on" or u.numel() * iterations >= COMPILE_MIN_WORK)):
+    if needs_grad and min(u.shape[-2:]) >= 3 and _compile.use_compiled(u, iterations, needs_grad=True):
         v: torch.Tensor | None = u
         for _ in range(iterations):
-            v = _fastpath.run_compiled(_pm_mixture_step, v, step, kappa, shape)
+            v = _compile.run_compiled(_pm_mixture_step, v, step, kappa, shape)
             if v is None:
                 break
         if v is not None:

@@ -19,25 +19,62 @@ parameters give the same filter: ``patch_distance = search_size // 2``, the same
 reference pixel, and scikit-image's fast-mode patch window ``W = {-o+1, ..., o}^2`` (the
 ``(s-1) x (s-1)`` square its integral image sums) with the ``1/s^2`` normalisation. Buades'
 centred ``s x s`` mean differs by a factor ``((s-1)/s)^2`` in ``d^2``, i.e. an ``h`` larger by
-``s/(s-1)``; matching scikit-image matters more here (same parameters, same result: the PSNR test
-agrees within 0.5 dB, the centred variant was ~1 dB off). The only other difference is that
-scikit-image drops weights below ``exp(-5)``; they are kept here.
+``s/(s-1)``; matching scikit-image matters more here (same parameters, same result; the PSNR
+comparison is in docs/theory-tensor-nlm.md). The only other difference is that scikit-image
+drops weights below ``exp(-5)``; they are kept here.
+
+Gradients: the filter is differentiable with respect to the input and ``h`` (given as a tensor).
+Gradient-free calls run an in-place form of the loop; calls that need gradients run the same
+loop out of place, with the offsets in groups under activation checkpointing, so the memory
+stays a few images per plane instead of several per search offset (the backward pass recomputes
+each group's weights once).
+
+Parameters (spec ``_SPEC``): ``patch_size`` odd integer in [1, 31]; ``search_size`` odd integer in
+[1, 51]; ``h`` number or tensor in [1e-6, 1e3] (grey values); ``sigma`` number in [0, 1e3]
+(grey values). The image must be at least ``patch_size // 2 + search_size // 2 + 1`` pixels on
+each side (:func:`min_image_size`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from ._image import as_bchw
-from ._planewise import run_planewise
-from ._validation import check_finite, check_min_size, check_odd_int, check_positive
+from ._describe import fmt_param
+from ._filter import Filter, apply_filter
+from ._image import as_param
+from ._scheduler import run_planes
+from ._spec import FilterSpec, Param
 from .registry import register_filter
 
-__all__ = ["NonlocalMeans", "box_sum", "nlm_offsets", "nonlocal_means"]
+__all__ = ["NonlocalMeans", "box_sum", "min_image_size", "nlm_offsets", "nonlocal_means"]
+
+_NAME = "nonlocal_means"
+_OFFSETS_PER_CHECKPOINT = 8  # offsets recomputed together in the backward pass
+
+
+def min_image_size(patch_size: int, search_size: int) -> int:
+    """Smallest image side for ``patch_size`` and ``search_size``: reflect padding by the patch
+    plus search radius needs a larger side (``patch_size // 2 + search_size // 2 + 1``)."""
+    return patch_size // 2 + search_size // 2 + 1
+
+
+_SPEC = FilterSpec(
+    name=_NAME,
+    params=(
+        Param("patch_size", "int", low=1, high=31, odd=True, doc="side of the compared patches (pixels)"),
+        Param("search_size", "int", low=1, high=51, odd=True, doc="side of the search window (pixels)"),
+        Param("h", "real", low=1e-6, high=1e3, tensor=True, doc="filtering strength (grey values)"),
+        Param("sigma", "real", low=0.0, high=1e3, default=0.0, doc="noise standard deviation (grey values)"),
+    ),
+    differentiable=True,
+    min_size=lambda p: min_image_size(p["patch_size"], p["search_size"]),
+    identity=lambda p: p["search_size"] == 1,
+)
 
 def nlm_offsets(search_size: int) -> list[tuple[int, int]]:
     """The half set of search offsets visited (the other half follows by pair symmetry).
@@ -114,7 +151,90 @@ def _nlm_planes(u: torch.Tensor, s: int, k: int, h: float, sigma: float) -> torc
     return acc[:, 0] / acc[:, 1]
 
 
-def nonlocal_means(x: Any, patch_size: int, search_size: int, h: float, sigma: float = 0.0) -> Any:
+def _offset_sums(
+    p: torch.Tensor, q: torch.Tensor, offsets: list[tuple[int, int]], s: int, k: int, shift: float | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sum_t w u(p + t), sum_t w)`` over ``offsets`` and their mirrors, out of place (autograd).
+
+    ``p`` is the padded image, ``q = p / (s h)``; same arithmetic as :func:`_nlm_planes`.
+    """
+    n = p.shape[0]
+    o, d = s // 2, k // 2
+    pad = o + d
+    hh, ww = p.shape[1] - 2 * pad, p.shape[2] - 2 * pad
+    box = s - 1
+    num = p.new_zeros(n, hh, ww)
+    den = p.new_zeros(n, hh, ww)
+    for dr, dc in offsets:
+        r0, c0 = min(0, -dr), min(0, -dc)
+        lr, lc = hh + abs(dr), ww + abs(dc)
+        if box == 0:
+            z = p.new_zeros(n, lr, lc)
+        else:
+            ra, ca = r0 - o + 1 + pad, c0 - o + 1 + pad
+            ha, wa_ = lr + box - 1, lc + box - 1
+            diff = q[:, ra : ra + ha, ca : ca + wa_] - q[:, ra + dr : ra + dr + ha, ca + dc : ca + dc + wa_]
+            z = box_sum(box_sum(diff * diff, box, 1), box, 2)
+        if not isinstance(shift, float) or shift > 0.0:
+            z = (z - shift).clamp(min=0.0)
+        w = torch.exp(-z)
+        wa = w[:, -r0 : -r0 + hh, -c0 : -c0 + ww]
+        wb = w[:, -dr - r0 : -dr - r0 + hh, -dc - c0 : -dc - c0 + ww]
+        num = num + wa * p[:, pad + dr : pad + dr + hh, pad + dc : pad + dc + ww]
+        num = num + wb * p[:, pad - dr : pad - dr + hh, pad - dc : pad - dc + ww]
+        den = den + wa + wb
+    return num, den
+
+
+def _nlm_planes_autograd(
+    u: torch.Tensor, s: int, k: int, h: float | torch.Tensor, sigma: float
+) -> torch.Tensor:
+    """Non-local means of ``u`` (N, H, W) keeping the autograd graph (``h``: float or (N, 1, 1)).
+
+    The offsets run in groups under activation checkpointing (see the module docstring).
+    """
+    o, d = s // 2, k // 2
+    pad = o + d
+    p = F.pad(u[:, None], (pad, pad, pad, pad), mode="reflect")[:, 0]
+    q = p * (1.0 / (s * h))
+    box = s - 1
+    shift: float | torch.Tensor = 0.0
+    if sigma > 0.0:
+        shift = 2.0 * sigma * sigma * (box * box) / (s * s * h * h)
+    offsets = nlm_offsets(k)
+    num, den = u, torch.ones_like(u)
+    grad = torch.is_grad_enabled()
+    for g in range(0, len(offsets), _OFFSETS_PER_CHECKPOINT):
+        group = offsets[g : g + _OFFSETS_PER_CHECKPOINT]
+        if grad:
+            gn, gd = checkpoint(_offset_sums, p, q, group, s, k, shift, use_reentrant=False)
+        else:
+            gn, gd = _offset_sums(p, q, group, s, k, shift)
+        num, den = num + gn, den + gd
+    return num / den
+
+
+def _kernel(t: torch.Tensor, p: Mapping[str, Any]) -> torch.Tensor:
+    """Non-local means on a validated ``(B, C, H, W)`` tensor with canonical parameters."""
+    s, k, sf = p["patch_size"], p["search_size"], p["sigma"]
+    h = p["h"]
+    if isinstance(h, torch.Tensor):
+        h = as_param(h, t, "h", _NAME)
+    needs_grad = torch.is_grad_enabled() and (t.requires_grad or (isinstance(h, torch.Tensor) and h.requires_grad))
+    if not needs_grad and not isinstance(h, torch.Tensor):
+        # Gradient-free, scalar h: the in-place loop.
+        return run_planes(t, {}, lambda planes, _: _nlm_planes(planes[:, 0], s, k, h, sf)[:, None])
+
+    def run(planes: torch.Tensor, pp: dict[str, Any]) -> torch.Tensor:
+        hp = pp["h"][:, 0] if isinstance(pp["h"], torch.Tensor) else pp["h"]
+        return _nlm_planes_autograd(planes[:, 0], s, k, hp, sf)[:, None]
+
+    return run_planes(t, {"h": h}, run, autograd=needs_grad)
+
+
+def nonlocal_means(
+    x: Any, *, patch_size: int, search_size: int, h: float | torch.Tensor, sigma: float = 0.0
+) -> Any:
     r"""Non-local means denoising (Buades, Coll & Morel 2005), fast box-filtered form.
 
     .. math::
@@ -136,56 +256,38 @@ def nonlocal_means(x: Any, patch_size: int, search_size: int, h: float, sigma: f
     Args:
         x: ``(H, W)``, ``(C, H, W)`` or ``(B, C, H, W)`` tensor or numpy array (uint8/uint16 become
             float32 in [0, 1]); channels are denoised independently.
-        patch_size: side of the square patches compared, odd, >= 1 (pixels).
-        search_size: side of the square search window, odd, >= 1 (pixels); 1 returns the input.
-        h: filtering strength (> 0), in grey values: patches whose RMS difference is well below
-            ``h`` are averaged. For Gaussian noise of standard deviation ``sigma`` use
-            ``h ~ 0.8 sigma`` together with ``sigma``, or ``h ~ sigma`` without it.
-        sigma: noise standard deviation (>= 0), in grey values; the expected ``2 sigma^2`` per
-            pixel pair is subtracted from the patch distances (Buades et al., IPOL 2011).
+        patch_size: side of the square patches compared, odd integer in [1, 31] (pixels).
+        search_size: side of the square search window, odd integer in [1, 51] (pixels); 1
+            returns the input.
+        h: filtering strength in grey values, in [1e-6, 1e3]: patches whose RMS difference is
+            well below ``h`` are averaged. For Gaussian noise of standard deviation ``sigma`` use
+            ``h ~ 0.8 sigma`` together with ``sigma``, or ``h ~ sigma`` without it. Float or
+            tensor broadcastable to ``(B, C, 1, 1)`` (gradients flow to it).
+        sigma: noise standard deviation in grey values, in [0, 1e3]; the expected ``2 sigma^2``
+            per pixel pair is subtracted from the patch distances (Buades et al., IPOL 2011).
 
     Returns:
-        The denoised image, same shape, kind and device as ``x``. Not differentiable: the result
-        is computed under ``torch.no_grad()`` (in-place window sums).
+        The denoised image, same shape, kind and device as ``x``. Differentiable with respect to
+        ``x`` and a tensor ``h`` (see the module docstring for the cost).
+
+    Raises:
+        InvalidParameterError: a parameter of the wrong type or outside its range.
+        ValueError: NaN/Inf input; an image side below ``patch_size // 2 + search_size // 2 + 1``
+            (:func:`min_image_size`); a NaN/Inf output (overflow).
 
     Example:
         >>> import torch, diffusion_filters as df
         >>> noisy = (0.5 + 0.1 * torch.randn(64, 64)).clamp(0, 1)
-        >>> df.nonlocal_means(noisy, 7, 11, h=0.08, sigma=0.1).shape
+        >>> df.nonlocal_means(noisy, patch_size=7, search_size=11, h=0.08, sigma=0.1).shape
         torch.Size([64, 64])
     """
-    name = "nonlocal_means"
-    t, restore = as_bchw(x, name)
-    s = check_odd_int("patch_size", patch_size, name)
-    k = check_odd_int("search_size", search_size, name)
-    check_positive("h", h, name)
-    _check_sigma(sigma, name)
-    need = s // 2 + k // 2 + 1  # reflect padding by (patch + search radius) needs a larger side
-    check_min_size(t, need, name)
-    check_finite(t, name)
-    if k == 1:
-        return restore(t.detach().clone())
-    hf, sf = float(h), float(sigma)
-
-    def run(planes: torch.Tensor, _: dict) -> torch.Tensor:
-        return _nlm_planes(planes[:, 0], s, k, hf, sf)[:, None]
-
-    with torch.no_grad():
-        return restore(run_planewise(t.detach(), {}, run))
-
-
-def _check_sigma(sigma: Any, filter_name: str) -> None:
-    try:
-        v = float(sigma)
-    except (TypeError, ValueError):
-        raise ValueError(f"{filter_name}: sigma={sigma!r} is invalid; must be a finite number >= 0") from None
-    if not (v >= 0.0 and v != float("inf")):
-        raise ValueError(f"{filter_name}: sigma={sigma!r} is invalid; must be a finite number >= 0")
+    params = dict(patch_size=patch_size, search_size=search_size, h=h, sigma=sigma)
+    return apply_filter(_SPEC, _kernel, x, params)
 
 
 @register_filter("nonlocal_means")
-class NonlocalMeans(nn.Module):
-    """Module form of :func:`nonlocal_means` (same parameters, same meaning).
+class NonlocalMeans(Filter):
+    """Module form of :func:`nonlocal_means` (same parameters, keywords only).
 
     Example:
         >>> import diffusion_filters as df
@@ -193,18 +295,11 @@ class NonlocalMeans(nn.Module):
         'non-local means (patch 7×7, search 11×11, h=0.08, σ=0)'
     """
 
-    def __init__(self, patch_size: int, search_size: int, h: float, sigma: float = 0.0) -> None:
-        super().__init__()
-        name = "nonlocal_means"
-        check_odd_int("patch_size", patch_size, name)
-        check_odd_int("search_size", search_size, name)
-        check_positive("h", h, name)
-        _check_sigma(sigma, name)
-        self.patch_size, self.search_size, self.h, self.sigma = patch_size, search_size, h, sigma
-
-    def forward(self, x: Any) -> Any:
-        return nonlocal_means(x, self.patch_size, self.search_size, self.h, self.sigma)
+    spec = _SPEC
+    kernel = staticmethod(_kernel)
+    function = staticmethod(nonlocal_means)
 
     def describe(self) -> str:
+        """One line with the parameter values, for reports."""
         p, k = self.patch_size, self.search_size
-        return f"non-local means (patch {p}×{p}, search {k}×{k}, h={self.h:g}, σ={self.sigma:g})"
+        return f"non-local means (patch {p}×{p}, search {k}×{k}, h={fmt_param(self.h)}, σ={fmt_param(self.sigma)})"

@@ -30,8 +30,19 @@ maximum principle: the output stays within ``[min, max]`` of the input) when
 ``0 < g <= 1`` and ``step * 2 * (1/h_y + 1/h_x) <= 1``, i.e. ``step <= 0.25`` for unit spacing.
 A step beyond that bound is rejected.
 
+Parameters (validated and canonicalised by the spec ``_SPEC``; the same rules as every filter):
+
+=============== =============================== ===========================================
+``iterations``  integer in [0, 10000]           number of explicit steps
+``kappa``       number or tensor in [1e-9, 1e6] contrast threshold (grey values); from ~1e4 on
+                                                the scheme equals linear diffusion in float32
+``step``        number or tensor in (0, bound]  ``bound = step_bound(spacing)`` (0.25)
+``conductance`` exponential, rational, tukey    the conductance ``g``
+``spacing``     None or numbers in [1e-6, 1e6]  pixel spacing ``(h_y, h_x)``
+=============== =============================== ===========================================
+
 Performance: gradient-free calls on large CPU batches run a ``torch.compile``-fused scheme on
-cache-sized chunks (see :mod:`diffusion_filters._fastpath`); calls needing gradients (learnable
+cache-sized chunks (policy: :mod:`diffusion_filters._compile`); calls needing gradients (learnable
 ``kappa``/``step`` or input) run the same scheme eagerly with autograd.
 """
 
@@ -45,10 +56,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _fastpath
+from . import _compile
 from ._describe import fmt_param
-from ._image import as_bchw, as_param
-from ._validation import check_choice, check_finite, check_min_size, check_nonneg_int, check_positive, check_step
+from ._filter import Filter, apply_filter
+from ._image import as_param
+from ._scheduler import run_planes
+from ._spec import ITERATIONS_MAX, FilterSpec, Param
 from .registry import register_filter
 
 __all__ = [
@@ -72,6 +85,9 @@ _EXP_CLAMP = 80.0  # exp(-80) ~ 1.8e-35 is still a normal float32: avoids slow d
 _SQRT2 = math.sqrt(2.0)
 
 
+_SPACING = Param("spacing", "spacing", low=1e-6, high=1e6, default=None, doc="pixel spacing (h_y, h_x); None = 1")
+
+
 def step_bound(spacing: Sequence[float] | float | None = None) -> float:
     """Largest stable ``step`` for pixel spacing ``(h_y, h_x)``: ``1 / (2 (1/h_y + 1/h_x))``.
 
@@ -79,24 +95,41 @@ def step_bound(spacing: Sequence[float] | float | None = None) -> float:
     centre weight of the stencil is ``1 - step * sum_edges g / h`` and stays >= 0 iff
     ``step <= 1 / (2 (1/h_y + 1/h_x))``; 0.25 for unit spacing.
     """
-    hy, hx = _spacing_pair(spacing)
+    pair = _SPACING.canonical(spacing, "step_bound", {})
+    hy, hx = (1.0, 1.0) if pair is None else pair
     return 1.0 / (2.0 * (1.0 / hy + 1.0 / hx))
 
 
-def _spacing_pair(spacing: Sequence[float] | float | None, filter_name: str = _NAME) -> tuple[float, float]:
-    if spacing is None:
-        return 1.0, 1.0
-    if isinstance(spacing, (int, float)) and not isinstance(spacing, bool):
-        pair: tuple[Any, ...] = (spacing, spacing)
-    elif isinstance(spacing, Sequence) and not isinstance(spacing, str) and len(spacing) == 2:
-        pair = tuple(spacing)
-    else:
-        raise ValueError(
-            f"{filter_name}: spacing={spacing!r} is invalid; accepted: None, a positive number or (h_y, h_x)"
-        )
-    for v in pair:
-        check_positive("spacing", v, filter_name)
-    return float(pair[0]), float(pair[1])
+_SPEC = FilterSpec(
+    name=_NAME,
+    params=(
+        Param("iterations", "int", low=0, high=ITERATIONS_MAX, doc="number of explicit steps"),
+        Param("kappa", "real", low=1e-9, high=1e6, tensor=True, doc="contrast threshold (grey values)"),
+        Param(
+            "step", "real", low=0.0, low_open=True, high=lambda p: step_bound(p.get("spacing")),
+            high_doc="step_bound(spacing) (0.25 for unit spacing)", tensor=True, stability=True,
+            doc="time step per iteration",
+        ),
+        Param("conductance", "choice", choices=CONDUCTANCES, default="exponential", doc="conductance g"),
+        _SPACING,
+    ),
+    differentiable=True,
+    min_size=MIN_SIZE,
+    identity=lambda p: p["iterations"] == 0,
+)
+
+_MIXTURE_SPEC = FilterSpec(
+    name="perona_malik_mixture",
+    params=(
+        _SPEC.param("iterations"),
+        _SPEC.param("kappa"),
+        Param("step", "real", low=0.0, low_open=True, high=STEP_BOUND, tensor=True, stability=True, doc="time step"),
+        Param("shape", "real", low=0.0, high=1.0, tensor=True, doc="mixing weight (1 = exponential, 0 = rational)"),
+    ),
+    differentiable=True,
+    min_size=MIN_SIZE,
+    identity=lambda p: p["iterations"] == 0,
+)
 
 
 # --------------------------------------------------------------------------------------- fluxes
@@ -151,10 +184,10 @@ def _pm_step(
 
 
 # Fluxes of the compiled path. They take ``nq = -1 / kappa^2`` (per plane, computed once) instead
-# of ``kappa``: ``-(d / kappa)^2`` costs a vector division per edge, ``d * d * nq`` two multiplies
-# (the division was ~8% of an iteration). This differs from MedPy's order of operations only in
-# the last bits of the exponent's argument (measured on the benchmark batch: the largest
-# difference to MedPy moved from 9.12e-6 to 9.24e-6, together with the fast exp).
+# of ``kappa``: ``-(d / kappa)^2`` costs a vector division per edge, ``d * d * nq`` two multiplies,
+# and a division is several times slower than a multiply. This differs from MedPy's order of
+# operations only in the last bits of the exponent's argument (the effect on the agreement with
+# MedPy is recorded in docs/filter-performance.md).
 
 
 def _cflux_exponential(d: torch.Tensor, nq: torch.Tensor) -> torch.Tensor:
@@ -228,7 +261,7 @@ def _flat_masks(h: int, w: int, wy: float, wx: float, like: torch.Tensor) -> tup
     """Flux weights of the framed flat layout: ``1/h`` on valid core edges, 0 elsewhere.
 
     Cached per layout (read-only): rebuilt per chunk, its dozen small eager ops in both workers
-    contend for the GIL; caching raised the 32x256² benchmark from ~1150 to ~1330 img/s.
+    would contend for the GIL (figures: docs/filter-performance.md).
     """
     key = (h, w, wy, wx, _K, like.dtype, like.device)
     masks = _MASKS.get(key)
@@ -257,7 +290,7 @@ def _compiled_iterations(
     e = planes.reshape(n, h * w)
     for _ in range(blocks):
         framed = torch.cat([frame, e, frame], dim=1)
-        e = _fastpath.run_compiled(_K_STEPS[kind], framed, s, mx, my, w, *flat_params, release_gil=True, fast_exp=True)
+        e = _compile.run_compiled(_K_STEPS[kind], framed, s, mx, my, w, *flat_params, release_gil=True, fast_exp=True)
         if e is None:
             return None
     return e.reshape(n, 1, h, w)
@@ -282,7 +315,7 @@ def _diffuse(
         for _ in range(iterations):
             u = _pm_step(u, flux, step, wy, wx, params)
         return u
-    compiled = _fastpath.use_compiled(u, iterations, needs_grad) and min(u.shape[-2], u.shape[-1]) >= 2
+    compiled = _compile.use_compiled(u, iterations) and min(u.shape[-2], u.shape[-1]) >= 2
     wyx = (1.0, 1.0) if spacing is None else (1.0 / spacing[0], 1.0 / spacing[1])
 
     def run(planes: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
@@ -299,44 +332,27 @@ def _diffuse(
     # Gradient-free: cache-sized chunks of planes, one single-threaded worker per core (OpenMP
     # barriers inside each kernel stall badly when the cores are shared with other processes).
     tensors = {"step": step, **{f"p{i}": t for i, t in enumerate(params)}}
-    with torch.no_grad():
-        return _fastpath.run_chunked(u, tensors, run)
+    return run_planes(u, tensors, run)
 
 
-def _validate(iterations: Any, kappa: Any, step: Any, conductance: Any, spacing: Any) -> tuple[int, tuple[float, float] | None]:
-    iterations = check_nonneg_int("iterations", iterations, _NAME)
-    check_positive("kappa", kappa, _NAME)
-    check_choice("conductance", conductance, CONDUCTANCES, _NAME)
-    pair = None if spacing is None else _spacing_pair(spacing)
-    check_step(step, step_bound(pair), _NAME)
-    return iterations, pair
+def _kernel(t: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
+    """Perona-Malik on a validated ``(B, C, H, W)`` tensor with canonical parameters."""
+    k = as_param(p["kappa"], t, "kappa", _NAME)
+    s = as_param(p["step"], t, "step", _NAME)
+    return _diffuse(t, p["iterations"], p["conductance"], s, p["spacing"], (k,))
 
 
-def _filter(
-    x: Any,
-    name: str,
-    iterations: int,
-    kind: str,
-    spacing: tuple[float, float] | None,
-    kappa: float | torch.Tensor,
-    step: float | torch.Tensor,
-    *extra: tuple[str, float | torch.Tensor],
-) -> Any:
-    """Shared tail of the validated public functions: image checks, the 0-iteration shortcut,
-    parameters as 4-D tensors (``kappa``, ``step``, then the named ``extra`` flux parameters)."""
-    t, restore = as_bchw(x, name)
-    check_finite(t, name)
-    check_min_size(t, MIN_SIZE, name)
-    if iterations == 0:
-        return restore(t.clone())
-    k = as_param(kappa, t, "kappa", name)
-    s = as_param(step, t, "step", name)
-    rest = tuple(as_param(value, t, param, name) for param, value in extra)
-    return restore(_diffuse(t, iterations, kind, s, spacing, (k, *rest)))
+def _mixture_kernel(t: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
+    name = _MIXTURE_SPEC.name
+    k = as_param(p["kappa"], t, "kappa", name)
+    s = as_param(p["step"], t, "step", name)
+    shape = as_param(p["shape"], t, "shape", name)
+    return _diffuse(t, p["iterations"], "mixture", s, None, (k, shape))
 
 
 def perona_malik(
     x: Any,
+    *,
     iterations: int,
     kappa: float | torch.Tensor,
     step: float | torch.Tensor,
@@ -353,21 +369,23 @@ def perona_malik(
     Args:
         x: image(s), ``(H, W)``, ``(C, H, W)`` or ``(B, C, H, W)`` tensor or numpy array
             (uint8/uint16 are scaled to [0, 1]); each channel is diffused independently.
-        iterations: number of explicit steps (>= 0; 0 returns the input unchanged).
-        kappa: contrast threshold (grey-value units, > 0): gradients well below ``kappa`` are
-            smoothed, gradients above it are preserved. Float or tensor broadcastable to
-            ``(B, C, 1, 1)`` (gradients flow to it).
+        iterations: number of explicit steps, integer in [0, 10000] (0 returns the input).
+        kappa: contrast threshold in grey-value units, in [1e-9, 1e6]: gradients well below
+            ``kappa`` are smoothed, gradients above it are preserved. Float or tensor
+            broadcastable to ``(B, C, 1, 1)`` (gradients flow to it).
         step: time step per iteration, ``0 < step <= step_bound(spacing)`` (0.25 for unit
             spacing); the diffusion time is ``t = iterations * step``. Float or tensor.
         conductance: ``"exponential"``, ``"rational"`` or ``"tukey"``.
-        spacing: pixel spacing ``(h_y, h_x)`` (or one number for both); ``None`` = 1.
+        spacing: pixel spacing ``(h_y, h_x)`` (or one number for both), each in [1e-6, 1e6];
+            ``None`` = 1.
 
     Returns:
         The diffused image, same shape, kind (numpy/tensor) and device as ``x``.
 
     Raises:
-        ValueError: NaN/Inf input, ``kappa <= 0``, negative/non-integer ``iterations``,
-            ``step`` outside ``(0, bound]``, unknown conductance, image smaller than 3x3.
+        InvalidParameterError: a parameter of the wrong type or outside its range (one line
+            naming the filter, the parameter and the accepted range).
+        ValueError: NaN/Inf input, image smaller than 3x3; a NaN/Inf output (overflow).
 
     Example:
         >>> import torch
@@ -375,17 +393,18 @@ def perona_malik(
         >>> y.shape
         torch.Size([2, 1, 64, 64])
     """
-    iterations, pair = _validate(iterations, kappa, step, conductance, spacing)
-    return _filter(x, _NAME, iterations, conductance, pair, kappa, step)
+    params = dict(iterations=iterations, kappa=kappa, step=step, conductance=conductance, spacing=spacing)
+    return apply_filter(_SPEC, _kernel, x, params)
 
 
 def perona_malik_mixture(
-    x: torch.Tensor,
+    x: Any,
+    *,
     iterations: int,
     kappa: float | torch.Tensor,
     step: float | torch.Tensor,
     shape: float | torch.Tensor,
-) -> torch.Tensor:
+) -> Any:
     """Perona-Malik diffusion with a learnable mixture of the two PM conductances.
 
     ``g(d) = shape * exp(-(d/kappa)^2) + (1 - shape) / (1 + (d/kappa)^2)`` with ``shape`` in
@@ -395,24 +414,18 @@ def perona_malik_mixture(
 
     Args:
         x: ``(B, C, H, W)`` (or any shape :func:`perona_malik` accepts) image/feature map.
-        iterations: number of explicit steps (>= 0).
-        kappa: contrast threshold (> 0), float or tensor broadcastable to ``(B, C, 1, 1)``.
+        iterations: number of explicit steps, integer in [0, 10000].
+        kappa: contrast threshold in [1e-9, 1e6], float or tensor broadcastable to ``(B, C, 1, 1)``.
         step: time step, ``0 < step <= 0.25``.
         shape: mixing weight in ``[0, 1]``.
     """
-    name = "perona_malik_mixture"
-    iterations = check_nonneg_int("iterations", iterations, name)
-    check_positive("kappa", kappa, name)
-    check_step(step, STEP_BOUND, name)
-    sh = shape.detach() if isinstance(shape, torch.Tensor) else torch.tensor(float(shape))
-    if not bool(((sh >= 0) & (sh <= 1)).all()):
-        raise ValueError(f"{name}: shape must lie in [0, 1]")
-    return _filter(x, name, iterations, "mixture", None, kappa, step, ("shape", shape))
+    params = dict(iterations=iterations, kappa=kappa, step=step, shape=shape)
+    return apply_filter(_MIXTURE_SPEC, _mixture_kernel, x, params)
 
 
 @register_filter("perona_malik")
-class PeronaMalik(nn.Module):
-    """Module form of :func:`perona_malik` (same parameters; validated at construction).
+class PeronaMalik(Filter):
+    """Module form of :func:`perona_malik` (same parameters, keywords only; validated at construction).
 
     Example:
         >>> m = PeronaMalik(iterations=10, kappa=0.1, step=0.2, conductance="rational")
@@ -420,25 +433,9 @@ class PeronaMalik(nn.Module):
         'Perona–Malik (rational, 10 it., κ=0.1, Δt=0.2)'
     """
 
-    def __init__(
-        self,
-        iterations: int,
-        kappa: float | torch.Tensor,
-        step: float | torch.Tensor,
-        conductance: str = "exponential",
-        spacing: Sequence[float] | float | None = None,
-    ) -> None:
-        super().__init__()
-        _validate(iterations, kappa, step, conductance, spacing)
-        self.iterations = int(iterations)
-        # Plain floats for numbers so config() is canonical (1 and 1.0 hash the same).
-        self.kappa = kappa if isinstance(kappa, torch.Tensor) else float(kappa)
-        self.step = step if isinstance(step, torch.Tensor) else float(step)
-        self.conductance = conductance
-        self.spacing = None if spacing is None else tuple(float(v) for v in _spacing_pair(spacing))
-
-    def forward(self, x: Any) -> Any:
-        return perona_malik(x, self.iterations, self.kappa, self.step, self.conductance, self.spacing)
+    spec = _SPEC
+    kernel = staticmethod(_kernel)
+    function = staticmethod(perona_malik)
 
     def describe(self) -> str:
         """One line with the parameter values, for reports."""
@@ -447,6 +444,3 @@ class PeronaMalik(nn.Module):
             f"Perona–Malik ({self.conductance}, {self.iterations} it., κ={fmt_param(self.kappa)}, "
             f"Δt={fmt_param(self.step)}{extra})"
         )
-
-    def extra_repr(self) -> str:
-        return self.describe()

@@ -8,13 +8,16 @@ A pipeline config is a list of single-key mappings ``{filter_name: {param: value
     ])
 
 ``config()`` returns the canonical form (every parameter, defaults included, in signature
-order) so that two spellings of the same pipeline hash identically; ``describe()`` gives the
-one-line human description used in reports.
+order, numbers canonicalised by each filter's spec) so that two spellings of the same pipeline
+hash identically; ``describe()`` gives the one-line human description used in reports;
+:func:`check_image_size` tells, before any image is seen, whether images of a given size are
+large enough for every filter of a pipeline.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -24,7 +27,7 @@ from torch import nn
 from ._image import as_bchw
 from .registry import accepted_params, create
 
-__all__ = ["Pipeline"]
+__all__ = ["Pipeline", "check_image_size"]
 
 
 def _plain(value: Any) -> Any:
@@ -105,6 +108,23 @@ class Pipeline(nn.Module):
             out.append({name: {p: _plain(getattr(f, p)) for p in names}})
         return out
 
+    def min_image_size(self) -> int:
+        """Smallest image side every filter of the pipeline accepts (1 when empty)."""
+        return max([1] + [f.min_image_size() for f in self.filters if hasattr(f, "min_image_size")])
+
+    def check_image_size(self, size: int | Sequence[int], where: str = "preprocess") -> None:
+        """Raise ``ValueError`` (``where[i].filter: image of size ...``) when images of ``size``
+        (a side or ``(H, W)``) are too small for a filter of the pipeline."""
+        h, w = (size, size) if isinstance(size, Integral) else (int(size[0]), int(size[1]))
+        for i, f in enumerate(self.filters):
+            spec = getattr(f, "spec", None)
+            if spec is None:
+                continue
+            try:
+                spec.check_image_size(f.get_params(), (h, w))
+            except ValueError as err:
+                raise ValueError(f"{where}[{i}].{err}") from None
+
     def describe(self) -> str:
         """One line: the filters' descriptions joined by arrows (``"identity"`` when empty)."""
         if not len(self.filters):
@@ -117,3 +137,22 @@ class Pipeline(nn.Module):
     def extra_repr(self) -> str:
         return self.describe()
 
+
+def check_image_size(
+    config: Sequence[Mapping[str, Any]] | Pipeline | None, size: int | Sequence[int], where: str = "preprocess"
+) -> None:
+    """Check, before any image is seen, that images of ``size`` suit every filter of ``config``.
+
+    ``config`` is a pipeline config (the list form of :meth:`Pipeline.from_config`) or a
+    :class:`Pipeline`; ``size`` is the image side or ``(H, W)``. Raises ``ValueError`` naming the
+    step, the filter and the minimum size, e.g. ``preprocess[0].nonlocal_means: image of size
+    8x8 is smaller than the stencil; minimum size is 9x9`` (invalid configs raise as in
+    :meth:`Pipeline.from_config`).
+
+    Example:
+        >>> check_image_size([{"nonlocal_means": {"patch_size": 7, "search_size": 11, "h": 0.1}}], 64)
+        >>> Pipeline.from_config([{"median": {"size": 3}}]).min_image_size()
+        1
+    """
+    pipe = config if isinstance(config, Pipeline) else Pipeline.from_config(config, where=where)
+    pipe.check_image_size(size, where=where)

@@ -4,13 +4,16 @@ Filters register themselves with :func:`register_filter` when their module is im
 (``diffusion_filters/__init__.py`` imports all built-in filter modules)::
 
     @register_filter("perona_malik")
-    class PeronaMalik(nn.Module):
-        def __init__(self, iterations: int, kappa: float, step: float, ...): ...
+    class PeronaMalik(Filter):
+        spec = _SPEC            # the parameter table (diffusion_filters._spec)
+        kernel = staticmethod(_kernel)
+        function = staticmethod(perona_malik)
 
     create("perona_malik", iterations=10, kappa=0.1, step=0.2)   # -> PeronaMalik module
 
-The accepted parameters of a filter are exactly the keyword parameters of its module's
-``__init__``; :func:`create` reports unknown or missing ones by name.
+The accepted parameters of a filter are those of its spec (for a plain ``nn.Module`` without
+one: the keyword parameters of its ``__init__``); :func:`create` reports unknown or missing ones
+by name.
 """
 
 from __future__ import annotations
@@ -66,8 +69,11 @@ def get_filter_class(name: str) -> type[nn.Module]:
 
 
 def accepted_params(name: str) -> tuple[list[str], list[str]]:
-    """``(all_params, required_params)`` of filter ``name``, from its ``__init__`` signature."""
+    """``(all_params, required_params)`` of filter ``name``, from its spec (or ``__init__`` signature)."""
     cls = get_filter_class(name)
+    spec = getattr(cls, "spec", None)
+    if spec is not None:
+        return spec.names(), spec.required()
     params = [
         p
         for p in inspect.signature(cls.__init__).parameters.values()

@@ -10,6 +10,11 @@ Both use half-sample symmetric reflection at the border (``d c b a | a b c d | d
 ``mode="reflect"``), the discrete analogue of the Neumann boundary of the diffusion filters, and
 match ``scipy.ndimage.gaussian_filter(mode="reflect", truncate=4.0)`` and
 ``scipy.ndimage.median_filter(size=size, mode="reflect")``.
+
+Parameters (specs ``_GAUSSIAN_SPEC``, ``_MEDIAN_SPEC``): ``sigma`` a number in (0, 100] pixels
+(the kernel has ``2 int(4 sigma + 0.5) + 1`` taps); ``size`` an odd integer in [1, 15] (the
+unfolded window costs ``size^2`` times the image's memory; wider windows are the Gaussian's or
+non-local means' job).
 """
 
 from __future__ import annotations
@@ -22,15 +27,31 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._describe import fmt_param
-from ._fastpath import run_chunked
-from ._image import as_bchw
-from ._validation import check_finite, check_odd_int, check_positive
+from ._filter import Filter, apply_filter
+from ._scheduler import run_planes
+from ._spec import SIGMA_MAX, FilterSpec, Param
 from .registry import register_filter
 
-__all__ = ["TRUNCATE", "Gaussian", "Median", "gaussian", "median", "symmetric_pad"]
+__all__ = ["MEDIAN_SIZE_MAX", "TRUNCATE", "Gaussian", "Median", "gaussian", "median", "symmetric_pad"]
 
 TRUNCATE = 4.0
 """The Gaussian kernel is cut at ``TRUNCATE * sigma`` (SciPy's default)."""
+
+MEDIAN_SIZE_MAX = 15
+"""Largest median window side."""
+
+_GAUSSIAN_SPEC = FilterSpec(
+    name="gaussian",
+    params=(Param("sigma", "real", low=0.0, low_open=True, high=SIGMA_MAX, doc="standard deviation (pixels)"),),
+    differentiable=True,
+)
+
+_MEDIAN_SPEC = FilterSpec(
+    name="median",
+    params=(Param("size", "int", low=1, high=MEDIAN_SIZE_MAX, odd=True, doc="window side (pixels)"),),
+    differentiable=True,
+    identity=lambda p: p["size"] == 1,
+)
 
 
 def _reflect_index(n: int, before: int, after: int, device: torch.device) -> torch.Tensor:
@@ -56,13 +77,12 @@ def _gaussian_kernel(sigma: float, dtype: torch.dtype, device: torch.device) -> 
     return (k / k.sum()).to(dtype=dtype, device=device)
 
 
-def _check_sigma(sigma: Any) -> None:
-    check_positive("sigma", sigma, "gaussian")
-    if isinstance(sigma, torch.Tensor):
-        raise ValueError("gaussian: sigma must be a number (the comparator is not learnable)")
+def _gaussian_kernel_fn(t: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
+    k = _gaussian_kernel(p["sigma"], t.dtype, t.device)
+    return _per_plane(t, lambda planes: _separable(planes, k))
 
 
-def gaussian(x: Any, sigma: float) -> Any:
+def gaussian(x: Any, *, sigma: float) -> Any:
     """Gaussian blur ``G_sigma * u`` with symmetric (reflecting) borders.
 
     ``G_sigma(y, x) = exp(-(x^2 + y^2) / (2 sigma^2)) / (2 pi sigma^2)``, sampled on
@@ -71,24 +91,20 @@ def gaussian(x: Any, sigma: float) -> Any:
 
     Args:
         x: ``(H, W)``, ``(C, H, W)`` or ``(B, C, H, W)`` tensor or numpy array.
-        sigma: standard deviation in pixels (> 0).
+        sigma: standard deviation in pixels, a number in (0, 100] (not learnable).
 
     Example:
         >>> import torch
         >>> gaussian(torch.ones(8, 8), sigma=1.5).allclose(torch.ones(8, 8))
         True
     """
-    _check_sigma(sigma)
-    t, restore = as_bchw(x, "gaussian")
-    check_finite(t, "gaussian")
-    k = _gaussian_kernel(float(sigma), t.dtype, t.device)
-    return restore(_per_plane(t, lambda planes: _separable(planes, k)))
+    return apply_filter(_GAUSSIAN_SPEC, _gaussian_kernel_fn, x, {"sigma": sigma})
 
 
 def _separable(planes: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Correlate ``(N, 1, H, W)`` planes with ``k`` along both axes (symmetric padding).
 
-    A weighted sum of shifted views: on a CPU this beats a single-channel ``conv2d`` by ~3x.
+    A weighted sum of shifted views: on a CPU a single-channel ``conv2d`` is slower.
     """
     r = (k.numel() - 1) // 2
     p = symmetric_pad(planes, r, r)
@@ -109,31 +125,11 @@ def _per_plane(t: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> t
     if torch.is_grad_enabled() and t.requires_grad:
         b, c, h, w = t.shape
         return fn(t.reshape(b * c, 1, h, w)).reshape(b, c, h, w)
-    return run_chunked(t, {}, lambda planes, _: fn(planes))
+    return run_planes(t, {}, lambda planes, _: fn(planes))
 
 
-def median(x: Any, size: int) -> Any:
-    """Median filter over a ``size x size`` window with symmetric (reflecting) borders.
-
-    ``y(p) = median{ u(q) : |q - p|_inf <= size // 2 }``; ``size`` is odd, so the median is one
-    of the window's values. ``size=3`` uses a min/max network (separable sorted triples), larger
-    windows sort the unfolded window. Not differentiable in a useful sense (gradients pass to the
-    selected pixel only).
-
-    Args:
-        x: ``(H, W)``, ``(C, H, W)`` or ``(B, C, H, W)`` tensor or numpy array.
-        size: odd window side in pixels (>= 1; 1 returns the input).
-
-    Example:
-        >>> import torch
-        >>> median(torch.tensor([[0., 0, 0], [0, 9, 0], [0, 0, 0]]), size=3).max().item()
-        0.0
-    """
-    size = check_odd_int("size", size, "median")
-    t, restore = as_bchw(x, "median")
-    check_finite(t, "median")
-    if size == 1:
-        return restore(t.clone())
+def _median_kernel(t: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
+    size = p["size"]
     r = size // 2
 
     def window_median(planes: torch.Tensor) -> torch.Tensor:
@@ -143,7 +139,27 @@ def median(x: Any, size: int) -> Any:
         cols = F.unfold(symmetric_pad(planes, r, r), size)  # (n, size*size, h*w)
         return cols.median(dim=1).values.reshape(n, 1, h, w)
 
-    return restore(_per_plane(t, window_median))
+    return _per_plane(t, window_median)
+
+
+def median(x: Any, *, size: int) -> Any:
+    """Median filter over a ``size x size`` window with symmetric (reflecting) borders.
+
+    ``y(p) = median{ u(q) : |q - p|_inf <= size // 2 }``; ``size`` is odd, so the median is one
+    of the window's values. ``size=3`` uses a min/max network (separable sorted triples), larger
+    windows sort the unfolded window. Not differentiable in a useful sense (gradients pass to the
+    selected pixel only).
+
+    Args:
+        x: ``(H, W)``, ``(C, H, W)`` or ``(B, C, H, W)`` tensor or numpy array.
+        size: odd window side in pixels, in [1, 15] (1 returns the input).
+
+    Example:
+        >>> import torch
+        >>> median(torch.tensor([[0., 0, 0], [0, 9, 0], [0, 0, 0]]), size=3).max().item()
+        0.0
+    """
+    return apply_filter(_MEDIAN_SPEC, _median_kernel, x, {"size": size})
 
 
 def _med3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -151,7 +167,7 @@ def _med3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 
 def _median3x3(planes: torch.Tensor) -> torch.Tensor:
-    """3x3 median with min/max only (~10x faster than sorting unfolded windows).
+    """3x3 median with min/max only (much faster than sorting unfolded windows).
 
     Sort every horizontal triple into (lo, mid, hi); the window median is then
     ``med3(max of the 3 lows, med3 of the 3 mids, min of the 3 highs)`` (the classic
@@ -171,7 +187,7 @@ def _median3x3(planes: torch.Tensor) -> torch.Tensor:
 
 
 @register_filter("gaussian")
-class Gaussian(nn.Module):
+class Gaussian(Filter):
     """Module form of :func:`gaussian`.
 
     Example:
@@ -179,24 +195,17 @@ class Gaussian(nn.Module):
         'Gaussian (σ=1.5)'
     """
 
-    def __init__(self, sigma: float) -> None:
-        super().__init__()
-        _check_sigma(sigma)
-        self.sigma = float(sigma)
-
-    def forward(self, x: Any) -> Any:
-        return gaussian(x, self.sigma)
+    spec = _GAUSSIAN_SPEC
+    kernel = staticmethod(_gaussian_kernel_fn)
+    function = staticmethod(gaussian)
 
     def describe(self) -> str:
         """One line with the parameter values, for reports."""
         return f"Gaussian (σ={fmt_param(self.sigma)})"
 
-    def extra_repr(self) -> str:
-        return self.describe()
-
 
 @register_filter("median")
-class Median(nn.Module):
+class Median(Filter):
     """Module form of :func:`median`.
 
     Example:
@@ -204,17 +213,10 @@ class Median(nn.Module):
         'median (3×3)'
     """
 
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = check_odd_int("size", size, "median")
-
-    def forward(self, x: Any) -> Any:
-        return median(x, self.size)
+    spec = _MEDIAN_SPEC
+    kernel = staticmethod(_median_kernel)
+    function = staticmethod(median)
 
     def describe(self) -> str:
         """One line with the parameter values, for reports."""
         return f"median ({self.size}×{self.size})"
-
-    def extra_repr(self) -> str:
-        return self.describe()
-

@@ -40,6 +40,10 @@ Intensities must be non-negative (SRAD models multiplicative noise on an amplitu
 implementation uses the algebraically equal form ``q^2 = (8 S2 - S1^2) / (4u + S1)^2`` with
 ``S1 = lap u``, ``S2 = |grad u|^2`` (``4u + S1`` is the sum of the four neighbours), which is
 finite where ``u = 0``, and ``c = q0^2 (1 + q0^2) / (q^2 + q0^4)``.
+
+Parameters (spec ``_SPEC``): ``iterations`` integer in [0, 10000]; ``step`` number or tensor in
+(0, 0.25]; ``q0`` ``None`` or a number or tensor in (0, 10] (a coefficient of variation; fully
+developed speckle has 0.52).
 """
 
 from __future__ import annotations
@@ -51,12 +55,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._describe import fmt_param
-from ._fastpath import run_chunked
-from ._image import as_bchw, as_param
-from ._validation import check_finite, check_min_size, check_nonneg_int, check_positive, check_step
+from ._filter import Filter, apply_filter
+from ._image import as_param
+from ._scheduler import run_planes
+from ._spec import ITERATIONS_MAX, FilterSpec, Param
 from .registry import register_filter
 
-__all__ = ["BLOCK", "MIN_SIZE", "SRAD", "STEP_BOUND", "estimate_q0_squared", "srad"]
+__all__ = ["BLOCK", "MIN_SIZE", "Q0_MAX", "SRAD", "STEP_BOUND", "estimate_q0_squared", "srad"]
 
 STEP_BOUND = 0.25
 """Stability (maximum-principle) bound of ``step``."""
@@ -66,6 +71,21 @@ BLOCK = 8
 """Side of the blocks whose median coefficient of variation estimates ``q0``."""
 _EPS = 1e-6  # blocks with a smaller mean are ignored by the q0 estimate
 _NAME = "srad"
+Q0_MAX = 10.0
+"""Upper bound of ``q0`` (coefficients of variation of speckle are below ~1)."""
+
+_SPEC = FilterSpec(
+    name=_NAME,
+    params=(
+        Param("iterations", "int", low=0, high=ITERATIONS_MAX, doc="number of explicit steps"),
+        Param("step", "real", low=0.0, low_open=True, high=STEP_BOUND, tensor=True, stability=True, doc="time step"),
+        Param("q0", "real", low=0.0, low_open=True, high=Q0_MAX, tensor=True, nullable=True, default=None,
+              doc="speckle coefficient of variation; None = estimated every iteration"),
+    ),
+    differentiable=True,
+    min_size=MIN_SIZE,
+    identity=lambda p: p["iterations"] == 0,
+)
 
 
 def estimate_q0_squared(u: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
@@ -114,33 +134,44 @@ def _run(u: torch.Tensor, step: torch.Tensor, q0: torch.Tensor | None, iteration
     return u
 
 
-def _validate(iterations: Any, step: Any, q0: Any) -> int:
-    iterations = check_nonneg_int("iterations", iterations, _NAME)
-    check_step(step, STEP_BOUND, _NAME)
-    if q0 is not None:
-        check_positive("q0", q0, _NAME)
-    return iterations
+def _check_non_negative(t: torch.Tensor) -> None:
+    if bool((t < 0).any()):
+        raise ValueError(f"{_NAME}: input has negative values (min {t.min().item():g}); SRAD needs a non-negative intensity image")
 
 
-def srad(x: Any, iterations: int, step: float | torch.Tensor, q0: float | torch.Tensor | None = None) -> Any:
+def _kernel(t: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
+    """SRAD on a validated, non-negative ``(B, C, H, W)`` tensor with canonical parameters."""
+    iterations = p["iterations"]
+    s = as_param(p["step"], t, "step", _NAME)
+    q = None if p["q0"] is None else as_param(p["q0"], t, "q0", _NAME)
+    needs_grad = torch.is_grad_enabled() and any(v is not None and v.requires_grad for v in (t, s, q))
+    if needs_grad:
+        return _run(t, s, q, iterations)
+    # Gradient-free: cache-sized plane chunks on a thread per core (q0 is estimated per plane).
+    tensors = {"step": s} if q is None else {"step": s, "q0": q}
+    return run_planes(t, tensors, lambda planes, pp: _run(planes, pp["step"], pp.get("q0"), iterations))
+
+
+def srad(x: Any, *, iterations: int, step: float | torch.Tensor, q0: float | torch.Tensor | None = None) -> Any:
     """Speckle-reducing anisotropic diffusion (Yu & Acton 2002); equations in the module docstring.
 
     Args:
         x: non-negative intensity image(s), ``(H, W)``, ``(C, H, W)`` or ``(B, C, H, W)`` tensor or
             numpy array (uint8/uint16 scaled to [0, 1]); channels are diffused independently.
-        iterations: number of explicit steps (>= 0; 0 returns the input unchanged).
+        iterations: number of explicit steps, integer in [0, 10000] (0 returns the input).
         step: time step, ``0 < step <= 0.25``; float or tensor broadcastable to ``(B, C, 1, 1)``
             (gradients flow to it).
-        q0: speckle coefficient of variation (dimensionless, > 0; 0.52 for fully developed speckle
-            amplitude, lower after log compression). ``None``: estimated from the
+        q0: speckle coefficient of variation (dimensionless, in (0, 10]; 0.52 for fully developed
+            speckle amplitude, lower after log compression). ``None``: estimated from the
             current image at every iteration (median block coefficient of variation).
 
     Returns:
         The despeckled image, same shape, kind and device as ``x``.
 
     Raises:
-        ValueError: NaN/Inf or negative input, negative ``iterations``, ``step`` outside
-            ``(0, 0.25]``, ``q0 <= 0``, image smaller than 3x3.
+        InvalidParameterError: a parameter of the wrong type or outside its range.
+        ValueError: NaN/Inf or negative input, image smaller than 3x3; a NaN/Inf output (overflow,
+            e.g. intensities near the float range).
 
     Example:
         >>> import torch
@@ -148,49 +179,24 @@ def srad(x: Any, iterations: int, step: float | torch.Tensor, q0: float | torch.
         >>> y.shape
         torch.Size([1, 1, 64, 64])
     """
-    iterations = _validate(iterations, step, q0)
-    t, restore = as_bchw(x, _NAME)
-    check_finite(t, _NAME)
-    check_min_size(t, MIN_SIZE, _NAME)
-    if bool((t < 0).any()):
-        raise ValueError(f"{_NAME}: input has negative values (min {t.min().item():g}); SRAD needs a non-negative intensity image")
-    if iterations == 0:
-        return restore(t.clone())
-    s = as_param(step, t, "step", _NAME)
-    q = None if q0 is None else as_param(q0, t, "q0", _NAME)
-    needs_grad = torch.is_grad_enabled() and any(v is not None and v.requires_grad for v in (t, s, q))
-    if needs_grad:
-        return restore(_run(t, s, q, iterations))
-    # Gradient-free: cache-sized plane chunks on a thread per core (q0 is estimated per plane).
-    tensors = {"step": s} if q is None else {"step": s, "q0": q}
-    with torch.no_grad():
-        out = run_chunked(t, tensors, lambda planes, p: _run(planes, p["step"], p.get("q0"), iterations))
-    return restore(out)
+    return apply_filter(_SPEC, _kernel, x, dict(iterations=iterations, step=step, q0=q0), check_input=_check_non_negative)
 
 
 @register_filter("srad")
-class SRAD(nn.Module):
-    """Module form of :func:`srad` (same parameters; validated at construction).
+class SRAD(Filter):
+    """Module form of :func:`srad` (same parameters, keywords only; validated at construction).
 
     Example:
         >>> SRAD(iterations=20, step=0.2).describe()
         'SRAD (20 it., Δt=0.2, q0 estimated)'
     """
 
-    def __init__(self, iterations: int, step: float | torch.Tensor, q0: float | torch.Tensor | None = None) -> None:
-        super().__init__()
-        self.iterations = _validate(iterations, step, q0)
-        # Plain floats for numbers so config() is canonical (1 and 1.0 hash the same).
-        self.step = step if isinstance(step, torch.Tensor) else float(step)
-        self.q0 = q0 if (q0 is None or isinstance(q0, torch.Tensor)) else float(q0)
-
-    def forward(self, x: Any) -> Any:
-        return srad(x, self.iterations, self.step, self.q0)
+    spec = _SPEC
+    kernel = staticmethod(_kernel)
+    function = staticmethod(srad)
+    check_input = staticmethod(_check_non_negative)
 
     def describe(self) -> str:
         """One line with the parameter values, for reports."""
         q = "q0 estimated" if self.q0 is None else f"q0={fmt_param(self.q0)}"
         return f"SRAD ({self.iterations} it., Δt={fmt_param(self.step)}, {q})"
-
-    def extra_repr(self) -> str:
-        return self.describe()

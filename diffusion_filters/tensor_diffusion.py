@@ -31,6 +31,13 @@ Guarantees of the scheme (proved in docs/theory-tensor-nlm.md, asserted in the t
   over/undershoots are possible; the tests bound them on band-limited and noisy images (< 1% of
   the grey-value range; < 2% for EED with sigma = 1, lam = 0.05). Binary images with pixel
   staircases reach ~15%.
+
+Parameters (specs ``_CED_SPEC`` / ``_EED_SPEC``, the same type rules as every filter):
+``iterations`` integer in [0, 10000]; ``step`` in (0, 0.99]; ``sigma``, ``rho`` in [0, 100] pixels
+(Gaussian kernels of radius ``int(3 sigma + 0.5)``); ``alpha`` in (0, 1]; ``lam`` in [1e-6, 1e3]
+grey values per pixel; ``C`` in [1e-20, 1e6]; ``m`` integer in [1, 16]. ``step``, ``sigma``,
+``rho``, ``alpha`` and ``lam`` may be tensors (learnable). Constants that depend on the image's
+value range (``C`` of CED, ``lam`` of EED) are stated for the library's [0, 1] range.
 """
 
 from __future__ import annotations
@@ -40,16 +47,17 @@ from functools import partial
 from typing import Any
 
 import torch
-from torch import nn
 
 from ._describe import fmt_param
-from ._image import Restore, as_bchw, as_param
-from ._planewise import run_planewise
-from ._validation import check_finite, check_min_size, check_nonneg_int, check_positive, check_step
+from ._filter import Filter, apply_filter
+from ._image import as_param
+from ._scheduler import run_planes
+from ._spec import ITERATIONS_MAX, SIGMA_MAX, FilterSpec, Param
 from .registry import register_filter
 from .structure_tensor import gaussian_smooth, scharr_divergence_unscaled, scharr_gradient, structure_tensor_anisotropy
 
 __all__ = [
+    "CED_C_DEFAULT",
     "CoherenceEnhancing",
     "EdgeEnhancing",
     "MIN_SIZE",
@@ -71,7 +79,10 @@ MIN_SIZE = 3
 EXP_CUTOFF = 80.0
 """``exp(-t)`` is treated as 0 for ``t > 80`` (< 2e-35): keeps values and gradients finite."""
 
-Param = float | torch.Tensor
+CED_C_DEFAULT = 1e-6
+"""Default contrast constant ``C`` of CED for images in [0, 1] (see :func:`coherence_enhancing`)."""
+
+Scalar = float | torch.Tensor
 TensorFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
@@ -79,7 +90,7 @@ TensorFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tens
 
 
 def tensor_diffusion_step(
-    u: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, step: Param
+    u: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, step: Scalar
 ) -> torch.Tensor:
     """One explicit step ``u + step * div(D grad u)`` with ``D = [[a, b], [b, c]]``.
 
@@ -101,7 +112,7 @@ def tensor_diffusion_step(
     return torch.add(u, raw, alpha=float(step) * scale)
 
 
-def tensor_diffusion(u: torch.Tensor, tensor_fn: TensorFn, iterations: int, step: Param) -> torch.Tensor:
+def tensor_diffusion(u: torch.Tensor, tensor_fn: TensorFn, iterations: int, step: Scalar) -> torch.Tensor:
     """Run ``iterations`` explicit steps, recomputing ``D = tensor_fn(u)`` before each one."""
     for _ in range(iterations):
         a, b, c = tensor_fn(u)
@@ -109,7 +120,7 @@ def tensor_diffusion(u: torch.Tensor, tensor_fn: TensorFn, iterations: int, step
     return u
 
 
-def _exp_neg_reciprocal(num: float, q: torch.Tensor, m: int, scale: Param = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def _exp_neg_reciprocal(num: float, q: torch.Tensor, m: int, scale: Scalar = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """``exp(-num / (q / scale)^m)``, exactly 0 where that ratio exceeds :data:`EXP_CUTOFF`.
 
     Returns ``(value, q_safe)`` with ``q_safe = max(q, threshold)`` (``q`` wherever the value is
@@ -121,7 +132,7 @@ def _exp_neg_reciprocal(num: float, q: torch.Tensor, m: int, scale: Param = 1.0)
     ok = q > threshold
     # Clamping (not ``where``) keeps q_safe >= threshold > 0, so the ratio and exp stay finite and
     # the gradient below the threshold is 0; the values there are zeroed by the mask below.
-    # Why not torch.where: with a data-dependent mask it is ~20x slower than a multiply on CPU.
+    # Why not torch.where: with a data-dependent mask it is much slower than a multiply on CPU.
     q_safe = torch.maximum(q, threshold) if isinstance(threshold, torch.Tensor) else q.clamp_min(threshold)
     ratio = scale / q_safe if isinstance(scale, torch.Tensor) or scale != 1.0 else q_safe.reciprocal()
     ratio = _int_power(ratio, m)
@@ -130,7 +141,7 @@ def _exp_neg_reciprocal(num: float, q: torch.Tensor, m: int, scale: Param = 1.0)
 
 
 def _int_power(x: torch.Tensor, m: int) -> torch.Tensor:
-    """``x ** m`` for an integer ``m >= 1`` by repeated squaring (``pow`` is ~15x slower on CPU)."""
+    """``x ** m`` for an integer ``m >= 1`` by repeated squaring (``pow`` is much slower on CPU)."""
     result: torch.Tensor | None = None
     base = x
     while True:
@@ -143,7 +154,7 @@ def _int_power(x: torch.Tensor, m: int) -> torch.Tensor:
 
 
 def ced_tensor(
-    u: torch.Tensor, sigma: Param, rho: Param, alpha: Param, C: float, m: int
+    u: torch.Tensor, sigma: Scalar, rho: Scalar, alpha: Scalar, C: float, m: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Weickert's coherence-enhancing diffusion tensor ``(a, b, c)``.
 
@@ -170,7 +181,7 @@ def ced_tensor(
 
 
 def eed_tensor(
-    u: torch.Tensor, sigma: Param, lam: Param, m: int, C: float
+    u: torch.Tensor, sigma: Scalar, lam: Scalar, m: int, C: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Weickert's edge-enhancing diffusion tensor ``(a, b, c)``.
 
@@ -190,96 +201,94 @@ def eed_tensor(
     return a, b, c
 
 
-# ---------------------------------------------------------------------------- validation
+# ------------------------------------------------------------------------- specifications
+
+_ITER = Param("iterations", "int", low=0, high=ITERATIONS_MAX, doc="number of explicit steps")
+_STEP = Param("step", "real", low=0.0, low_open=True, high=STEP_BOUND, tensor=True, stability=True, doc="time step")
+_SIGMA = Param("sigma", "real", low=0.0, high=SIGMA_MAX, tensor=True, doc="noise scale (pixels)")
+_C_RANGE = {"low": 1e-20, "high": 1e6}
+_M = {"low": 1, "high": 16}
+
+_CED_SPEC = FilterSpec(
+    name="coherence_enhancing",
+    params=(
+        _ITER,
+        _STEP,
+        _SIGMA,
+        Param("rho", "real", low=0.0, high=SIGMA_MAX, tensor=True, doc="integration scale (pixels)"),
+        Param("alpha", "real", low=0.0, low_open=True, high=1.0, default=0.001, tensor=True,
+              doc="diffusivity across the structures"),
+        Param("C", "real", default=CED_C_DEFAULT, doc="coherence threshold, (grey/pixel)^(4m) for [0, 1] images", **_C_RANGE),
+        Param("m", "int", default=1, doc="exponent of the coherence", **_M),
+    ),
+    differentiable=True,
+    min_size=MIN_SIZE,
+    identity=lambda p: p["iterations"] == 0,
+)
+
+_EED_SPEC = FilterSpec(
+    name="edge_enhancing",
+    params=(
+        _ITER,
+        _STEP,
+        _SIGMA,
+        Param("lam", "real", low=1e-6, high=1e3, tensor=True, doc="contrast parameter (grey values per pixel)"),
+        Param("m", "int", default=4, doc="exponent of the diffusivity", **_M),
+        Param("C", "real", default=3.31488, doc="the constant C_m (3.31488 for m = 4)", **_C_RANGE),
+    ),
+    differentiable=True,
+    min_size=MIN_SIZE,
+    identity=lambda p: p["iterations"] == 0,
+)
 
 
-def _as_checked_tensor(name: str, value: Any, filter_name: str, accepted: str) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value.detach()
-    try:
-        return torch.tensor(float(value))
-    except (TypeError, ValueError):
-        raise ValueError(f"{filter_name}: {name}={value!r} is invalid; must be {accepted}") from None
+# ----------------------------------------------------------------------- shared filter body
 
 
-def _check_nonneg(name: str, value: Any, filter_name: str) -> None:
-    v = _as_checked_tensor(name, value, filter_name, "a finite number >= 0 or such a tensor")
-    if v.numel() == 0 or not bool(torch.isfinite(v).all()) or bool((v < 0).any()):
-        shown = f"{v.item():g}" if v.numel() == 1 else f"tensor(min={v.min().item():g})"
-        raise ValueError(f"{filter_name}: {name}={shown} is invalid; must be finite and >= 0")
-
-
-def _check_int_ge1(name: str, value: Any, filter_name: str) -> int:
-    v = check_nonneg_int(name, value, filter_name)
-    if v < 1:
-        raise ValueError(f"{filter_name}: {name}={v} is invalid; must be an integer >= 1")
-    return v
-
-
-def _check_alpha(alpha: Any, filter_name: str) -> None:
-    check_positive("alpha", alpha, filter_name)
-    v = _as_checked_tensor("alpha", alpha, filter_name, "a number in (0, 1]")
-    if bool((v > 1).any()):
-        raise ValueError(f"{filter_name}: alpha={float(v.max()):g} is invalid; must satisfy 0 < alpha <= 1")
-
-
-def _param(value: Param, like: torch.Tensor, name: str, filter_name: str) -> Param:
+def _param(value: Scalar, like: torch.Tensor, name: str, filter_name: str) -> Scalar:
     """Floats stay floats (cheaper arithmetic); tensors become (1|B, 1|C, 1, 1) like ``like``."""
     if isinstance(value, torch.Tensor):
         return as_param(value, like, name, filter_name)
     return float(value)
 
 
-def _validate_ced(iterations: Any, step: Any, sigma: Any, rho: Any, alpha: Any, C: Any, m: Any) -> tuple[int, int]:
-    """Checks shared by :func:`coherence_enhancing` and :class:`CoherenceEnhancing`; ``(iterations, m)``."""
-    name = "coherence_enhancing"
-    iterations = check_nonneg_int("iterations", iterations, name)
-    check_step(step, STEP_BOUND, name)
-    _check_nonneg("sigma", sigma, name)
-    _check_nonneg("rho", rho, name)
-    _check_alpha(alpha, name)
-    check_positive("C", C, name)
-    return iterations, _check_int_ge1("m", m, name)
-
-
-def _validate_eed(iterations: Any, step: Any, sigma: Any, lam: Any, m: Any, C: Any) -> tuple[int, int]:
-    """Checks shared by :func:`edge_enhancing` and :class:`EdgeEnhancing`; ``(iterations, m)``."""
-    name = "edge_enhancing"
-    iterations = check_nonneg_int("iterations", iterations, name)
-    check_step(step, STEP_BOUND, name)
-    _check_nonneg("sigma", sigma, name)
-    check_positive("lam", lam, name)
-    m = _check_int_ge1("m", m, name)
-    check_positive("C", C, name)
-    return iterations, m
-
-
-# ----------------------------------------------------------------------- shared filter body
-
-
-def _filter(
+def _run(
     t: torch.Tensor,
-    restore: Restore,
     name: str,
     iterations: int,
-    params: dict[str, Param],
-    tensor_fn_of: Callable[[dict[str, Param]], TensorFn],
-) -> Any:
-    """Shared tail of both filters: image checks, the 0-iteration shortcut, the planewise run.
+    params: dict[str, Scalar],
+    tensor_fn_of: Callable[[dict[str, Scalar]], TensorFn],
+) -> torch.Tensor:
+    """The planewise run shared by both filters.
 
     ``params`` (``"step"`` among them) become per-plane values; ``tensor_fn_of(p)`` builds the
     diffusion-tensor function of one chunk of planes from its values ``p``.
     """
-    check_min_size(t, MIN_SIZE, name)
-    check_finite(t, name)
-    if iterations == 0:
-        return restore(t.clone())
     plane_params = {k: _param(v, t, k, name) for k, v in params.items()}
+    needs_grad = torch.is_grad_enabled() and (
+        t.requires_grad or any(isinstance(v, torch.Tensor) and v.requires_grad for v in plane_params.values())
+    )
 
-    def run(u: torch.Tensor, p: dict[str, Param]) -> torch.Tensor:
+    def run(u: torch.Tensor, p: dict[str, Scalar]) -> torch.Tensor:
         return tensor_diffusion(u, tensor_fn_of(p), iterations, p["step"])
 
-    return restore(run_planewise(t, plane_params, run))
+    return run_planes(t, plane_params, run, autograd=needs_grad)
+
+
+def _ced_kernel(t: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
+    c_val, m = p["C"], p["m"]
+    return _run(
+        t, _CED_SPEC.name, p["iterations"], {"step": p["step"], "sigma": p["sigma"], "rho": p["rho"], "alpha": p["alpha"]},
+        lambda q: partial(ced_tensor, sigma=q["sigma"], rho=q["rho"], alpha=q["alpha"], C=c_val, m=m),
+    )
+
+
+def _eed_kernel(t: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
+    c_val, m = p["C"], p["m"]
+    return _run(
+        t, _EED_SPEC.name, p["iterations"], {"step": p["step"], "sigma": p["sigma"], "lam": p["lam"]},
+        lambda q: partial(eed_tensor, sigma=q["sigma"], lam=q["lam"], m=m, C=c_val),
+    )
 
 
 # ----------------------------------------------------------------------------------- CED
@@ -287,12 +296,13 @@ def _filter(
 
 def coherence_enhancing(
     x: Any,
+    *,
     iterations: int,
-    step: Param,
-    sigma: Param,
-    rho: Param,
-    alpha: Param = 0.001,
-    C: float = 1.0,
+    step: Scalar,
+    sigma: Scalar,
+    rho: Scalar,
+    alpha: Scalar = 0.001,
+    C: float = CED_C_DEFAULT,
     m: int = 1,
 ) -> Any:
     r"""Coherence-enhancing diffusion (Weickert 1999), explicit Weickert–Scharr scheme.
@@ -312,68 +322,59 @@ def coherence_enhancing(
     Args:
         x: ``(H, W)``, ``(C, H, W)`` or ``(B, C, H, W)`` tensor or numpy array (uint8/uint16 become
             float32 in [0, 1]). Channels are filtered independently.
-        iterations: number of explicit steps (>= 0; 0 returns the input unchanged).
+        iterations: number of explicit steps, integer in [0, 10000] (0 returns the input).
         step: time step per iteration, ``0 < step <= 0.99`` (:data:`STEP_BOUND`); float or
             tensor broadcastable to ``(B, C, 1, 1)`` (differentiable).
-        sigma: noise scale in pixels (>= 0): Gaussian pre-smoothing before the gradient.
-        rho: integration scale in pixels (>= 0): Gaussian averaging of the structure tensor
-            (about the size of the structures' orientation neighbourhood).
+        sigma: noise scale in pixels, in [0, 100]: Gaussian pre-smoothing before the gradient.
+        rho: integration scale in pixels, in [0, 100]: Gaussian averaging of the structure
+            tensor (about the size of the structures' orientation neighbourhood).
         alpha: diffusivity across the structures, ``0 < alpha <= 1`` (keeps D positive definite).
-        C: contrast threshold in squared-structure-tensor units, ``(grey/pixel)^(4m)``: coherence
+        C: contrast threshold in squared-structure-tensor units, ``(grey/pixel)^(4m)``, for
+            grey values in [0, 1] (the library's range), in [1e-20, 1e6]: coherence
             ``(mu1 - mu2)^2`` well above ``C^(1/m)`` gives full diffusion along the structures.
-            Weickert's ``C = 1`` assumes grey values in [0, 255]; for images in [0, 1] divide it
-            by ``255^(4m)`` (``~2.4e-10`` for ``m = 1``) or pick it from the image's coherence.
-        m: exponent (integer >= 1) of the coherence in the ``exp`` (sharpness of the transition).
+            Default ``1e-6`` (:data:`CED_C_DEFAULT`). Why: Weickert's ``C = 1`` assumes grey
+            values in [0, 255]; on [0, 1] images it puts the transition at ``mu1 - mu2 = 1``,
+            which no structure reaches, so ``lambda2 ~ alpha`` everywhere and the filter does
+            (almost) nothing. ``C = 1e-6`` (``m = 1``) puts it at ``mu1 - mu2 = C^(1/2m) = 1e-3``,
+            in the upper tail of the coherence of speckled ultrasound-like images in [0, 1] at
+            ``sigma = 1``, ``rho = 3``-``4`` (docs/theory-tensor-nlm.md): line structures are
+            diffused along, incoherent speckle is not. The shipped suites use this value.
+        m: exponent of the coherence in the ``exp`` (sharpness of the transition), integer in [1, 16].
 
     Returns:
         The filtered image, same shape, kind (numpy/tensor) and device as ``x``.
 
+    Raises:
+        InvalidParameterError: a parameter of the wrong type or outside its range.
+        ValueError: NaN/Inf input, image smaller than 3x3; a NaN/Inf output (overflow).
+
     Example:
         >>> import torch, diffusion_filters as df
         >>> img = torch.rand(1, 1, 64, 64)
-        >>> out = df.coherence_enhancing(img, 10, 0.5, 1.0, 4.0, C=1e-6)
+        >>> out = df.coherence_enhancing(img, iterations=10, step=0.5, sigma=1.0, rho=4.0)
         >>> out.shape
         torch.Size([1, 1, 64, 64])
     """
-    name = "coherence_enhancing"
-    t, restore = as_bchw(x, name)
-    iterations, m = _validate_ced(iterations, step, sigma, rho, alpha, C, m)
-    c_val = float(C)
-    return _filter(
-        t, restore, name, iterations, {"step": step, "sigma": sigma, "rho": rho, "alpha": alpha},
-        lambda p: partial(ced_tensor, sigma=p["sigma"], rho=p["rho"], alpha=p["alpha"], C=c_val, m=m),
-    )
+    params = dict(iterations=iterations, step=step, sigma=sigma, rho=rho, alpha=alpha, C=C, m=m)
+    return apply_filter(_CED_SPEC, _ced_kernel, x, params)
 
 
 @register_filter("coherence_enhancing")
-class CoherenceEnhancing(nn.Module):
-    """Module form of :func:`coherence_enhancing` (same parameters, same meaning).
+class CoherenceEnhancing(Filter):
+    """Module form of :func:`coherence_enhancing` (same parameters, keywords only).
 
     Example:
         >>> import diffusion_filters as df
         >>> df.create("coherence_enhancing", iterations=10, step=0.5, sigma=1.0, rho=4.0).describe()
-        'coherence-enhancing diffusion (10 it., Δt=0.5, σ=1, ρ=4, α=0.001, C=1, m=1)'
+        'coherence-enhancing diffusion (10 it., Δt=0.5, σ=1, ρ=4, α=0.001, C=1e-06, m=1)'
     """
 
-    def __init__(
-        self,
-        iterations: int,
-        step: Param,
-        sigma: Param,
-        rho: Param,
-        alpha: Param = 0.001,
-        C: float = 1.0,
-        m: int = 1,
-    ) -> None:
-        super().__init__()
-        _validate_ced(iterations, step, sigma, rho, alpha, C, m)
-        self.iterations, self.step, self.sigma, self.rho = iterations, step, sigma, rho
-        self.alpha, self.C, self.m = alpha, C, m
-
-    def forward(self, x: Any) -> Any:
-        return coherence_enhancing(x, self.iterations, self.step, self.sigma, self.rho, self.alpha, self.C, self.m)
+    spec = _CED_SPEC
+    kernel = staticmethod(_ced_kernel)
+    function = staticmethod(coherence_enhancing)
 
     def describe(self) -> str:
+        """One line with the parameter values, for reports."""
         return (
             f"coherence-enhancing diffusion ({self.iterations} it., Δt={fmt_param(self.step)}, "
             f"σ={fmt_param(self.sigma)}, ρ={fmt_param(self.rho)}, α={fmt_param(self.alpha)}, "
@@ -386,10 +387,11 @@ class CoherenceEnhancing(nn.Module):
 
 def edge_enhancing(
     x: Any,
+    *,
     iterations: int,
-    step: Param,
-    sigma: Param,
-    lam: Param,
+    step: Scalar,
+    sigma: Scalar,
+    lam: Scalar,
     m: int = 4,
     C: float = 3.31488,
 ) -> Any:
@@ -410,36 +412,35 @@ def edge_enhancing(
     Args:
         x: ``(H, W)``, ``(C, H, W)`` or ``(B, C, H, W)`` tensor or numpy array (uint8/uint16 become
             float32 in [0, 1]). Channels are filtered independently.
-        iterations: number of explicit steps (>= 0; 0 returns the input unchanged).
+        iterations: number of explicit steps, integer in [0, 10000] (0 returns the input).
         step: time step, ``0 < step <= 0.99`` (:data:`STEP_BOUND`); float or tensor (differentiable).
-        sigma: noise scale in pixels (>= 0) of the Gaussian pre-smoothing of the gradient.
-        lam: contrast parameter ``lambda`` (> 0) in grey values per pixel: edges with
+        sigma: noise scale in pixels, in [0, 100], of the Gaussian pre-smoothing of the gradient.
+        lam: contrast parameter ``lambda`` in grey values per pixel for images in [0, 1], in
+            [1e-6, 1e3] (gradients of [0, 1] images stay below ~1): edges with
             ``|grad u_sigma| > lam`` are enhanced, lower contrasts are smoothed. Float or tensor.
-        m: exponent (integer >= 1) of the diffusivity; Weickert uses 4.
-        C: the constant ``C_m`` (> 0); 3.31488 is the value for ``m = 4``.
+        m: exponent of the diffusivity, integer in [1, 16]; Weickert uses 4.
+        C: the constant ``C_m``, in [1e-20, 1e6] (dimensionless); 3.31488 is the value for ``m = 4``.
 
     Returns:
         The filtered image, same shape, kind and device as ``x``.
 
+    Raises:
+        InvalidParameterError: a parameter of the wrong type or outside its range.
+        ValueError: NaN/Inf input, image smaller than 3x3; a NaN/Inf output (overflow).
+
     Example:
         >>> import torch, diffusion_filters as df
-        >>> out = df.edge_enhancing(torch.rand(64, 64), 10, 0.5, 1.0, 0.05)
+        >>> out = df.edge_enhancing(torch.rand(64, 64), iterations=10, step=0.5, sigma=1.0, lam=0.05)
         >>> out.shape
         torch.Size([64, 64])
     """
-    name = "edge_enhancing"
-    t, restore = as_bchw(x, name)
-    iterations, m = _validate_eed(iterations, step, sigma, lam, m, C)
-    c_val = float(C)
-    return _filter(
-        t, restore, name, iterations, {"step": step, "sigma": sigma, "lam": lam},
-        lambda p: partial(eed_tensor, sigma=p["sigma"], lam=p["lam"], m=m, C=c_val),
-    )
+    params = dict(iterations=iterations, step=step, sigma=sigma, lam=lam, m=m, C=C)
+    return apply_filter(_EED_SPEC, _eed_kernel, x, params)
 
 
 @register_filter("edge_enhancing")
-class EdgeEnhancing(nn.Module):
-    """Module form of :func:`edge_enhancing` (same parameters, same meaning).
+class EdgeEnhancing(Filter):
+    """Module form of :func:`edge_enhancing` (same parameters, keywords only).
 
     Example:
         >>> import diffusion_filters as df
@@ -447,23 +448,12 @@ class EdgeEnhancing(nn.Module):
         'edge-enhancing diffusion (10 it., Δt=0.5, σ=1, λ=0.05, m=4, C=3.31488)'
     """
 
-    def __init__(
-        self,
-        iterations: int,
-        step: Param,
-        sigma: Param,
-        lam: Param,
-        m: int = 4,
-        C: float = 3.31488,
-    ) -> None:
-        super().__init__()
-        _validate_eed(iterations, step, sigma, lam, m, C)
-        self.iterations, self.step, self.sigma, self.lam, self.m, self.C = iterations, step, sigma, lam, m, C
-
-    def forward(self, x: Any) -> Any:
-        return edge_enhancing(x, self.iterations, self.step, self.sigma, self.lam, self.m, self.C)
+    spec = _EED_SPEC
+    kernel = staticmethod(_eed_kernel)
+    function = staticmethod(edge_enhancing)
 
     def describe(self) -> str:
+        """One line with the parameter values, for reports."""
         return (
             f"edge-enhancing diffusion ({self.iterations} it., Δt={fmt_param(self.step)}, "
             f"σ={fmt_param(self.sigma)}, λ={fmt_param(self.lam)}, m={self.m}, C={fmt_param(self.C)})"

@@ -281,22 +281,22 @@ def test_bad_arguments_are_named() -> None:
 
 def test_compiled_training_path_matches_eager(monkeypatch: pytest.MonkeyPatch) -> None:
     """Large CPU training calls run the same scheme through torch.compile: same values and gradients."""
-    from diffusion_filters import _fastpath, layers
+    from diffusion_filters import _compile
 
     x = _image(2, 12, 13)
     grads = []
     outs = []
     for threshold, mode in ((0, "auto"), (2**62, "auto")):
-        monkeypatch.setattr(layers, "COMPILE_MIN_WORK", threshold)
-        _fastpath.set_compile(mode)
+        monkeypatch.setattr(_compile, "GRAD_MIN_WORK", threshold)
+        _compile.set_compile(mode)
         torch.manual_seed(0)
         stem = DiffusionStem(out_chans=4, iterations=2)
         out = stem(x)
         out.square().sum().backward()
         outs.append(out.detach())
         grads.append([p.grad.clone() for p in stem.params.parameters()])
-    _fastpath.set_compile("auto")
-    assert not _fastpath._broken, "torch.compile failed: the compiled path was not exercised"
+    _compile.set_compile("auto")
+    assert not _compile._broken, "torch.compile failed: the compiled path was not exercised"
     torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=1e-5)
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -48,8 +48,8 @@ def phantom(n: int = 128) -> np.ndarray:
 def test_equals_brute_force_definition(s, k, h, sigma):
     u = np.random.default_rng(0).random((12, 15))
     ref = brute_force_nlm(u, s, k, h, sigma)
-    np.testing.assert_allclose(nonlocal_means(u, s, k, h, sigma), ref, atol=1e-12)
-    out32 = nonlocal_means(u.astype(np.float32), s, k, h, sigma)
+    np.testing.assert_allclose(nonlocal_means(u, patch_size=s, search_size=k, h=h, sigma=sigma), ref, atol=1e-12)
+    out32 = nonlocal_means(u.astype(np.float32), patch_size=s, search_size=k, h=h, sigma=sigma)
     assert out32.dtype == np.float32
     np.testing.assert_allclose(out32, ref, atol=2e-6)
 
@@ -97,7 +97,7 @@ class _CountElements(TorchDispatchMode):
 def _work(patch: int, search: int = 5) -> tuple[int, int]:
     x = torch.rand(1, 1, 96, 96, generator=torch.Generator().manual_seed(2))
     with _CountElements() as c:
-        nonlocal_means(x, patch, search, 0.1)
+        nonlocal_means(x, patch_size=patch, search_size=search, h=0.1)
     return c.elements, c.ops
 
 
@@ -129,25 +129,25 @@ def test_box_sum_equals_sliding_window_sum(size):
 
 def test_constant_image_and_unit_search_window_unchanged():
     x = torch.full((2, 1, 20, 20), 0.42, dtype=torch.float64)
-    torch.testing.assert_close(nonlocal_means(x, 5, 7, 0.1), x, atol=1e-15, rtol=0)
+    torch.testing.assert_close(nonlocal_means(x, patch_size=5, search_size=7, h=0.1), x, atol=1e-15, rtol=0)
     y = torch.rand(1, 1, 16, 16)
-    assert torch.equal(nonlocal_means(y, 5, 1, 0.1), y)
+    assert torch.equal(nonlocal_means(y, patch_size=5, search_size=1, h=0.1), y)
 
 
 def test_batch_channels_and_uint8_inputs():
     g = torch.Generator().manual_seed(3)
     x = torch.rand(3, 2, 24, 24, generator=g)
-    y = nonlocal_means(x, 3, 5, 0.2)
+    y = nonlocal_means(x, patch_size=3, search_size=5, h=0.2)
     for b in range(3):
         for c in range(2):
-            torch.testing.assert_close(y[b, c], nonlocal_means(x[b, c], 3, 5, 0.2), atol=1e-6, rtol=0)
+            torch.testing.assert_close(y[b, c], nonlocal_means(x[b, c], patch_size=3, search_size=5, h=0.2), atol=1e-6, rtol=0)
     img = (np.random.default_rng(4).random((20, 22)) * 255).astype(np.uint8)
-    out = nonlocal_means(img, 3, 5, 0.2)
+    out = nonlocal_means(img, patch_size=3, search_size=5, h=0.2)
     assert isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (20, 22)
-    np.testing.assert_allclose(out, nonlocal_means(img.astype(np.float32) / 255, 3, 5, 0.2), atol=1e-7)
+    np.testing.assert_allclose(out, nonlocal_means(img.astype(np.float32) / 255, patch_size=3, search_size=5, h=0.2), atol=1e-7)
     # Deterministic (threaded chunks included).
     big = torch.rand(6, 1, 200, 200, generator=g)
-    assert torch.equal(nonlocal_means(big, 3, 5, 0.1), nonlocal_means(big, 3, 5, 0.1))
+    assert torch.equal(nonlocal_means(big, patch_size=3, search_size=5, h=0.1), nonlocal_means(big, patch_size=3, search_size=5, h=0.1))
 
 
 @pytest.mark.parametrize(
@@ -172,10 +172,10 @@ def test_rejects_nan_and_too_small_images():
     x = torch.rand(16, 16)
     x[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN/Inf"):
-        nonlocal_means(x, 3, 5, 0.1)
+        nonlocal_means(x, patch_size=3, search_size=5, h=0.1)
     with pytest.raises(ValueError, match="minimum size is 9x9"):
-        nonlocal_means(torch.rand(8, 30), 7, 11, 0.1)
-    assert nonlocal_means(torch.rand(9, 9), 7, 11, 0.1).shape == (9, 9)
+        nonlocal_means(torch.rand(8, 30), patch_size=7, search_size=11, h=0.1)
+    assert nonlocal_means(torch.rand(9, 9), patch_size=7, search_size=11, h=0.1).shape == (9, 9)
 
 
 def test_registry_and_describe():
@@ -183,7 +183,7 @@ def test_registry_and_describe():
     assert isinstance(m, NonlocalMeans)
     assert m.describe() == "non-local means (patch 7×7, search 11×11, h=0.08, σ=0.05)"
     x = torch.rand(1, 1, 24, 24)
-    assert torch.equal(m(x), nonlocal_means(x, 7, 11, 0.08, 0.05))
+    assert torch.equal(m(x), nonlocal_means(x, patch_size=7, search_size=11, h=0.08, sigma=0.05))
     with pytest.raises(ValueError, match="patch_size=8"):
         df.create("nonlocal_means", patch_size=8, search_size=11, h=0.08)
 
@@ -191,6 +191,6 @@ def test_registry_and_describe():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu_and_keeps_device():
     x = torch.rand(3, 1, 40, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
-    y = nonlocal_means(x.cuda(), 5, 7, 0.2, 0.05)
+    y = nonlocal_means(x.cuda(), patch_size=5, search_size=7, h=0.2, sigma=0.05)
     assert y.device.type == "cuda"
-    torch.testing.assert_close(y.cpu(), nonlocal_means(x, 5, 7, 0.2, 0.05), atol=1e-10, rtol=0)
+    torch.testing.assert_close(y.cpu(), nonlocal_means(x, patch_size=5, search_size=7, h=0.2, sigma=0.05), atol=1e-10, rtol=0)

@@ -11,7 +11,7 @@ import scipy.ndimage as ndi
 import torch
 
 import diffusion_filters as df
-from diffusion_filters import _fastpath
+from diffusion_filters import _compile, _scheduler
 
 medpy_smoothing = pytest.importorskip("medpy.filter.smoothing")
 pm_module = sys.modules["diffusion_filters.perona_malik"]
@@ -46,17 +46,17 @@ def test_equals_medpy(conductance: str, spacing: tuple[float, float] | None) -> 
 
 def test_compiled_fast_path_equals_medpy_and_eager() -> None:
     x = _images(n=4, h=32, w=36, seed=1)
-    previous = _fastpath.compile_mode()
+    previous = _compile.compile_mode()
     try:
-        _fastpath.set_compile("on")
+        _compile.set_compile("on")
         fast = df.perona_malik(x[:, None], iterations=12, kappa=0.1, step=0.2)  # 2 fused blocks of 5 + 2 eager
     finally:
-        _fastpath.set_compile(previous)
-    _fastpath.set_compile("off")
+        _compile.set_compile(previous)
+    _compile.set_compile("off")
     try:
         eager = df.perona_malik(x[:, None], iterations=12, kappa=0.1, step=0.2)
     finally:
-        _fastpath.set_compile(previous)
+        _compile.set_compile(previous)
     ref = np.stack([medpy_smoothing.anisotropic_diffusion(im, niter=12, kappa=0.1, gamma=0.2, option=1) for im in x])
     np.testing.assert_allclose(fast[:, 0], ref, rtol=0, atol=1e-5)
     np.testing.assert_allclose(fast, eager, rtol=0, atol=1e-6)
@@ -87,7 +87,7 @@ def test_huge_kappa_is_gaussian_of_sigma_sqrt_2t(iterations: int, step: float, t
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 1, 96, 96, generator=g, dtype=torch.float64)
     sigma = float(np.sqrt(2 * iterations * step))
-    y = df.perona_malik(x, iterations, kappa=1e4, step=step)[0, 0].numpy()
+    y = df.perona_malik(x, iterations=iterations, kappa=1e4, step=step)[0, 0].numpy()
     ref = ndi.gaussian_filter(x[0, 0].numpy(), sigma, mode="reflect")
     b = int(4 * sigma) + 2
     err = np.abs(y - ref)[b:-b, b:-b].max()
@@ -140,30 +140,30 @@ def test_mixture_conductance_endpoints_equal_pm() -> None:
         mix = df.perona_malik_mixture(x, iterations=6, kappa=0.1, step=0.2, shape=shape)
         pure = df.perona_malik(x, iterations=6, kappa=0.1, step=0.2, conductance=conductance)
         assert torch.allclose(mix, pure, atol=1e-6)
-    with pytest.raises(ValueError, match="shape must lie in"):
-        df.perona_malik_mixture(x, 1, 0.1, 0.2, shape=1.5)
+    with pytest.raises(ValueError, match=r"^perona_malik_mixture: shape=1.5 is invalid; must be a number or tensor in \[0, 1\]$"):
+        df.perona_malik_mixture(x, iterations=1, kappa=0.1, step=0.2, shape=1.5)
 
 
 def test_input_kinds_shapes_and_dtypes() -> None:
     img = (_images(n=1)[0] * 255).round().astype(np.uint8)
-    ref = df.perona_malik(torch.from_numpy(img.astype(np.float32) / 255), 5, 0.1, 0.2)
-    out = df.perona_malik(img, 5, 0.1, 0.2)
+    ref = df.perona_malik(torch.from_numpy(img.astype(np.float32) / 255), iterations=5, kappa=0.1, step=0.2)
+    out = df.perona_malik(img, iterations=5, kappa=0.1, step=0.2)
     assert isinstance(out, np.ndarray) and out.shape == img.shape and out.dtype == np.float32
     np.testing.assert_allclose(out, ref.numpy(), atol=1e-7)
     chw = torch.from_numpy(_images(n=3)).double()
-    y = df.perona_malik(chw, 5, 0.1, 0.2)
+    y = df.perona_malik(chw, iterations=5, kappa=0.1, step=0.2)
     assert y.shape == chw.shape and y.dtype == torch.float64
-    y4 = df.perona_malik(chw[None], 5, 0.1, 0.2)
+    y4 = df.perona_malik(chw[None], iterations=5, kappa=0.1, step=0.2)
     assert torch.equal(y4[0], y)
 
 
 def test_zero_iterations_and_constant_image_unchanged() -> None:
     x = torch.from_numpy(_images(n=1))
-    y0 = df.perona_malik(x, 0, 0.1, 0.2)
+    y0 = df.perona_malik(x, iterations=0, kappa=0.1, step=0.2)
     assert torch.equal(y0, x) and y0.data_ptr() != x.data_ptr()
     const = torch.full((1, 1, 9, 11), 0.37)
     for conductance in OPTIONS:
-        assert torch.equal(df.perona_malik(const, 25, 0.1, 0.25, conductance), const)
+        assert torch.equal(df.perona_malik(const, iterations=25, kappa=0.1, step=0.25, conductance=conductance), const)
 
 
 def test_validation_errors() -> None:
@@ -172,27 +172,27 @@ def test_validation_errors() -> None:
         xb = x.clone()
         xb[3, 4] = bad
         with pytest.raises(ValueError, match="perona_malik: input image contains 1 NaN/Inf"):
-            df.perona_malik(xb, 1, 0.1, 0.2)
-    with pytest.raises(ValueError, match=r"perona_malik: kappa=0.0 is invalid; must be finite and > 0"):
-        df.perona_malik(x, 1, 0.0, 0.2)
+            df.perona_malik(xb, iterations=1, kappa=0.1, step=0.2)
+    with pytest.raises(ValueError, match=r"^perona_malik: kappa=0.0 is invalid; must be a number or tensor in \[1e-09, 1e\+06\]$"):
+        df.perona_malik(x, iterations=1, kappa=0.0, step=0.2)
     with pytest.raises(ValueError, match=r"kappa=-0.1 is invalid"):
-        df.PeronaMalik(1, -0.1, 0.2)
-    with pytest.raises(ValueError, match=r"iterations=-1 is invalid; must be an integer >= 0"):
-        df.perona_malik(x, -1, 0.1, 0.2)
+        df.PeronaMalik(iterations=1, kappa=-0.1, step=0.2)
+    with pytest.raises(ValueError, match=r"iterations=-1 is invalid; must be an integer in \[0, 10000\]$"):
+        df.perona_malik(x, iterations=-1, kappa=0.1, step=0.2)
     with pytest.raises(ValueError, match=r"step=0.3 is outside the stability bound 0 < step <= 0.25"):
-        df.perona_malik(x, 1, 0.1, 0.3)
+        df.perona_malik(x, iterations=1, kappa=0.1, step=0.3)
     with pytest.raises(ValueError, match=r"step=0.4 is outside the stability bound 0 < step <= 0.333333"):
-        df.perona_malik(x, 1, 0.1, 0.4, spacing=(1.0, 2.0))
+        df.perona_malik(x, iterations=1, kappa=0.1, step=0.4, spacing=(1.0, 2.0))
     with pytest.raises(ValueError, match=r"step=-0.1 is outside"):
-        df.perona_malik(x, 1, 0.1, -0.1)
+        df.perona_malik(x, iterations=1, kappa=0.1, step=-0.1)
     with pytest.raises(ValueError, match=r"minimum size is 3x3"):
-        df.perona_malik(torch.rand(2, 7), 1, 0.1, 0.2)
+        df.perona_malik(torch.rand(2, 7), iterations=1, kappa=0.1, step=0.2)
     with pytest.raises(ValueError, match=r"conductance='gauss' is invalid; accepted: exponential, rational, tukey"):
-        df.perona_malik(x, 1, 0.1, 0.2, conductance="gauss")
+        df.perona_malik(x, iterations=1, kappa=0.1, step=0.2, conductance="gauss")
     with pytest.raises(ValueError, match=r"spacing"):
-        df.perona_malik(x, 1, 0.1, 0.2, spacing=(1.0, 0.0))
+        df.perona_malik(x, iterations=1, kappa=0.1, step=0.2, spacing=(1.0, 0.0))
     with pytest.raises(ValueError, match="does not broadcast"):
-        df.perona_malik(torch.rand(1, 2, 8, 8), 1, torch.ones(3), 0.2)
+        df.perona_malik(torch.rand(1, 2, 8, 8), iterations=1, kappa=torch.ones(3), step=0.2)
 
 
 def test_step_bound_formula() -> None:
@@ -205,18 +205,18 @@ def test_module_describe_and_forward() -> None:
     m = df.create("perona_malik", iterations=10, kappa=0.1, step=0.2)
     assert m.describe() == "Perona–Malik (exponential, 10 it., κ=0.1, Δt=0.2)"
     x = torch.rand(1, 1, 12, 12)
-    assert torch.equal(m(x), df.perona_malik(x, 10, 0.1, 0.2))
-    assert df.PeronaMalik(3, 1, 0.1, "tukey", spacing=2).describe() == "Perona–Malik (tukey, 3 it., κ=1, Δt=0.1, spacing=2×2)"
+    assert torch.equal(m(x), df.perona_malik(x, iterations=10, kappa=0.1, step=0.2))
+    assert df.PeronaMalik(iterations=3, kappa=1, step=0.1, conductance="tukey", spacing=2).describe() == "Perona–Malik (tukey, 3 it., κ=1, Δt=0.1, spacing=2×2)"
 
 
 def test_chunked_fast_path_runs_under_inference_mode() -> None:
     """Worker threads inherit the caller's inference mode (the engine evaluates in it)."""
     torch.manual_seed(0)
     x = torch.rand(8, 1, 32, 32)
-    reference = df.perona_malik(x, 3, 0.1, 0.2)
-    planes_run = lambda planes, params: df.perona_malik(planes, 3, 0.1, 0.2)  # noqa: E731
+    reference = df.perona_malik(x, iterations=3, kappa=0.1, step=0.2)
+    planes_run = lambda planes, params: df.perona_malik(planes, iterations=3, kappa=0.1, step=0.2)  # noqa: E731
     with torch.inference_mode():
-        out = _fastpath.run_chunked(x, {}, planes_run, chunk_elements=32 * 32 * 2)
+        out = _scheduler.run_planes(x, {}, planes_run, chunk_elements=32 * 32 * 2)
     assert torch.allclose(out, reference, atol=1e-6)
 
 
@@ -224,8 +224,8 @@ def test_compiled_path_falls_back_when_compilation_fails(monkeypatch: pytest.Mon
     """A failing C++-wrapper build falls back to the default wrapper, a failing compiler to eager:
     each with one warning, and the result is the eager scheme's."""
     x = torch.from_numpy(_images(n=2, h=24, w=20))[:, None]
-    monkeypatch.setattr(_fastpath, "_mode", "off")
-    eager = df.perona_malik(x, 7, 0.1, 0.2)
+    monkeypatch.setattr(_compile, "_mode", "off")
+    eager = df.perona_malik(x, iterations=7, kappa=0.1, step=0.2)
     attempts: list[bool] = []
 
     def failing_compile(fn: object, cpp_wrapper: bool, fast_exp: bool = False) -> object:
@@ -235,19 +235,19 @@ def test_compiled_path_falls_back_when_compilation_fails(monkeypatch: pytest.Mon
 
         return run
 
-    monkeypatch.setattr(_fastpath, "_compiled_fn", failing_compile)
-    monkeypatch.setattr(_fastpath, "_broken", False)
-    monkeypatch.setattr(_fastpath, "_no_cpp_wrapper", False)
-    monkeypatch.setattr(_fastpath, "_mode", "on")
+    monkeypatch.setattr(_compile, "_compiled_fn", failing_compile)
+    monkeypatch.setattr(_compile, "_broken", False)
+    monkeypatch.setattr(_compile, "_no_cpp_wrapper", False)
+    monkeypatch.setattr(_compile, "_mode", "on")
     with pytest.warns(RuntimeWarning) as record:
-        out = df.perona_malik(x, 7, 0.1, 0.2)
+        out = df.perona_malik(x, iterations=7, kappa=0.1, step=0.2)
     messages = [str(r.message) for r in record]
     assert any("C++ wrapper unavailable" in m for m in messages)
     assert any("fast path disabled" in m for m in messages)
     assert attempts[:2] == [True, False]  # C++ wrapper first, then the default wrapper
-    assert _fastpath._broken and _fastpath._no_cpp_wrapper
+    assert _compile._broken and _compile._no_cpp_wrapper
     assert torch.equal(out, eager)
     # From then on the eager scheme runs directly, without another attempt.
     n = len(attempts)
-    assert torch.equal(df.perona_malik(x, 7, 0.1, 0.2), eager)
+    assert torch.equal(df.perona_malik(x, iterations=7, kappa=0.1, step=0.2), eager)
     assert len(attempts) == n

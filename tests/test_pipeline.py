@@ -19,12 +19,12 @@ CONFIG = [
 def test_from_config_chains_filters_in_order() -> None:
     pipe = df.Pipeline.from_config(CONFIG)
     x = torch.rand(2, 1, 24, 24)
-    expected = df.median(df.perona_malik(x, 10, 0.1, 0.2), 3)
+    expected = df.median(df.perona_malik(x, iterations=10, kappa=0.1, step=0.2), size=3)
     assert torch.equal(pipe(x), expected)
     img = (np.random.default_rng(0).random((24, 24)) * 255).astype(np.uint8)
     out = pipe(img)
     assert isinstance(out, np.ndarray) and out.shape == (24, 24)
-    np.testing.assert_array_equal(out, df.median(df.perona_malik(img, 10, 0.1, 0.2), 3))
+    np.testing.assert_array_equal(out, df.median(df.perona_malik(img, iterations=10, kappa=0.1, step=0.2), size=3))
 
 
 def test_describe_and_canonical_config() -> None:
@@ -83,7 +83,7 @@ def test_empty_pipeline_is_identity() -> None:
         (["median"], r"^preprocess\[0\]: expected a single-key mapping"),
         ([{"median": 3}], r"^preprocess\[0\]\.median: parameters must be a mapping"),
         ({"median": {"size": 3}}, r"^preprocess: expected a list of single-key mappings"),
-        ([{"gaussian": {"sigma": "wide"}}], r"^preprocess\[0\]\.gaussian: sigma must be a number"),
+        ([{"gaussian": {"sigma": "wide"}}], r"^preprocess\[0\]\.gaussian: sigma='wide' is invalid; must be a number in \(0, 100\]$"),
     ],
 )
 def test_config_errors_name_index_filter_and_key(cfg: object, message: str) -> None:

@@ -15,7 +15,7 @@ import torch
 from scipy import ndimage as ndi
 
 import diffusion_filters as df
-from diffusion_filters._planewise import run_planewise
+from diffusion_filters._scheduler import run_planes
 from diffusion_filters.structure_tensor import (
     gaussian_smooth,
     scharr_divergence,
@@ -77,11 +77,11 @@ def noisy(img: torch.Tensor, std: float, seed: int = 0) -> torch.Tensor:
 
 
 def run_ced(x, iterations=20, step=STEP_BOUND, **kw):
-    return coherence_enhancing(x, iterations, step, **{**CED, **kw})
+    return coherence_enhancing(x, iterations=iterations, step=step, **{**CED, **kw})
 
 
 def run_eed(x, iterations=20, step=STEP_BOUND, **kw):
-    return edge_enhancing(x, iterations, step, **{**EED, **kw})
+    return edge_enhancing(x, iterations=iterations, step=step, **{**EED, **kw})
 
 
 FILTERS = {"ced": run_ced, "eed": run_eed}
@@ -347,14 +347,14 @@ def test_gradcheck_input_and_parameters(name):
         alpha = torch.tensor(0.05, dtype=F64, requires_grad=True)
 
         def f(x, step, sigma, rho, alpha):
-            return coherence_enhancing(x, 2, step, sigma, rho, alpha, C=1e-3)
+            return coherence_enhancing(x, iterations=2, step=step, sigma=sigma, rho=rho, alpha=alpha, C=1e-3)
 
         inputs = (x, step, sigma, rho, alpha)
     else:
         lam = torch.tensor(0.1, dtype=F64, requires_grad=True)
 
         def f(x, step, sigma, lam):
-            return edge_enhancing(x, 2, step, sigma, lam)
+            return edge_enhancing(x, iterations=2, step=step, sigma=sigma, lam=lam)
 
         inputs = (x, step, sigma, lam)
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
@@ -406,21 +406,21 @@ def test_chunked_threaded_run_is_identical_and_deterministic():
         a, b, c = eed_tensor(u, 1.0, 0.05, 4, 3.31488)
         return tensor_diffusion_step(u, a, b, c, p["step"])
 
-    whole = run_planewise(x, params, run, chunk_elements=10**9)
-    chunked = run_planewise(x, params, run, chunk_elements=3 * 256)  # 4 chunks on the thread pool
+    whole = run_planes(x, params, run, autograd=True, chunk_elements=10**9)
+    chunked = run_planes(x, params, run, autograd=True, chunk_elements=3 * 256)  # 4 chunks on the thread pool
     assert torch.equal(whole, chunked)
-    assert torch.equal(chunked, run_planewise(x, params, run, chunk_elements=3 * 256))
+    assert torch.equal(chunked, run_planes(x, params, run, autograd=True, chunk_elements=3 * 256))
     # Autograd through the worker threads: same gradients as the single-chunk run.
     grads = []
     for chunk in (10**9, 3 * 256):
         xg = x.clone().requires_grad_()
         step = params["step"].clone().requires_grad_()
-        run_planewise(xg, {"step": step}, run, chunk_elements=chunk).square().sum().backward()
+        run_planes(xg, {"step": step}, run, autograd=True, chunk_elements=chunk).square().sum().backward()
         grads.append((xg.grad, step.grad))
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-6)
     # The caller's no-grad mode reaches the workers.
     with torch.no_grad():
-        assert not run_planewise(x.requires_grad_(), params, run, chunk_elements=3 * 256).requires_grad
+        assert not run_planes(x.requires_grad_(), params, run, autograd=True, chunk_elements=3 * 256).requires_grad
 
 
 # ---------------------------------------------------------------------- validation
@@ -434,7 +434,7 @@ def test_chunked_threaded_run_is_identical_and_deterministic():
         (dict(step=1.2), r"stability bound 0 < step <= 0.99"),
         (dict(step=0.0), r"stability bound"),
         (dict(step=torch.tensor([0.5, 1.5]).reshape(2, 1, 1, 1)), r"stability bound"),
-        (dict(sigma=-1.0), "sigma=-1 is invalid"),
+        (dict(sigma=-1.0), r"^coherence_enhancing: sigma=-1.0 is invalid; must be a number or tensor in \[0, 100\]$"),
         (dict(rho=float("nan")), "rho"),
         (dict(alpha=0.0), "alpha"),
         (dict(alpha=1.5), "alpha=1.5"),
@@ -479,11 +479,11 @@ def test_rejects_nan_inf_and_too_small_images(name):
 
 def test_registry_create_describe_and_module_validation():
     ced = df.create("coherence_enhancing", iterations=10, step=0.5, sigma=1.0, rho=4.0)
-    assert ced.describe() == "coherence-enhancing diffusion (10 it., Δt=0.5, σ=1, ρ=4, α=0.001, C=1, m=1)"
+    assert ced.describe() == "coherence-enhancing diffusion (10 it., Δt=0.5, σ=1, ρ=4, α=0.001, C=1e-06, m=1)"
     eed = df.create("edge_enhancing", iterations=3, step=0.25, sigma=1.5, lam=0.02)
     assert eed.describe() == "edge-enhancing diffusion (3 it., Δt=0.25, σ=1.5, λ=0.02, m=4, C=3.31488)"
     x = torch.rand(1, 1, 16, 16)
-    torch.testing.assert_close(eed(x), edge_enhancing(x, 3, 0.25, 1.5, 0.02), atol=0, rtol=0)
+    torch.testing.assert_close(eed(x), edge_enhancing(x, iterations=3, step=0.25, sigma=1.5, lam=0.02), atol=0, rtol=0)
     with pytest.raises(ValueError, match="0.99"):
         df.create("edge_enhancing", iterations=3, step=1.5, sigma=1.0, lam=0.02)
     with pytest.raises(ValueError, match="kappa"):
