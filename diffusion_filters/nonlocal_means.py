@@ -24,10 +24,9 @@ comparison is in docs/theory-tensor-nlm.md). The only other difference is that s
 drops weights below ``exp(-5)``; they are kept here.
 
 Gradients: the filter is differentiable with respect to the input and ``h`` (given as a tensor).
-Gradient-free calls run an in-place form of the loop; calls that need gradients run the same
-loop out of place, with the offsets in groups under activation checkpointing, so the memory
-stays a few images per plane instead of several per search offset (the backward pass recomputes
-each group's weights once).
+Both directions run the same in-place loop over the offsets: the backward pass is written by
+hand (``_WeightedSums``) and recomputes each offset's weights instead of storing them, so the
+memory stays a few images per plane instead of several per search offset.
 
 Parameters (spec ``_SPEC``): ``patch_size`` odd integer in [1, 31]; ``search_size`` odd integer in
 [1, 51]; ``h`` number or tensor in [1e-6, 1e3] (grey values); ``sigma`` number in [0, 1e3]
@@ -42,7 +41,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from ._describe import fmt_param
 from ._filter import Filter, apply_filter
@@ -54,7 +52,6 @@ from .registry import register_filter
 __all__ = ["NonlocalMeans", "box_sum", "min_image_size", "nlm_offsets", "nonlocal_means"]
 
 _NAME = "nonlocal_means"
-_OFFSETS_PER_CHECKPOINT = 8  # offsets recomputed together in the backward pass
 
 
 def min_image_size(patch_size: int, search_size: int) -> int:
@@ -113,34 +110,38 @@ def box_sum(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
     return result
 
 
-def _nlm_planes(u: torch.Tensor, s: int, k: int, h: float, sigma: float) -> torch.Tensor:
-    """Non-local means of ``u`` (N, H, W): every plane independently (no autograd)."""
-    n, hh, ww = u.shape
+def _anchor_window(dr: int, dc: int, hh: int, ww: int, o: int, pad: int, box: int) -> tuple[int, ...]:
+    """Geometry of offset ``(dr, dc)``: anchors ``(r0, c0, lr, lc)`` (the image and the image
+    shifted by ``-t``, pair symmetry) and the window ``(ra, ca, ha, wa)`` of padded rows/columns
+    whose squared differences their patch sums need."""
+    r0, c0 = min(0, -dr), min(0, -dc)
+    lr, lc = hh + abs(dr), ww + abs(dc)
+    return r0, c0, lr, lc, r0 - o + 1 + pad, c0 - o + 1 + pad, lr + box - 1, lc + box - 1
+
+
+def _accumulate(
+    p: torch.Tensor, q: torch.Tensor, shift: float | torch.Tensor | None, s: int, k: int, acc: torch.Tensor
+) -> None:
+    """Add ``sum_t w(., t) u(. + t)`` to ``acc[:, 0]`` and ``sum_t w(., t)`` to ``acc[:, 1]`` in place.
+
+    ``p`` is the reflect-padded image ``(N, H + 2 pad, W + 2 pad)``, ``q = p / (s h)`` (so the box
+    sums of squared differences are ``d^2 / h^2``), ``shift`` the noise correction
+    ``sum_W 2 sigma^2 / (s^2 h^2)`` (``None``: no correction), ``acc`` ``(N, 2, H, W)``.
+    """
+    n, hh, ww = acc.shape[0], acc.shape[-2], acc.shape[-1]
     o, d = s // 2, k // 2
     pad = o + d
-    p = F.pad(u[:, None], (pad, pad, pad, pad), mode="reflect")[:, 0]  # (N, H + 2 pad, W + 2 pad)
-    # Accumulators: channel 0 = sum_t w u(p + t), channel 1 = sum_t w (reference pixel: weight 1).
-    acc = torch.stack([u, torch.ones_like(u)], dim=1)
     vals = torch.stack([p, torch.ones_like(p)], dim=1)
-    # Pre-scaling by 1/(s h) makes the box sums of squared differences equal to d^2 / h^2.
-    q = p * (1.0 / (s * h))
     box = s - 1  # scikit-image's patch window: offsets -o+1 .. o on each axis (see module doc)
-    # Noise correction: sum_W 2 sigma^2 / (s^2 h^2), subtracted before clamping at 0.
-    shift = 2.0 * sigma * sigma * (box * box) / (s * s * h * h)
     for dr, dc in nlm_offsets(k):
-        # Anchors p whose weight is needed: the image and the image shifted by -t (pair symmetry).
-        r0, c0 = min(0, -dr), min(0, -dc)
-        lr, lc = hh + abs(dr), ww + abs(dc)
+        r0, c0, lr, lc, ra, ca, ha, wa_ = _anchor_window(dr, dc, hh, ww, o, pad, box)
         if box == 0:
-            z = u.new_zeros(n, lr, lc)
+            z = p.new_zeros(n, lr, lc)
         else:
-            # Squared differences over the anchors' windows: rows r0-o+1 .. r0+lr+o (image coords).
-            ra, ca = r0 - o + 1 + pad, c0 - o + 1 + pad
-            ha, wa_ = lr + box - 1, lc + box - 1
             sq = q[:, ra : ra + ha, ca : ca + wa_] - q[:, ra + dr : ra + dr + ha, ca + dc : ca + dc + wa_]
             sq.mul_(sq)
             z = box_sum(box_sum(sq, box, 1), box, 2)  # (N, lr, lc): d^2 / h^2
-        if shift > 0.0:
+        if shift is not None:
             z = z.sub(shift).clamp_(min=0.0)  # max(d^2, 0) / h^2
         w = z.neg().exp_()[:, None]
         # Pixel p gets w(p, t) * u(p + t); pixel p + t gets the same weight times u(p).
@@ -148,70 +149,123 @@ def _nlm_planes(u: torch.Tensor, s: int, k: int, h: float, sigma: float) -> torc
         wb = w[:, :, -dr - r0 : -dr - r0 + hh, -dc - c0 : -dc - c0 + ww]
         acc.addcmul_(wa, vals[:, :, pad + dr : pad + dr + hh, pad + dc : pad + dc + ww])
         acc.addcmul_(wb, vals[:, :, pad - dr : pad - dr + hh, pad - dc : pad - dc + ww])
+
+
+def _nlm_planes(u: torch.Tensor, s: int, k: int, h: float, sigma: float) -> torch.Tensor:
+    """Non-local means of ``u`` (N, H, W): every plane independently (no autograd)."""
+    pad = s // 2 + k // 2
+    p = F.pad(u[:, None], (pad, pad, pad, pad), mode="reflect")[:, 0]  # (N, H + 2 pad, W + 2 pad)
+    # Accumulators: channel 0 = sum_t w u(p + t), channel 1 = sum_t w (reference pixel: weight 1).
+    acc = torch.stack([u, torch.ones_like(u)], dim=1)
+    box = s - 1
+    shift = 2.0 * sigma * sigma * (box * box) / (s * s * h * h)
+    _accumulate(p, p * (1.0 / (s * h)), shift if shift > 0.0 else None, s, k, acc)
     return acc[:, 0] / acc[:, 1]
 
 
-def _offset_sums(
-    p: torch.Tensor, q: torch.Tensor, offsets: list[tuple[int, int]], s: int, k: int, shift: float | torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(sum_t w u(p + t), sum_t w)`` over ``offsets`` and their mirrors, out of place (autograd).
+def _box_sum_adjoint(g: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """Adjoint of :func:`box_sum` (length ``n - size + 1`` -> ``n``): a full box sum of ``g``."""
+    if size == 1:
+        return g
+    shape = list(g.shape)
+    shape[dim] = size - 1
+    z = g.new_zeros(shape)
+    return box_sum(torch.cat([z, g, z], dim=dim), size, dim)
 
-    ``p`` is the padded image, ``q = p / (s h)``; same arithmetic as :func:`_nlm_planes`.
+
+class _WeightedSums(torch.autograd.Function):
+    """``(sum_t w u(. + t), sum_t w)`` over every nonzero offset, with a hand-written backward.
+
+    Inputs: the padded image ``p`` (N, Hp, Wp), ``inv = 1 / (s h)`` (N, 1, 1) and the noise
+    correction ``shift`` (N, 1, 1) or ``None``. Why a custom backward: autograd through the loop
+    would keep several images per search offset and allocate a zero-filled padded image for
+    every slice it differentiates; here nothing per offset is saved and the backward pass
+    recomputes each offset's weights once, accumulating the gradients in place.
     """
-    n = p.shape[0]
-    o, d = s // 2, k // 2
-    pad = o + d
-    hh, ww = p.shape[1] - 2 * pad, p.shape[2] - 2 * pad
-    box = s - 1
-    num = p.new_zeros(n, hh, ww)
-    den = p.new_zeros(n, hh, ww)
-    for dr, dc in offsets:
-        r0, c0 = min(0, -dr), min(0, -dc)
-        lr, lc = hh + abs(dr), ww + abs(dc)
-        if box == 0:
-            z = p.new_zeros(n, lr, lc)
-        else:
-            ra, ca = r0 - o + 1 + pad, c0 - o + 1 + pad
-            ha, wa_ = lr + box - 1, lc + box - 1
-            diff = q[:, ra : ra + ha, ca : ca + wa_] - q[:, ra + dr : ra + dr + ha, ca + dc : ca + dc + wa_]
-            z = box_sum(box_sum(diff * diff, box, 1), box, 2)
-        if not isinstance(shift, float) or shift > 0.0:
-            z = (z - shift).clamp(min=0.0)
-        w = torch.exp(-z)
-        wa = w[:, -r0 : -r0 + hh, -c0 : -c0 + ww]
-        wb = w[:, -dr - r0 : -dr - r0 + hh, -dc - c0 : -dc - c0 + ww]
-        num = num + wa * p[:, pad + dr : pad + dr + hh, pad + dc : pad + dc + ww]
-        num = num + wb * p[:, pad - dr : pad - dr + hh, pad - dc : pad - dc + ww]
-        den = den + wa + wb
-    return num, den
+
+    @staticmethod
+    def forward(ctx, p, inv, shift, s, k, hh, ww):  # type: ignore[override]
+        acc = p.new_zeros(p.shape[0], 2, hh, ww)
+        _accumulate(p, p * inv, shift, s, k, acc)
+        ctx.save_for_backward(p, inv, shift)
+        ctx.geometry = (s, k, hh, ww)
+        return acc[:, 0], acc[:, 1]
+
+    @staticmethod
+    def backward(ctx, gn, gd):  # type: ignore[override]
+        # One intra-op thread: the loop is many small passes, and OpenMP barriers between them
+        # stall when the cores are shared (the same reason as the forward's chunk scheduler).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # per-thread setting, restored below
+        try:
+            return _WeightedSums._backward(ctx, gn, gd)
+        finally:
+            torch.set_num_threads(threads)
+
+    @staticmethod
+    def _backward(ctx, gn, gd):  # type: ignore[no-untyped-def]
+        p, inv, shift = ctx.saved_tensors
+        s, k, hh, ww = ctx.geometry
+        n = p.shape[0]
+        o, d = s // 2, k // 2
+        pad = o + d
+        box = s - 1
+        q = p * inv
+        gp = torch.zeros_like(p)
+        gq = torch.zeros_like(p)
+        gshift = p.new_zeros(n, 1, 1) if shift is not None else None
+        gn = gn.contiguous() if gn is not None else p.new_zeros(n, hh, ww)
+        gd = gd.contiguous() if gd is not None else p.new_zeros(n, hh, ww)
+        for dr, dc in nlm_offsets(k):
+            r0, c0, lr, lc, ra, ca, ha, wa_ = _anchor_window(dr, dc, hh, ww, o, pad, box)
+            diff = None
+            if box == 0:
+                z = p.new_zeros(n, lr, lc)
+            else:
+                diff = q[:, ra : ra + ha, ca : ca + wa_] - q[:, ra + dr : ra + dr + ha, ca + dc : ca + dc + wa_]
+                z = box_sum(box_sum(diff * diff, box, 1), box, 2)
+            mask = None
+            if shift is not None:
+                mask = z > shift
+                z = z.sub(shift).clamp_(min=0.0)
+            w = z.neg().exp_()
+            ia = (slice(None), slice(-r0, -r0 + hh), slice(-c0, -c0 + ww))
+            ib = (slice(None), slice(-dr - r0, -dr - r0 + hh), slice(-dc - c0, -dc - c0 + ww))
+            va = p[:, pad + dr : pad + dr + hh, pad + dc : pad + dc + ww]
+            vb = p[:, pad - dr : pad - dr + hh, pad - dc : pad - dc + ww]
+            # Values: d/dV of w V is w (times the incoming gradient of the numerator).
+            gp[:, pad + dr : pad + dr + hh, pad + dc : pad + dc + ww].addcmul_(gn, w[ia])
+            gp[:, pad - dr : pad - dr + hh, pad - dc : pad - dc + ww].addcmul_(gn, w[ib])
+            # Weights: dL/dw = gn V + gd at both anchors; dL/dz = -w dL/dw (0 where clamped).
+            gw = p.new_zeros(n, lr, lc)
+            gw[ia].addcmul_(gn, va).add_(gd)
+            gw[ib].addcmul_(gn, vb).add_(gd)
+            t = gw.mul_(w)  # = -dL/dz
+            if mask is not None:
+                t.mul_(mask)
+                gshift += t.sum(dim=(1, 2), keepdim=True)  # dz/dshift = -1
+            if diff is not None:
+                # z = box(box(diff^2)): dL/d(diff) = 2 diff box^T(box^T(dL/dz)).
+                gdiff = _box_sum_adjoint(_box_sum_adjoint(t, box, 2), box, 1).mul_(diff).mul_(-2.0)
+                gq[:, ra : ra + ha, ca : ca + wa_].add_(gdiff)
+                gq[:, ra + dr : ra + dr + ha, ca + dc : ca + dc + wa_].sub_(gdiff)
+        ginv = (gq * p).sum(dim=(1, 2), keepdim=True) if ctx.needs_input_grad[1] else None
+        gp.addcmul_(gq, inv)
+        return gp, ginv, gshift, None, None, None, None
 
 
-def _nlm_planes_autograd(
-    u: torch.Tensor, s: int, k: int, h: float | torch.Tensor, sigma: float
-) -> torch.Tensor:
-    """Non-local means of ``u`` (N, H, W) keeping the autograd graph (``h``: float or (N, 1, 1)).
-
-    The offsets run in groups under activation checkpointing (see the module docstring).
-    """
-    o, d = s // 2, k // 2
-    pad = o + d
+def _nlm_planes_autograd(u: torch.Tensor, s: int, k: int, h: float | torch.Tensor, sigma: float) -> torch.Tensor:
+    """Non-local means of ``u`` (N, H, W) keeping the autograd graph (``h``: float or (N, 1, 1))."""
+    n, hh, ww = u.shape
+    pad = s // 2 + k // 2
     p = F.pad(u[:, None], (pad, pad, pad, pad), mode="reflect")[:, 0]
-    q = p * (1.0 / (s * h))
+    h_t = h if isinstance(h, torch.Tensor) else u.new_full((1, 1, 1), float(h))
+    h_t = h_t.to(u.dtype).expand(n, 1, 1)
+    inv = 1.0 / (s * h_t)
     box = s - 1
-    shift: float | torch.Tensor = 0.0
-    if sigma > 0.0:
-        shift = 2.0 * sigma * sigma * (box * box) / (s * s * h * h)
-    offsets = nlm_offsets(k)
-    num, den = u, torch.ones_like(u)
-    grad = torch.is_grad_enabled()
-    for g in range(0, len(offsets), _OFFSETS_PER_CHECKPOINT):
-        group = offsets[g : g + _OFFSETS_PER_CHECKPOINT]
-        if grad:
-            gn, gd = checkpoint(_offset_sums, p, q, group, s, k, shift, use_reentrant=False)
-        else:
-            gn, gd = _offset_sums(p, q, group, s, k, shift)
-        num, den = num + gn, den + gd
-    return num / den
+    shift = 2.0 * sigma * sigma * (box * box) * inv * inv if sigma > 0.0 else None  # sum_W 2 sigma^2 / (s h)^2
+    num, den = _WeightedSums.apply(p, inv, shift, s, k, hh, ww)
+    return (u + num) / (1.0 + den)
 
 
 def _kernel(t: torch.Tensor, p: Mapping[str, Any]) -> torch.Tensor:
