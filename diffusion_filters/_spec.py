@@ -238,6 +238,8 @@ class FilterSpec:
             parameters (e.g. non-local means: patch and search radii).
         identity: function of the canonical parameters that is ``True`` where the filter returns
             its input unchanged (``iterations == 0``, a 1x1 window ...).
+        example: typical valid parameters, small enough for tests (the conformance test runs
+            every registered filter with them).
     """
 
     name: str
@@ -245,6 +247,7 @@ class FilterSpec:
     differentiable: bool = True
     min_size: int | Callable[[Mapping[str, Any]], int] = 1
     identity: Callable[[Mapping[str, Any]], bool] | None = None
+    example: Mapping[str, Any] = field(default_factory=dict)
     _index: dict[str, Param] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

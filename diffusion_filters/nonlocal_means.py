@@ -71,6 +71,7 @@ _SPEC = FilterSpec(
     differentiable=True,
     min_size=lambda p: min_image_size(p["patch_size"], p["search_size"]),
     identity=lambda p: p["search_size"] == 1,
+    example={"patch_size": 3, "search_size": 5, "h": 0.1},
 )
 
 def nlm_offsets(search_size: int) -> list[tuple[int, int]]:

@@ -116,6 +116,7 @@ _SPEC = FilterSpec(
     differentiable=True,
     min_size=MIN_SIZE,
     identity=lambda p: p["iterations"] == 0,
+    example={"iterations": 3, "kappa": 0.1, "step": 0.2},
 )
 
 _MIXTURE_SPEC = FilterSpec(

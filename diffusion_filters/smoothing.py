@@ -44,6 +44,7 @@ _GAUSSIAN_SPEC = FilterSpec(
     name="gaussian",
     params=(Param("sigma", "real", low=0.0, low_open=True, high=SIGMA_MAX, doc="standard deviation (pixels)"),),
     differentiable=True,
+    example={"sigma": 1.0},
 )
 
 _MEDIAN_SPEC = FilterSpec(
@@ -51,6 +52,7 @@ _MEDIAN_SPEC = FilterSpec(
     params=(Param("size", "int", low=1, high=MEDIAN_SIZE_MAX, odd=True, doc="window side (pixels)"),),
     differentiable=True,
     identity=lambda p: p["size"] == 1,
+    example={"size": 3},
 )
 
 

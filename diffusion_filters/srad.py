@@ -85,6 +85,7 @@ _SPEC = FilterSpec(
     differentiable=True,
     min_size=MIN_SIZE,
     identity=lambda p: p["iterations"] == 0,
+    example={"iterations": 3, "step": 0.2},
 )
 
 

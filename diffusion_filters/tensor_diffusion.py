@@ -224,6 +224,7 @@ _CED_SPEC = FilterSpec(
     differentiable=True,
     min_size=MIN_SIZE,
     identity=lambda p: p["iterations"] == 0,
+    example={"iterations": 2, "step": 0.5, "sigma": 1.0, "rho": 2.0},
 )
 
 _EED_SPEC = FilterSpec(
@@ -239,6 +240,7 @@ _EED_SPEC = FilterSpec(
     differentiable=True,
     min_size=MIN_SIZE,
     identity=lambda p: p["iterations"] == 0,
+    example={"iterations": 2, "step": 0.5, "sigma": 1.0, "lam": 0.05},
 )
 
 
