@@ -34,7 +34,10 @@ from typing import Any
 
 import timm
 import torch
+from pydantic import ValidationError
 from torch import nn
+
+from harness.suite import BlocksConfig, ModelConfig, StemConfig
 
 _log = logging.getLogger(__name__)
 
@@ -80,14 +83,21 @@ class NormalizedConv2d(nn.Conv2d):
         return super().extra_repr() + f", input_mean={self.input_mean:.4f}, input_std={self.input_std:.4f}"
 
 
-# ----------------------------------------------------------------------------- config access
-def _get(cfg: Any, name: str, default: Any = None) -> Any:
-    """Field of a pydantic model, dataclass, namespace or mapping (configs arrive in any of these)."""
-    if cfg is None:
-        return default
-    if isinstance(cfg, Mapping):
-        return cfg.get(name, default)
-    return getattr(cfg, name, default)
+# ----------------------------------------------------------------------------- config
+def as_model_config(cfg: ModelConfig | Mapping[str, Any]) -> ModelConfig:
+    """``cfg`` as a validated ``ModelConfig``; a mapping is validated by the suite's schema, so
+    its errors name the key and what is accepted exactly as a suite's would."""
+    if isinstance(cfg, ModelConfig):
+        return cfg
+    if not isinstance(cfg, Mapping):
+        raise ModelError(f"model: expected a ModelConfig or a mapping, got {type(cfg).__name__}")
+    try:
+        return ModelConfig.model_validate(dict(cfg))
+    except ValidationError as err:
+        from harness.suite import validation_lines
+
+        path, message = validation_lines(err, ModelConfig)[0]
+        raise ModelError(f"model.{path}: {message}") from None
 
 
 # ----------------------------------------------------------------------------- weights loading
@@ -186,14 +196,13 @@ def _imagenet_model(arch: str, in_chans: int, num_classes: int, drop_rate: float
         ) from exc
 
 
-def _base_model(cfg: Any, in_chans: int) -> nn.Module:
-    arch = _get(cfg, "architecture", "efficientnet_b0")
+def _base_model(cfg: ModelConfig, in_chans: int) -> nn.Module:
+    arch = cfg.architecture
     if arch not in SUPPORTED_ARCHITECTURES:
         raise ModelError(f"model.architecture: '{arch}' is not supported (accepted: {', '.join(SUPPORTED_ARCHITECTURES)})")
-    num_classes = int(_get(cfg, "num_classes", 2))
-    drop_rate = float(_get(cfg, "drop_rate", 0.2))
-    pretrained = _get(cfg, "pretrained", "none")
-    pretrained = "none" if pretrained in (None, False, "", "none") else str(pretrained)
+    num_classes = cfg.num_classes
+    drop_rate = cfg.drop_rate
+    pretrained = cfg.pretrained or "none"
     report: dict[str, Any] = {"source": pretrained, "adapted": [], "new": [], "missing": [], "unexpected": []}
     if pretrained == "imagenet":
         model = _imagenet_model(arch, in_chans, num_classes, drop_rate)
@@ -217,16 +226,10 @@ def _stage_channels(model: nn.Module, index: int) -> int:
     return convs[-1].out_channels
 
 
-def _apply_stem(model: nn.Module, stem: Any, in_chans: int) -> None:
+def _apply_stem(model: nn.Module, stem: StemConfig, in_chans: int) -> None:
     from diffusion_filters.layers import DiffusionPrepend, DiffusionStem
 
-    kind = _get(stem, "type", "diffusion")
-    if kind != "diffusion":
-        raise ModelError(f"model.stem.type: '{kind}' is not supported (accepted: diffusion)")
-    mode = _get(stem, "mode", "replace")
-    variant = _get(stem, "variant", "perona_malik")
-    iterations = int(_get(stem, "iterations", 4))
-    trainable = bool(_get(stem, "trainable", True))
+    mode, variant, iterations, trainable = stem.mode, stem.variant, stem.iterations, stem.trainable
     conv = model.conv_stem
     if mode == "replace":
         model.conv_stem = DiffusionStem(in_chans=in_chans, out_chans=conv.out_channels, iterations=iterations,
@@ -240,10 +243,10 @@ def _apply_stem(model: nn.Module, stem: Any, in_chans: int) -> None:
         raise ModelError(f"model.stem.mode: '{mode}' is not supported (accepted: replace, prepend)")
 
 
-def _apply_blocks(model: nn.Module, blocks: Any) -> None:
+def _apply_blocks(model: nn.Module, blocks: BlocksConfig) -> None:
     from diffusion_filters.layers import DiffusionBlock
 
-    stages = list(_get(blocks, "after_stages", []) or [])
+    stages = list(blocks.after_stages)
     n = len(model.blocks)
     for i in stages:
         if not isinstance(i, int) or not 0 <= i < n:
@@ -254,8 +257,7 @@ def _apply_blocks(model: nn.Module, blocks: Any) -> None:
     for i in sorted(stages):
         # Appending to the stage's Sequential keeps every pretrained key (blocks.i.j.*) unchanged.
         model.blocks[i].append(DiffusionBlock(_stage_channels(model, i),
-                                              iterations=int(_get(blocks, "iterations", 2)),
-                                              trainable=bool(_get(blocks, "trainable", True))))
+                                              iterations=blocks.iterations, trainable=blocks.trainable))
 
 
 def diffusion_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -275,33 +277,49 @@ def learned_params(model: nn.Module) -> dict[str, list[float]]:
     return out
 
 
-def create_model(cfg: Any, in_chans: int = 1) -> nn.Module:
+def _init_new_classifier(model: nn.Module, std: float | None) -> None:
+    """Give a classifier that no weights file provided small normal weights and a zero bias.
+
+    timm initialises EfficientNet's classifier uniformly in ±1/sqrt(num_classes), i.e. ±0.71
+    for two classes: over 1,280 pooled features that puts the initial logits several units
+    from zero and the first losses far above ln 2, before anything is learned.
+    """
+    report = model.weights_report  # type: ignore[attr-defined]
+    is_new = report["source"] == "none" or any(str(k).startswith("classifier") for k in report["new"])
+    if std is None or not is_new:
+        return
+    with torch.no_grad():
+        nn.init.normal_(model.classifier.weight, std=std)
+        nn.init.zeros_(model.classifier.bias)
+    report["new"].append(f"classifier initialised N(0, {std:g}), bias 0")
+
+
+def create_model(cfg: ModelConfig | Mapping[str, Any], in_chans: int = 1) -> nn.Module:
     """Build the network of a ``ModelConfig`` (see the module docstring).
 
     Example:
-        >>> from types import SimpleNamespace
-        >>> m = create_model(SimpleNamespace(pretrained="none", num_classes=2))
+        >>> m = create_model(ModelConfig(pretrained="none", num_classes=2))
         >>> m(torch.rand(2, 1, 32, 32)).shape
         torch.Size([2, 2])
     """
+    cfg = as_model_config(cfg)
     model = _base_model(cfg, in_chans)
+    _init_new_classifier(model, cfg.classifier_init_std)
     # The pretrained-style conv stem gets normalised input; diffusion layers see raw [0, 1].
     model.conv_stem = NormalizedConv2d.from_conv(model.conv_stem)
-    stem = _get(cfg, "stem")
-    if stem is not None:
-        _apply_stem(model, stem, in_chans)
-        if _get(stem, "mode", "replace") == "replace":
+    if cfg.stem is not None:
+        _apply_stem(model, cfg.stem, in_chans)
+        if cfg.stem.mode == "replace":
             model.weights_report["new"].append("conv_stem (replaced by DiffusionStem)")  # type: ignore[attr-defined]
-    blocks = _get(cfg, "diffusion_blocks")
-    if blocks is not None:
-        _apply_blocks(model, blocks)
+    if cfg.diffusion_blocks is not None:
+        _apply_blocks(model, cfg.diffusion_blocks)
     return model
 
 
-def check_weights(cfg: Any, in_chans: int = 1) -> None:
+def check_weights(cfg: ModelConfig | Mapping[str, Any], in_chans: int = 1) -> None:
     """Resolve the configured weights now (download/cache for imagenet, read a path), so a
     suite fails before any training when they are unavailable; raises ``ModelError``."""
-    _base_model(cfg, in_chans)
+    _base_model(as_model_config(cfg), in_chans)
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
@@ -315,5 +333,5 @@ def output_size(size: int) -> int:
     return (size - 1) // 2 + 1
 
 
-__all__ = ["INPUT_MEAN", "INPUT_STD", "ModelError", "NormalizedConv2d", "check_weights", "create_model", "diffusion_modules",
+__all__ = ["INPUT_MEAN", "INPUT_STD", "ModelError", "NormalizedConv2d", "as_model_config", "check_weights", "create_model", "diffusion_modules",
            "learned_params", "load_weights", "output_size"]

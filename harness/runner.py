@@ -3,13 +3,9 @@
 The driver (:func:`run_suite`) loads the frames, builds every split (errors before any training),
 records samples and splits, skips the runs the store has completed with the same config hash,
 claims the others (``running``) and hands them to an executor. Each run is
-:func:`execute_run`, a pure function of its arguments (suite payload, arm, repeat, fold, cache
-directory) that loads everything through content-hashed caches and returns a plain dict; only
-the driver writes the store, one transaction per run. A run that raises is recorded ``failed``
-with its error and the suite goes on.
-
-Seeds: run ``(repeat, fold)`` trains with the same seed in every arm (the paired design); the
-splits use ``seed + repeat``.
+:func:`harness.execute.execute_run`, a pure function of its arguments that returns a
+``RunOutcome``; only the driver writes the store, one transaction per run. A run that raises is
+recorded ``failed`` with its error and the suite goes on.
 """
 
 from __future__ import annotations
@@ -27,15 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from harness.execute import FitFn, RunOutcome, execute_run, load_suite_frames, run_seed
 from harness.store import ResultsStore, run_id_for
 from harness.suite import Suite
-
-FitFn = Callable[..., Any]
-
-
-def run_seed(suite_seed: int, repeat: int, fold: int) -> int:
-    """The training seed of run (repeat, fold): identical for every arm."""
-    return int(np.random.SeedSequence([int(suite_seed), int(repeat), int(fold)]).generate_state(1)[0] % 2**31)
 
 
 def default_cache_dir() -> Path:
@@ -44,105 +34,11 @@ def default_cache_dir() -> Path:
     return data_cache()
 
 
-def load_suite_frames(suite: Suite, cache_dir: str | Path):
-    from harness.data import load_frames
-
-    return load_frames(suite.data, base_dir=suite.base_dir, cache_dir=Path(cache_dir), seed=suite.seed)
-
-
 def splits_for(suite: Suite, frames) -> list:
     from harness.cv import make_splits
 
     return make_splits(frames.labels, frames.groups, suite.evaluation.folds, suite.evaluation.repeats,
                        suite.seed, suite.training.val_fraction)
-
-
-# --------------------------------------------------------------------------- one run (pure)
-
-
-def execute_run(payload: dict[str, Any], arm_name: str, repeat: int, fold: int, out_dir: str | None,
-                cache_dir: str, fit: FitFn | None = None) -> dict[str, Any]:
-    """Train and evaluate one run; returns a JSON-able dict (+ ``state_dict`` for repeat 0 / fold 0).
-
-    ``out_dir`` is accepted for the contract but not written: checkpoints come back in the
-    result and the driver saves them. ``fit`` replaces ``harness.training.fit_evaluate`` (tests).
-    """
-    from harness.cv import get_split
-    from harness.metrics import run_metrics
-    from harness.preprocess import on_the_fly_filter, preprocess_frames
-
-    if fit is None:
-        from harness.training import fit_evaluate as fit
-    from harness.training import RunData
-
-    t_start = time.perf_counter()
-    suite = Suite.from_payload(payload)
-    arm = suite.arm(arm_name)
-    t0 = time.perf_counter()
-    frames = load_suite_frames(suite, cache_dir)
-    load_seconds = time.perf_counter() - t0
-    split = get_split(frames.labels, frames.groups, suite.evaluation.folds, suite.evaluation.repeats, suite.seed,
-                      suite.training.val_fraction, repeat, fold)
-
-    on_the_fly = None
-    if arm.on_the_fly:
-        prep = preprocess_frames(frames.images, frames.content_hash, [], cache_dir)
-        on_the_fly = on_the_fly_filter(arm.preprocess)
-        prep_info = {"pipeline_hash": _phash(arm.preprocess), "mode": "on_the_fly", "seconds": None,
-                     "n_images": 0, "cached": False}
-    else:
-        prep = preprocess_frames(frames.images, frames.content_hash, arm.preprocess, cache_dir)
-        prep_info = {"pipeline_hash": prep.pipeline_hash, "mode": prep.mode, "seconds": prep.seconds,
-                     "n_images": prep.n_images, "cached": prep.cached}
-
-    def take(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return np.ascontiguousarray(prep.images[idx], dtype=np.float32), frames.labels[idx].astype(np.int64)
-
-    data = RunData(*take(split.train_idx), *take(split.val_idx), *take(split.test_idx))
-    seed = run_seed(suite.seed, repeat, fold)
-    want_state = repeat == 0 and fold == 0
-    result = fit(suite.arm_model(arm), suite.training, data, seed, on_the_fly=on_the_fly,
-                 want_state_dict=want_state)
-    probs = np.asarray(result.test_probs, dtype=np.float64)
-    if probs.shape != (len(split.test_idx),):
-        raise ValueError(f"training returned {probs.shape} probabilities for {len(split.test_idx)} test images")
-    if not np.all(np.isfinite(probs)):
-        raise FloatingPointError(f"the trained model predicts NaN/Inf for {int(np.sum(~np.isfinite(probs)))} of "
-                                 f"{len(probs)} test images (diverged training; lower training.lr?)")
-    test = split.test_idx
-    metrics = run_metrics(frames.labels[test], probs, frames.videos[test], frames.groups[test])
-    timings = dict(result.timings)
-    timings.update({"load_frames_seconds": load_seconds, "preprocess_seconds": prep_info["seconds"],
-                    "preprocess_cached": prep_info["cached"], "run_seconds": time.perf_counter() - t_start})
-    state = None
-    if want_state and result.state_dict is not None:
-        state = {k: v.detach().cpu().contiguous().numpy() if hasattr(v, "detach") else np.asarray(v)
-                 for k, v in result.state_dict.items()}
-    return {
-        "arm": arm.name,
-        "repeat": repeat,
-        "fold": fold,
-        "config_hash": suite.run_config_hash(arm),
-        "seed": seed,
-        "metrics": metrics,
-        "predictions": [(str(s), float(p), int(y)) for s, p, y in
-                        zip(frames.sample_ids[test], probs, frames.labels[test], strict=True)],
-        "timings": timings,
-        "learned_params": result.learned_params,
-        "history": list(result.history),
-        "info": {"n_train": len(split.train_idx), "n_val": len(split.val_idx), "n_test": len(test),
-                 "n_train_groups": split.leakage["n_train_groups"], "n_val_groups": split.leakage["n_val_groups"],
-                 "n_test_groups": split.leakage["n_test_groups"], "leakage_check": split.leakage,
-                 "best_epoch": int(result.best_epoch), "device": str(result.device)},
-        "preprocessing": prep_info,
-        "state_dict": state,
-    }
-
-
-def _phash(steps: list[dict[str, Any]]) -> str:
-    from harness.preprocess import pipeline_hash
-
-    return pipeline_hash(steps)
 
 
 # --------------------------------------------------------------------------- plan
@@ -249,31 +145,33 @@ class RunSummary:
         return not self.failed
 
 
-def _save_checkpoint(out_dir: Path, arm: str, state: dict[str, np.ndarray]) -> str:
-    from safetensors.numpy import save_file
+def _save_checkpoint(out_dir: Path, arm: str, state: dict[str, Any]) -> str:
+    """Write the weights as torch tensors (0-d tensors such as BatchNorm's step counter keep
+    their shape, so the file loads back as ``model.pretrained``)."""
+    import torch
+    from safetensors.torch import save_file
 
     path = out_dir / "checkpoints" / f"{arm}.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(tmp))
+    save_file({k: torch.as_tensor(v).detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
     tmp.replace(path)
     return str(path.relative_to(out_dir))
 
 
-def record_result(store: ResultsStore, out_dir: Path, result: dict[str, Any]) -> None:
+def record_result(store: ResultsStore, out_dir: Path, result: RunOutcome) -> None:
     """Write one finished run (checkpoint file first, then the store in one transaction)."""
-    run_id = run_id_for(result["arm"], result["repeat"], result["fold"])
+    run_id = run_id_for(result.arm, result.repeat, result.fold)
     checkpoint = None
-    if result.get("state_dict"):
-        checkpoint = _save_checkpoint(out_dir, result["arm"], result["state_dict"])
+    if result.state_dict:
+        checkpoint = _save_checkpoint(out_dir, result.arm, result.state_dict)
         saved = store.meta().get("checkpoints") or {}
-        store.set_meta(checkpoints={**saved, result["arm"]: checkpoint})
-    prep = result["preprocessing"]
-    if prep["mode"] != "none":
-        store.put_preprocessing(result["arm"], prep["pipeline_hash"], prep["seconds"], prep["n_images"],
-                                mode=prep["mode"])
-    store.finish_run(run_id, result["metrics"], result["predictions"], result["timings"], result["learned_params"],
-                     result["history"], checkpoint=checkpoint, info=result["info"])
+        store.set_meta(checkpoints={**saved, result.arm: checkpoint})
+    prep = result.preprocessing
+    if prep.mode != "none":
+        store.put_preprocessing(result.arm, prep.pipeline_hash, prep.seconds, prep.n_images, mode=prep.mode)
+    store.finish_run(run_id, result.metrics, result.predictions, result.timings, result.learned_params,
+                     result.history, checkpoint=checkpoint, info=result.info)
 
 
 def run_suite(suite: Suite, out_dir: str | Path, *, executor: str = "local", workers: int = 1,
@@ -331,7 +229,8 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
     payload = suite.to_payload()
     tasks = [(payload, r.arm, r.repeat, r.fold, str(out_dir), str(cache_dir)) + ((fit,) if fit else ()) for r in todo]
     for r in todo:
-        store.claim_run(r.arm, r.repeat, r.fold, r.config_hash, run_seed(suite.seed, r.repeat, r.fold))
+        store.claim_run(r.arm, r.repeat, r.fold, r.config_hash,
+                        run_seed(suite.seed, r.repeat, r.fold, suite.arm_training(r.arm).seed_offset))
     bar = _progress_bar(len(todo), progress)
     ex = make_executor(executor, workers, address, ray_init=ray_init) if todo else None
     try:

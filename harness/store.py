@@ -10,7 +10,9 @@ Schema (documented in docs/architecture.md, section harness.store):
 - ``meta(key, value)``: JSON values: suite name/config/hash, environment, command, data description.
 - ``samples(sample_id, group_id, video_id, label, metadata)``: every frame of the data set.
 - ``splits(repeat, fold, group_id, role)``: role is ``train`` | ``val`` | ``test``.
-- ``runs(run_id, arm, repeat, fold, config_hash, status, seed, ...)``: one row per planned run.
+- ``runs(run_id, arm, repeat, fold, config_hash, status, seed, ...)``: one row per planned run;
+  ``fit`` (JSON) says whether the run learned (``status`` ok | did_not_fit | diverged, ``reason``,
+  chance losses), ``initial_params`` (JSON) the diffusion parameters before training.
 - ``metrics(run_id, level, aggregation, metric, value)``: level ``frame`` | ``video`` | ``patient``,
   aggregation ``none`` (frame level) | ``mean`` | ``max``.
 - ``predictions(run_id, sample_id, prob, label)``: test-fold probability of the positive class.
@@ -42,6 +44,11 @@ import pandas as pd
 
 STORE_FILENAME = "results.sqlite"
 RUN_STATUSES = ("running", "done", "failed", "stale")
+#: Run columns added after the first release: (name, SQL type); older stores are migrated.
+_ADDED_RUN_COLUMNS = (("fit", "TEXT"), ("initial_params", "TEXT"))
+#: JSON run fields: ``fit`` (did the run learn: status, reason, chance loss, ...),
+#: ``initial_params`` (the diffusion parameters before training).
+_JSON_RUN_FIELDS = ("fit", "initial_params")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -58,6 +65,7 @@ CREATE TABLE IF NOT EXISTS runs (
     n_train_groups INTEGER, n_val_groups INTEGER, n_test_groups INTEGER,
     leakage_check TEXT, timings TEXT, learned_params TEXT, checkpoint TEXT,
     best_epoch INTEGER, device TEXT, host TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+    fit TEXT, initial_params TEXT,
     UNIQUE (arm, repeat, fold));
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL, level TEXT NOT NULL, aggregation TEXT NOT NULL, metric TEXT NOT NULL,
@@ -150,9 +158,18 @@ class ResultsStore:
                 # NORMAL is durable against process crashes in WAL mode (only power loss drops commits).
                 self._conn.execute("PRAGMA synchronous=NORMAL")
                 self._conn.executescript(_SCHEMA)
+                self._add_missing_columns()
             self._conn.execute("SELECT 1 FROM runs LIMIT 1")
         except sqlite3.DatabaseError as err:
             raise StoreError(f"{path}: not a results store ({err})") from None
+
+    def _add_missing_columns(self) -> None:
+        """Stores written before a column existed get it (NULL for their runs)."""
+        have = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
+        with self._conn:
+            for column, kind in _ADDED_RUN_COLUMNS:
+                if column not in have:
+                    self._conn.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self._conn.close()
@@ -229,7 +246,8 @@ class ResultsStore:
                    ON CONFLICT(run_id) DO UPDATE SET config_hash=excluded.config_hash, status='running',
                      seed=excluded.seed, started_at=excluded.started_at, finished_at=NULL, error=NULL,
                      host=excluded.host, attempts=runs.attempts + 1, timings=NULL, learned_params=NULL,
-                     checkpoint=NULL, best_epoch=NULL, device=NULL, leakage_check=NULL""",
+                     checkpoint=NULL, best_epoch=NULL, device=NULL, leakage_check=NULL, fit=NULL,
+                     initial_params=NULL""",
                 (run_id, arm, int(repeat), int(fold), config_hash, int(seed), time.time(), socket.gethostname()),
             )
         return run_id
@@ -262,12 +280,13 @@ class ResultsStore:
         epoch_rows = [(run_id, int(e.get("epoch", i)), _json(e)) for i, e in enumerate(epochs)]
         info = dict(info or {})
         allowed = {"n_train", "n_val", "n_test", "n_train_groups", "n_val_groups", "n_test_groups",
-                   "leakage_check", "best_epoch", "device"}
+                   "leakage_check", "best_epoch", "device", *_JSON_RUN_FIELDS}
         unknown = set(info) - allowed
         if unknown:
             raise ValueError(f"finish_run: unknown run fields {sorted(unknown)}; accepted: {sorted(allowed)}")
-        if "leakage_check" in info:
-            info["leakage_check"] = _json(info["leakage_check"])
+        for key in ("leakage_check", *_JSON_RUN_FIELDS):
+            if key in info:
+                info[key] = _json(info[key])
         sets = "".join(f", {k}=?" for k in info)
         with self._conn:
             cur = self._conn.execute(
@@ -362,7 +381,7 @@ class ResultsStore:
             sql += " WHERE status=?"
             args = (status,)
         df = pd.read_sql_query(sql + " ORDER BY arm, repeat, fold", self._conn, params=args)
-        for col in ("timings", "learned_params", "leakage_check"):
+        for col in ("timings", "learned_params", "leakage_check", *_JSON_RUN_FIELDS):
             df[col] = df[col].map(_loads).astype(object)
         return df
 

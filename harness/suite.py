@@ -117,6 +117,9 @@ class ModelConfig(_Strict):
     )
     num_classes: int = Field(2, ge=2)
     drop_rate: float = Field(0.2, ge=0.0, lt=1.0)
+    classifier_init_std: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="std of a new classifier's normal initial weights (bias 0); none: timm's initialisation")
     stem: StemConfig | None = None
     diffusion_blocks: BlocksConfig | None = None
 
@@ -149,6 +152,15 @@ class TrainingConfig(_Strict):
     augment: bool = True
     early_stopping_patience: int | None = Field(None, ge=1)
     val_fraction: float = Field(0.2, gt=0.0, lt=0.9, description="inner validation share of training patients")
+    grad_clip_norm: float | None = Field(None, gt=0.0, description="clip the global gradient norm; none: no clipping")
+    bn_recalibration: bool = Field(
+        False, description="re-estimate BatchNorm statistics on training images before every evaluation")
+    bn_recalibration_images: int = Field(512, ge=2, description="training images used to re-estimate them")
+    diffusion_lr_multiplier: float = Field(
+        1.0, gt=0.0, le=1000.0, description="learning rate of the diffusion parameters / training.lr")
+    seed_offset: int = Field(0, ge=0, le=2**31 - 1,
+                             description="added to every run's seed: same splits, other training randomness")
+    deterministic: bool = Field(False, description="deterministic algorithms on CUDA too (slower); error if none")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     channels_last: bool = True
     amp: bool = True
@@ -174,6 +186,7 @@ class ArmConfig(_Strict):
     preprocess: list[dict[str, Any]] = Field(default_factory=list)
     on_the_fly: bool = Field(False, description="filter after augmentation, inside training, instead of caching")
     model: dict[str, Any] = Field(default_factory=dict, description="partial model config, deep-merged")
+    training: dict[str, Any] = Field(default_factory=dict, description="partial training config, deep-merged")
 
     @field_validator("name")
     @classmethod
@@ -266,6 +279,13 @@ class Suite(_Strict):
         model = ModelConfig.model_validate(merged)
         return model.model_copy(update={"pretrained": resolve_weights(model.pretrained, self.base_dir)})
 
+    def arm_training(self, arm: ArmConfig | str) -> TrainingConfig:
+        """The suite's training recipe with the arm's partial override deep-merged over it."""
+        arm = self.arm(arm) if isinstance(arm, str) else arm
+        if not arm.training:
+            return self.training
+        return TrainingConfig.model_validate(deep_merge(self.training.model_dump(mode="json"), arm.training))
+
     @property
     def baseline(self) -> str:
         return self.report.baseline or self.arms[0].name
@@ -284,7 +304,7 @@ class Suite(_Strict):
             {
                 "data": self.data.model_dump(mode="json"),
                 "model": self.arm_model(arm).model_dump(mode="json"),
-                "training": self.training.model_dump(mode="json"),
+                "training": self.arm_training(arm).model_dump(mode="json"),
                 "evaluation": self.evaluation.model_dump(mode="json", exclude={"primary_metric"}),
                 "seed": self.seed,
                 "arm": {
@@ -389,6 +409,17 @@ def semantic_problems(suite: Suite) -> list[tuple[str, str]]:
                 ModelConfig.model_validate(merged)
             except ValidationError as err:
                 problems += [(_format_loc(("arms", i, "model", *e["loc"])), _describe(e, ModelConfig, e["loc"]))
+                             for e in err.errors()]
+        if "val_fraction" in arm.training:
+            problems.append((f"arms[{i}].training.val_fraction",
+                             "the inner validation split is shared by every arm; set training.val_fraction "
+                             "at the top level"))
+        if arm.training:
+            merged = deep_merge(suite.training.model_dump(mode="json"), arm.training)
+            try:
+                TrainingConfig.model_validate(merged)
+            except ValidationError as err:
+                problems += [(_format_loc(("arms", i, "training", *e["loc"])), _describe(e, TrainingConfig, e["loc"]))
                              for e in err.errors()]
     names = [a.name for a in suite.arms]
     if suite.report.baseline is not None and suite.report.baseline not in names:

@@ -12,12 +12,12 @@ import torch
 from harness.augment import AugmentConfig, augment_batch
 from harness.models import create_model
 from harness.suite import ModelConfig, StemConfig, TrainingConfig
+from harness.training.data import batches as _batches
 from harness.training import (
     TIMING_KEYS,
     NonFiniteLossError,
     RunData,
     TrainingError,
-    _batches,
     fit_evaluate,
     resolve_device,
     warmup_cosine,
@@ -65,14 +65,15 @@ def test_result_contract(run_result) -> None:
     assert r.timings["train_images_per_second"] == pytest.approx(
         2 * len(data.train_y) / r.timings["train_seconds"])
     assert r.timings["peak_rss_mb"] > 0 and r.timings["inference_ms_per_image"] > 0
-    assert [h["epoch"] for h in r.history] == [1, 2]
+    assert [h.epoch for h in r.history] == [1, 2]
     for h in r.history:
-        assert set(h) >= {"epoch", "train_loss", "val_loss", "val_roc_auc", "lr", "seconds", "learned_params"}
-        assert math.isfinite(h["train_loss"]) and math.isfinite(h["val_loss"])
-        assert h["learned_params"] == {}
+        assert set(h.as_dict()) >= {"epoch", "train_loss", "val_loss", "val_roc_auc", "lr", "seconds",
+                                    "learned_params"}
+        assert math.isfinite(h.train_loss) and math.isfinite(h.val_loss)
+        assert h.learned_params == {}
     assert r.best_epoch in (1, 2)
     # The selected epoch is the best by validation ROC-AUC (then loss).
-    keys = [(h["val_roc_auc"], -h["val_loss"]) for h in r.history]
+    keys = [(h.val_roc_auc, -h.val_loss) for h in r.history]
     assert r.best_epoch == 1 + max(range(2), key=lambda i: keys[i])
 
 
@@ -92,7 +93,7 @@ def test_same_seed_same_numbers_different_seed_different() -> None:
     b = fit_evaluate(ModelConfig(), cfg(), data, seed=7)
     c = fit_evaluate(ModelConfig(), cfg(), data, seed=8)
     np.testing.assert_array_equal(a.test_probs, b.test_probs)
-    assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
+    assert a.history[0].train_loss == b.history[0].train_loss
     assert not np.array_equal(a.test_probs, c.test_probs)
 
 
@@ -100,12 +101,12 @@ def test_learnable_stem_trains_and_records_its_parameters() -> None:
     data = make_data(2, n_train=16, n_val=6, n_test=6)
     model_cfg = ModelConfig(stem=StemConfig(mode="replace", iterations=2))
     r = fit_evaluate(model_cfg, cfg(epochs=2, lr=1e-2, warmup_epochs=0, augment=False), data, seed=0)
-    first, second = r.history[0]["learned_params"], r.history[1]["learned_params"]
+    first, second = r.history[0].learned_params, r.history[1].learned_params
     assert set(first) == {"conv_stem.kappa", "conv_stem.step", "conv_stem.shape"}
     assert len(first["conv_stem.kappa"]) == 32
     # Parameters move between epochs; the final ones are the selected epoch's.
     assert not np.allclose(first["conv_stem.kappa"], second["conv_stem.kappa"])
-    assert r.learned_params == r.history[r.best_epoch - 1]["learned_params"]
+    assert r.learned_params == r.history[r.best_epoch - 1].learned_params
 
 
 def test_non_finite_loss_is_a_clear_error() -> None:
@@ -133,10 +134,10 @@ def test_progress_callback_and_early_stopping() -> None:
     seen: list[dict] = []
     r = fit_evaluate(ModelConfig(), cfg(epochs=4, early_stopping_patience=1, lr=0.5, warmup_epochs=0), data,
                      seed=0, progress=seen.append)
-    assert all(h["val_roc_auc"] is None for h in r.history)
-    assert [s["epoch"] for s in seen] == [h["epoch"] for h in r.history]
+    assert all(h.val_roc_auc is None for h in r.history)
+    assert [s["epoch"] for s in seen] == [h.epoch for h in r.history]
     assert all(s["epochs"] == 4 for s in seen)
-    losses = [h["val_loss"] for h in r.history]
+    losses = [h.val_loss for h in r.history]
     assert r.best_epoch == 1 + int(np.argmin(losses))
     # Stopped exactly one epoch after the last improvement (or ran to the end).
     assert len(r.history) == min(4, r.best_epoch + 1)
