@@ -13,7 +13,8 @@ Weickert & Scharr (2002)::
 
 i.e. the central difference ``[-1, 0, 1] / 2`` along the derivative axis times the smoothing
 ``[3, 10, 3] / 16`` across it. Everything is written as sums of shifted slices: on a CPU this is
-several times faster than ``conv2d`` with one input channel, and it keeps the autograd graph.
+faster than ``conv2d`` with one input channel (docs/filter-performance.md), and it keeps the
+autograd graph.
 The one exception: gradient-free CPU Gaussians with radius >= 4 (rho = 4: 25 taps) are products of
 overlapping windows with a banded block matrix (:func:`_smooth_axis_blocked`), equal to the slice
 sums up to float rounding.
@@ -126,7 +127,8 @@ def _smooth_axis_blocked(x: torch.Tensor, weights: list[float], dim: int) -> tor
     Why: with a wide kernel (rho = 4: 25 taps) the shifted-slice sum is 25 passes through memory.
     Here the padded signal is cut into overlapping windows of ``BLOCK + 2r`` samples (a strided
     view, no copy) and each window is multiplied by the banded block matrix of
-    :func:`_toeplitz_block` in one batched GEMM: ~1.6x faster per axis on a CPU (measured, rho = 4).
+    :func:`_toeplitz_block` in one batched GEMM, which is faster on a CPU (figures:
+    docs/filter-performance.md).
     """
     dim = dim % x.dim()
     if dim < x.dim() - 2:
