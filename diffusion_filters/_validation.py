@@ -3,6 +3,11 @@
 Every check raises :class:`ValueError` (or :class:`TypeError` for a wrong Python type) with one
 line of the form ``"<filter>: <parameter>=<value> ...; <what is accepted>"``. Tensor-valued
 parameters (learnable layers pass tensors) are checked on all their elements.
+
+The registered filters declare their parameters in a spec (:mod:`diffusion_filters._spec`), which
+applies the same rules and message format from one table; :func:`check_finite` is the input
+check of the shared filter tail (:func:`diffusion_filters._filter.apply_filter`). The other
+helpers remain for code outside the registry that validates a single value.
 """
 
 from __future__ import annotations
