@@ -226,12 +226,26 @@ def _stage_channels(model: nn.Module, index: int) -> int:
     return convs[-1].out_channels
 
 
+def _fresh_conv(conv: NormalizedConv2d) -> NormalizedConv2d:
+    """A convolution of ``conv``'s shape with timm's EfficientNet initialisation (no weights kept)."""
+    from timm.models._efficientnet_builder import _init_weight_goog
+
+    fresh = NormalizedConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                             padding=conv.padding, bias=conv.bias is not None, mean=conv.input_mean,
+                             std=conv.input_std)
+    _init_weight_goog(fresh)
+    return fresh.to(conv.weight.device, conv.weight.dtype)
+
+
 def _apply_stem(model: nn.Module, stem: StemConfig, in_chans: int) -> None:
     from diffusion_filters.layers import DiffusionPrepend, DiffusionStem
 
     mode, variant, iterations, trainable = stem.mode, stem.variant, stem.iterations, stem.trainable
     conv = model.conv_stem
-    if mode == "replace":
+    if stem.type == "conv":
+        model.conv_stem = _fresh_conv(conv)
+        model.conv_stem.requires_grad_(trainable)
+    elif mode == "replace":
         model.conv_stem = DiffusionStem(in_chans=in_chans, out_chans=conv.out_channels, iterations=iterations,
                                         variant=variant, stride=conv.stride[0], trainable=trainable)
     elif mode == "prepend":
@@ -310,7 +324,8 @@ def create_model(cfg: ModelConfig | Mapping[str, Any], in_chans: int = 1) -> nn.
     if cfg.stem is not None:
         _apply_stem(model, cfg.stem, in_chans)
         if cfg.stem.mode == "replace":
-            model.weights_report["new"].append("conv_stem (replaced by DiffusionStem)")  # type: ignore[attr-defined]
+            what = "a freshly initialised convolution" if cfg.stem.type == "conv" else "DiffusionStem"
+            model.weights_report["new"].append(f"conv_stem (replaced by {what})")  # type: ignore[attr-defined]
     if cfg.diffusion_blocks is not None:
         _apply_blocks(model, cfg.diffusion_blocks)
     return model

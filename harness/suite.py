@@ -80,14 +80,22 @@ def _check_name(value: str, what: str) -> str:
 
 
 class StemConfig(_Strict):
-    """A learnable diffusion stem (issue 5): ``replace`` stands where ``conv_stem`` stands,
-    ``prepend`` runs a 1-channel diffusion before the unchanged (pretrained) stem."""
+    """A changed stem. ``type: diffusion``: a learnable diffusion stem; ``replace`` stands where
+    ``conv_stem`` stands, ``prepend`` runs a 1-channel diffusion before the unchanged (pretrained)
+    stem. ``type: conv``: a freshly initialised convolution of ``conv_stem``'s shape — the control
+    that isolates what losing the pretrained stem costs (``mode: replace`` only)."""
 
-    type: Literal["diffusion"] = "diffusion"
+    type: Literal["diffusion", "conv"] = "diffusion"
     mode: Literal["replace", "prepend"] = "replace"
     variant: Literal["perona_malik", "tensor"] = "perona_malik"
     iterations: int = Field(4, ge=1, le=64)
     trainable: bool = True
+
+    @model_validator(mode="after")
+    def _conv_replaces(self) -> StemConfig:
+        if self.type == "conv" and self.mode != "replace":
+            raise ValueError("type: conv replaces conv_stem; accepted mode: replace")
+        return self
 
 
 class BlocksConfig(_Strict):

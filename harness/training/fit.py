@@ -168,8 +168,11 @@ class _Run:
         return t
 
     def _streams(self) -> Streams:
-        g = torch.Generator().manual_seed(self.seed)
-        return Streams(order=g, augment=g)
+        # Drawn after the network is built, so an arm whose layers take more random numbers to
+        # initialise still gets the same dropout masks, batch order and augmentations.
+        torch.manual_seed(self.seed + _STREAM_OFFSETS["dropout"])
+        return Streams(order=torch.Generator().manual_seed(self.seed + _STREAM_OFFSETS["order"]),
+                       augment=torch.Generator().manual_seed(self.seed + _STREAM_OFFSETS["augment"]))
 
     # -- training
     def fit(self, want_state_dict: bool, progress: Callable[[dict[str, Any]], None] | None) -> FitResult:
