@@ -415,18 +415,6 @@ def test_output_path_and_nan_metrics(tmp_path: Path) -> None:
     ]
 
 
-def _figure_block(page: str, fig_id: str) -> str:
-    start = page.index(f'id="fig-{fig_id}"')
-    return page[start : page.index("</figure>", start)]
-
-
-def test_frames_and_gradcam_figures_from_data_and_checkpoints(built: dict[str, Any]) -> None:
-    page = built["html"]
-    assert '<img src="data:image/png;base64,' in _figure_block(page, "frames")
-    gradcam = _figure_block(page, "gradcam")
-    assert '<img src="data:image/png;base64,' in gradcam  # baseline and pm are plain EfficientNet-B0s
-
-
 def test_prediction_tests_match_independent_references(built: dict[str, Any]) -> None:
     """McNemar against statsmodels, DeLong against the stats module fed by hand, Friedman against
     scipy, the corrected t-test against its formula and Holm against statsmodels."""
@@ -498,63 +486,6 @@ def test_hostile_arm_name_is_escaped(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- units
 
 
-def test_gradcam_of_a_model_with_a_known_answer() -> None:
-    """class-1 logit = 2 * mean(conv_head channel 0) and channel 0 = the image, so Grad-CAM's
-    weight is positive for channel 0 and zero for channel 1: the map is the min-max scaled image."""
-    import torch
-    from torch import nn
-
-    from harness.report.gradcam import compute_cams, target_layer
-
-    class Tiny(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv_head = nn.Conv2d(1, 2, 1, bias=False)
-            self.fc = nn.Linear(2, 2, bias=False)
-            with torch.no_grad():
-                self.conv_head.weight[:] = torch.tensor([1.0, -1.0]).view(2, 1, 1, 1)
-                self.fc.weight[:] = torch.tensor([[0.0, 1.0], [2.0, 0.0]])
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(self.conv_head(x).mean(dim=(2, 3)))
-
-    x = torch.rand(2, 1, 12, 10, generator=torch.Generator().manual_seed(0))
-    x[0, 0, 2:5, 1:4] += 3.0  # a bright patch
-    model = Tiny()
-    assert target_layer(model) is model.conv_head
-    cams = compute_cams(model, x)
-    for cam, img in zip(cams, x[:, 0].numpy()):
-        expected = (img - img.min()) / (img.max() - img.min())
-        assert cam.shape == img.shape
-        assert np.allclose(cam, expected, atol=1e-5)
-    assert np.unravel_index(np.argmax(cams[0]), cams[0].shape)[0] in (2, 3, 4)
-
-    class NoHead(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.a, self.b = nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3)
-
-    no_head = NoHead()
-    assert target_layer(no_head) is no_head.b
-
-
-def test_gradcam_layer_keeps_a_usable_resolution() -> None:
-    """At 32 px EfficientNet-B0's conv_head is 1 x 1 (a constant map): a deeper-than-7x7 stage is
-    explained instead; at 224 px conv_head (7 x 7) is."""
-    import torch
-
-    from harness.models import create_model
-    from harness.report.gradcam import compute_cams, target_layer
-    from harness.suite import ModelConfig
-
-    model = create_model(ModelConfig(pretrained="none"), in_chans=1).eval()
-    small = target_layer(model, torch.rand(1, 1, 32, 32))
-    assert small is model.blocks[1]  # 8 x 8 at 32 px
-    assert target_layer(model, torch.rand(1, 1, 224, 224)) is model.conv_head
-    cams = compute_cams(model, torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0)))
-    assert all(c.shape == (32, 32) and c.max() > c.min() for c in cams)
-
-
 def test_mean_roc_is_the_vertical_average() -> None:
     from harness.report.figures import mean_roc
 
@@ -579,7 +510,7 @@ def test_cd_cliques() -> None:
 
 
 def test_jsonable_and_formatting() -> None:
-    from harness.report.build import jsonable
+    from harness.report._json import jsonable
     from harness.report.html import fmt, fmt_ci, fmt_p, fmt_p_text
 
     assert jsonable({"a": float("nan"), "b": [np.float32(1.5), np.int64(2), (np.inf,)], 3: np.bool_(True)}) == {
@@ -590,3 +521,47 @@ def test_jsonable_and_formatting() -> None:
     assert fmt(float("nan")) == "–" and fmt(0.12345) == "0.123" and fmt(None) == "–"
     assert fmt_p(0.0004) == "<0.001" and fmt_p(0.04) == "0.040" and fmt_p_text(1e-5) == "p < 0.001"
     assert fmt_ci([0.1, 0.2]) == "[0.100, 0.200]" and fmt_ci(None) == "–" and fmt_ci([float("nan"), 1]) == "–"
+
+
+def test_summary_json_is_written_from_the_analysis(built: dict[str, Any]) -> None:
+    """One analysis object feeds summary.json and the page; the score index is built once and owned by the inputs."""
+    from harness.report._json import jsonable
+    from harness.report.analysis import analyse
+    from harness.report.inputs import read_store
+    from harness.report.outputs import summary
+
+    inputs = read_store(built["out"])
+    assert inputs.scores is inputs.scores  # computed once per Inputs, no module-level cache
+    analysis = analyse(inputs)
+    assert jsonable(summary(analysis)) == built["summary"]
+    verdicts = {v.arm: v for v in analysis.verdicts}
+    assert set(verdicts) == {"pm", "stem"}
+    assert analysis.arm_summaries["pm"].verdict == verdicts["pm"].text == built["summary"]["arms"]["pm"]["verdict"]
+    pm = next(c for c in analysis.comparisons if c.arm == "pm" and c.metric == "roc_auc")
+    assert f"{pm.mean_difference:.3f}" in built["html"]  # the page shows the same numbers
+    assert analysis.ranking.available and set(analysis.ranking.mean_ranks) == {"baseline", "pm", "stem"}
+
+
+def test_figure_specs_are_plain_functions_with_unique_ids() -> None:
+    from harness.report.figure_specs import SPECS
+
+    ids = [s.id for s in SPECS]
+    assert len(ids) == len(set(ids)) == 7
+    for spec in SPECS:  # module-level functions, not closures over report state
+        assert spec.make.__qualname__ == spec.make.__name__ and spec.make.__closure__ is None
+        assert spec.shown.__qualname__ == spec.shown.__name__
+
+
+def test_report_modules_hold_no_module_level_cache() -> None:
+    import importlib
+    import pkgutil
+
+    import harness.report
+
+    for info in pkgutil.iter_modules(harness.report.__path__):
+        if info.name == "samples":  # not this test's concern: it reads the store's explanations
+            continue
+        module = importlib.import_module(f"harness.report.{info.name}")
+        for name, value in vars(module).items():
+            if name.startswith("_") and not name.startswith("__") and isinstance(value, (dict, list, set)):
+                raise AssertionError(f"harness.report.{info.name}.{name} is module-level mutable state")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import matplotlib
@@ -22,15 +23,18 @@ from matplotlib.figure import Figure  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 DPI = 110
-_STYLE = {
-    "font.size": 9,
-    "axes.titlesize": 10,
-    "axes.labelsize": 9,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "figure.dpi": DPI,
-    "savefig.dpi": DPI,
-}
+# Read-only: every figure draws with the same style.
+_STYLE = MappingProxyType(
+    {
+        "font.size": 9,
+        "axes.titlesize": 10,
+        "axes.labelsize": 9,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "figure.dpi": DPI,
+        "savefig.dpi": DPI,
+    }
+)
 
 
 def arm_colors(arms: Sequence[str]) -> dict[str, str]:
@@ -326,61 +330,60 @@ def learned_parameters(
     ncols = 2 if with_traj else 1
     fig, axes = _figure(4.0 * ncols, 2.3 * max(len(names), 1), max(len(names), 1), ncols)
     for i, name in enumerate(names):
-        ax_h = axes[i][0]
-        for arm in final:
-            vals = np.asarray(final[arm].get(name, []), dtype=np.float64).ravel()
-            vals = vals[np.isfinite(vals)]
-            if not vals.size:
-                continue
-            lo, hi = float(vals.min()), float(vals.max())
-            pad = max(0.05 * abs(lo + hi) / 2, 1e-6) if hi - lo < 1e-3 * max(abs(lo), abs(hi), 1e-9) else 0.0
-            bins = min(30, max(5, vals.size // 3))
-            ax_h.hist(
-                vals,
-                bins=bins,
-                range=(lo - pad, hi + pad),
-                alpha=0.55,
-                color=colors.get(arm, "0.5"),
-                label=f"{arm} (n={vals.size})",
-            )
-        ax_h.set_title(f"{name}: values at the end of training")
-        ax_h.set_ylabel("count")
-        ax_h.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
-        _plain_axis(ax_h)
-        if ax_h.get_legend_handles_labels()[0]:
-            ax_h.legend(fontsize=7, frameon=False)
-        if not with_traj:
-            continue
-        ax_t = axes[i][1]
-        for arm in trajectories:
-            traj = trajectories[arm].get(name)
-            if traj is None or np.size(traj) == 0:
-                continue
-            traj = np.asarray(traj, dtype=np.float64).reshape(len(traj), -1)
-            epochs = np.arange(1, traj.shape[0] + 1)
-            for col in traj.T:
-                ax_t.plot(epochs, col, color=colors.get(arm, "0.5"), alpha=0.35, lw=0.8)
-            ax_t.plot(epochs, np.nanmean(traj, axis=1), color=colors.get(arm, "0.5"), lw=2.0, label=arm)
-        ax_t.set_title(f"{name}: mean per epoch")
-        ax_t.set_xlabel("epoch")
-        _plain_axis(ax_t)
-        if ax_t.get_legend_handles_labels()[0]:
-            ax_t.legend(fontsize=7, frameon=False)
-        else:
-            ax_t.text(
-                0.5,
-                0.5,
-                "not recorded per epoch",
-                transform=ax_t.transAxes,
-                ha="center",
-                va="center",
-                color="0.4",
-                fontsize=8,
-            )
-            ax_t.set_xticks([])
-            ax_t.set_yticks([])
+        _final_values(axes[i][0], final, name, colors)
+        if with_traj:
+            _trajectory(axes[i][1], trajectories, name, colors)
     fig.tight_layout()
     return to_data_uri(fig)
+
+
+def _final_values(ax: Any, final: Mapping[str, Mapping[str, np.ndarray]], name: str, colors: Mapping[str, str]) -> None:
+    """Histogram per arm of one parameter's values at the end of training."""
+    for arm in final:
+        vals = np.asarray(final[arm].get(name, []), dtype=np.float64).ravel()
+        vals = vals[np.isfinite(vals)]
+        if not vals.size:
+            continue
+        lo, hi = float(vals.min()), float(vals.max())
+        # A parameter that did not move would get a zero-width histogram: widen its range a little.
+        pad = max(0.05 * abs(lo + hi) / 2, 1e-6) if hi - lo < 1e-3 * max(abs(lo), abs(hi), 1e-9) else 0.0
+        bins = min(30, max(5, vals.size // 3))
+        ax.hist(
+            vals, bins=bins, range=(lo - pad, hi + pad), alpha=0.55, color=colors.get(arm, "0.5"),
+            label=f"{arm} (n={vals.size})",
+        )
+    ax.set_title(f"{name}: values at the end of training")
+    ax.set_ylabel("count")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+    _plain_axis(ax)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, frameon=False)
+
+
+def _trajectory(
+    ax: Any, trajectories: Mapping[str, Mapping[str, np.ndarray]], name: str, colors: Mapping[str, str]
+) -> None:
+    """One parameter's mean per epoch: thin lines per run, a thick one for their mean."""
+    for arm in trajectories:
+        traj = trajectories[arm].get(name)
+        if traj is None or np.size(traj) == 0:
+            continue
+        traj = np.asarray(traj, dtype=np.float64).reshape(len(traj), -1)
+        epochs = np.arange(1, traj.shape[0] + 1)
+        for col in traj.T:
+            ax.plot(epochs, col, color=colors.get(arm, "0.5"), alpha=0.35, lw=0.8)
+        ax.plot(epochs, np.nanmean(traj, axis=1), color=colors.get(arm, "0.5"), lw=2.0, label=arm)
+    ax.set_title(f"{name}: mean per epoch")
+    ax.set_xlabel("epoch")
+    _plain_axis(ax)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, frameon=False)
+        return
+    ax.text(
+        0.5, 0.5, "not recorded per epoch", transform=ax.transAxes, ha="center", va="center", color="0.4", fontsize=8
+    )
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def gradcam_grid(

@@ -78,7 +78,7 @@ def environment() -> jinja2.Environment:
 
 
 def render(context: dict[str, Any]) -> str:
-    """The report page for ``context`` (assembled by ``harness.report.build``)."""
+    """The report page for ``context`` (from :func:`harness.report.context.template_context`)."""
     css = (TEMPLATES / "report.css").read_text(encoding="utf-8")
     # The stylesheet is this package's own file, so it is marked safe (CSS must not be escaped).
     return environment().get_template("report.html").render(csp=CSP, css=Markup(css), **context)

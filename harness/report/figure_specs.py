@@ -1,0 +1,204 @@
+"""Which figures the report shows, as a list of small specs; the drawing is in :mod:`harness.report.figures`.
+
+Each :class:`FigureSpec` names a figure and a plain function ``make(data) -> (data: URI or None,
+note or None)``. A figure that cannot be drawn gets a note instead, and one broken figure never
+takes the report down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from harness.report import figures, samples
+from harness.report.analysis import Analysis
+from harness.report.inputs import first_line
+from harness.report.learned import LearnedParameters, learned_parameters
+from harness.report.strata import StrataTable
+from harness.report.timing import TIMING_COLUMNS
+
+FigureResult = tuple[str | None, str | None]  # (data: URI, note)
+
+
+def always(data: FigureData) -> bool:
+    return True
+
+
+@dataclass
+class FigureData:
+    """What the figure functions read: the analysis, the arm colours, and the sample frames
+    (loaded at most once, and only when a figure needs them)."""
+
+    analysis: Analysis
+    colors: dict[str, str]
+
+    @classmethod
+    def of(cls, analysis: Analysis) -> FigureData:
+        return cls(analysis, figures.arm_colors(analysis.arms))
+
+    @cached_property
+    def frames(self) -> samples.SampleFrames:
+        return samples.SampleFrames.prepare(self.analysis.inputs, self.analysis.ran)
+
+    @cached_property
+    def learned(self) -> LearnedParameters:
+        inputs = self.analysis.inputs
+        return learned_parameters(inputs.done, inputs.epochs)
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A figure of the report. ``title`` and ``caption`` may name ``{primary}`` and ``{baseline}``."""
+
+    id: str
+    title: str
+    caption: str
+    make: Callable[[FigureData], FigureResult]
+    shown: Callable[[FigureData], bool] = always
+
+
+# --------------------------------------------------------------------------- the figure functions
+
+
+def frames_figure(data: FigureData) -> FigureResult:
+    frames = data.frames
+    return (figures.sample_frames(frames.processed, frames.titles) if frames.ok else None), frames.note
+
+
+def roc_figure(data: FigureData) -> FigureResult:
+    pred = data.analysis.inputs.predictions
+    folds = {}
+    for arm in data.analysis.ran:
+        p = pred[pred["arm"] == arm]
+        if len(p):
+            folds[arm] = [(g["label"].to_numpy(), g["prob"].to_numpy()) for _, g in p.groupby("run_id", sort=True)]
+    return (figures.roc_curves(folds, data.colors), None) if folds else (None, "No stored predictions.")
+
+
+def paired_figure(data: FigureData) -> FigureResult:
+    a = data.analysis
+    baseline, primary = a.settings.baseline, a.settings.primary
+    scores = {arm: a.inputs.scores.get(arm, "frame", "none", primary) for arm in a.ran}
+    scores = {arm: v for arm, v in scores.items() if v}
+    if baseline not in scores or len(scores) < 2:
+        return None, "Needs the baseline and another arm with scores."
+    return figures.paired_scores(scores, baseline, primary, data.colors), None
+
+
+def cd_figure(data: FigureData) -> FigureResult:
+    ranking, st = data.analysis.ranking, data.analysis.settings
+    if not ranking.available:
+        return None, ranking.reason
+    title = f"{st.primary}: mean ranks, Nemenyi critical difference at α = {st.alpha:g}"
+    return figures.critical_difference(ranking.mean_ranks, float(ranking.cd), title), None
+
+
+def timing_figure(data: FigureData) -> FigureResult:
+    cost = data.analysis.cost
+    labels = {k: label for k, label, _ in TIMING_COLUMNS if k != "peak_rss_mb"}
+    bars = figures.timing_bars({k: dict(cost[k]) for k in labels}, data.analysis.settings.baseline, data.colors, labels)
+    return bars, None
+
+
+def learned_figure(data: FigureData) -> FigureResult:
+    learned = data.learned
+    return figures.learned_parameters(learned.final, learned.trajectory, data.colors), None
+
+
+def has_learned(data: FigureData) -> bool:
+    return not data.learned.empty
+
+
+def gradcam_figure(data: FigureData) -> FigureResult:
+    frames = data.frames
+    if not frames.ok:
+        return None, frames.note
+    result = samples.gradcams(data.analysis.inputs, frames)
+    return (figures.gradcam_grid(frames.raw, result.cams, frames.titles) if result.cams else None), result.note
+
+
+def gradcam_wanted(data: FigureData) -> bool:
+    return bool((data.analysis.inputs.suite_dict.get("report") or {}).get("gradcam", True))
+
+
+SPECS: tuple[FigureSpec, ...] = (
+    FigureSpec(
+        "frames",
+        "The same frames after each arm's preprocessing",
+        "Rows: arms; columns: frames of each class from the test fold of the saved models, each shown with its "
+        "own contrast. Arms that diffuse inside the network show their raw input here.",
+        frames_figure,
+    ),
+    FigureSpec(
+        "roc",
+        "ROC curves per arm",
+        "Thin lines: the test fold of each run; thick: their vertical average "
+        "(band: ± 1 s.d.). Curves are never pooled across folds.",
+        roc_figure,
+    ),
+    FigureSpec(
+        "paired",
+        "Per-run {primary}, paired with {baseline}",
+        "Each line joins the baseline and the arm on the same (repeat, fold); coloured when the arm scored higher. "
+        "Black: means.",
+        paired_figure,
+    ),
+    FigureSpec(
+        "cd",
+        "Critical-difference diagram",
+        "Mean rank of each arm over runs (1 = best). Arms joined by a thick "
+        "bar are not significantly different (Nemenyi); the bar at the top is the critical difference.",
+        cd_figure,
+    ),
+    FigureSpec("timing", "Timing cost", "Mean over runs; labels give the ratio to {baseline}.", timing_figure),
+    FigureSpec(
+        "learned",
+        "Learned diffusion parameters",
+        "Left: the values each learnable arm ended with, pooled over its layers and runs. Right: their mean per "
+        "epoch (thin: each run). summary.json lists every layer's parameters.",
+        learned_figure,
+        shown=has_learned,
+    ),
+    FigureSpec(
+        "gradcam",
+        "Grad-CAM: where each arm's network looks",
+        "Grad-CAM (Selvaraju et al. 2017) of the B-lines class on the same frames, recomputed from each arm's "
+        "saved model (one fold), over the arm's input frame; it explains the deepest feature map of at least "
+        "7 × 7 pixels (EfficientNet's conv_head at 224 px, an earlier stage for small frames). Red: regions that "
+        "raise the B-line score most; each map is scaled to its own maximum.",
+        gradcam_figure,
+        shown=gradcam_wanted,
+    ),
+)
+
+
+def draw(spec: FigureSpec, data: FigureData) -> dict[str, Any]:
+    """``{id, title, caption, uri, note}`` of one figure."""
+    try:
+        uri, note = spec.make(data)
+    except Exception as exc:  # one broken figure must not take the report down
+        uri, note = None, f"Figure not drawn: {type(exc).__name__}: {first_line(exc)}"
+    names = {"primary": data.analysis.settings.primary, "baseline": data.analysis.settings.baseline}
+    return {
+        "id": spec.id,
+        "title": spec.title.format(**names),
+        "caption": spec.caption.format(**names),
+        "uri": uri,
+        "note": note,
+    }
+
+
+def draw_all(data: FigureData, specs: tuple[FigureSpec, ...] = SPECS) -> list[dict[str, Any]]:
+    """Every figure that applies to these results, in the page's order."""
+    return [draw(spec, data) for spec in specs if spec.shown(data)]
+
+
+def strata_figure(table: StrataTable, colors: dict[str, str]) -> str | None:
+    """The stratum table's metric per stratum and arm, with CIs; None when nothing is defined."""
+    points = table.figure_table()
+    if not points:
+        return None
+    bounded = table.metric not in ("log_loss",)
+    return figures.strata_lines(points, table.strata, table.column, table.metric, colors, bounded=bounded)

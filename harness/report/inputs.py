@@ -1,0 +1,179 @@
+"""What the report reads: the results store as typed inputs, plus indexes computed once from them.
+
+The report only ever reads the store (results of ``done`` runs through
+:class:`harness.store.ResultsStore`'s read API); it never trains, builds a network or decodes data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+RunKey = tuple[int, int]  # (repeat, fold)
+ScoreKey = tuple[str, str, str, str]  # (arm, level, aggregation, metric)
+
+# The levels a store holds, in the order the report shows them, with their table titles.
+LEVEL_TITLES: dict[tuple[str, str], str] = {
+    ("frame", "none"): "Frame level",
+    ("video", "mean"): "Video level (mean of the frame probabilities)",
+    ("video", "max"): "Video level (maximum frame probability)",
+    ("patient", "mean"): "Patient level (mean of the frame probabilities)",
+    ("patient", "max"): "Patient level (maximum frame probability)",
+}
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (notes in the report stay one line each)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class ScoreIndex:
+    """Every finite per-run score keyed by (arm, level, aggregation, metric), built once.
+
+    The analysis asks for the same arm / metric series many times; scanning the long metrics
+    table each time would dominate the report's run time.
+    """
+
+    def __init__(self, metrics: pd.DataFrame) -> None:
+        self._index: dict[ScoreKey, dict[RunKey, float]] = {}
+        if not len(metrics):
+            return
+        cols = ["arm", "level", "aggregation", "metric", "repeat", "fold", "value"]
+        for arm, level, agg, metric, r, f, v in metrics[cols].itertuples(index=False, name=None):
+            if v is not None and np.isfinite(float(v)):
+                key = (str(arm), str(level), str(agg), str(metric))
+                self._index.setdefault(key, {})[(int(r), int(f))] = float(v)
+
+    def get(self, arm: str, level: str, aggregation: str, metric: str) -> dict[RunKey, float]:
+        """``{(repeat, fold): value}`` of one arm / level / metric (a copy: callers may change it)."""
+        return dict(self._index.get((arm, level, aggregation, metric), {}))
+
+
+@dataclass
+class SplitSizes:
+    """Outer training size (training + inner validation) and test size per (repeat, fold)."""
+
+    n_train: dict[RunKey, float]
+    n_test: dict[RunKey, float]
+
+    @property
+    def ratio(self) -> float:
+        """Mean of the per-run n_test / n_train (the corrected t-test's correction)."""
+        if not self.n_train:
+            return float("nan")
+        return float(np.mean([self.n_test[k] / self.n_train[k] for k in self.n_train]))
+
+
+@dataclass
+class Inputs:
+    """Everything the report reads from the store, plus the rebuilt suite."""
+
+    out_dir: Path
+    store_path: Path
+    meta: dict[str, Any]
+    suite_dict: dict[str, Any]
+    suite: Any  # harness.suite.Suite, or None when the stored config no longer validates
+    runs: pd.DataFrame
+    metrics: pd.DataFrame
+    predictions: pd.DataFrame
+    epochs: pd.DataFrame
+    splits: pd.DataFrame
+    preprocessing: pd.DataFrame
+    skipped: list[dict[str, str]]
+    notes: list[str] = field(default_factory=list)  # problems met while reading
+
+    @property
+    def arms(self) -> list[str]:
+        """Arms in suite order, then any arm only the store knows (e.g. from an older suite)."""
+        order = [a["name"] for a in self.suite_dict.get("arms", [])]
+        extra = sorted(set(self.runs["arm"]) - set(order)) if len(self.runs) else []
+        return order + extra
+
+    @property
+    def done(self) -> pd.DataFrame:
+        return self.runs[self.runs["status"] == "done"]
+
+    @cached_property
+    def scores(self) -> ScoreIndex:
+        return ScoreIndex(self.metrics)
+
+    @cached_property
+    def levels(self) -> list[tuple[str, str]]:
+        """(level, aggregation) pairs present, known ones first in :data:`LEVEL_TITLES` order."""
+        m = self.metrics
+        present = {(str(lv), str(a)) for lv, a in zip(m["level"], m["aggregation"])} if len(m) else set()
+        known = [k for k in LEVEL_TITLES if k in present]
+        return known + sorted(present - set(known))
+
+    @cached_property
+    def metric_names(self) -> list[str]:
+        """Metrics present, in the schema's order, then unknown ones (from newer code) sorted."""
+        try:
+            from harness.suite import METRIC_NAMES
+        except Exception:  # pragma: no cover - the schema module is part of the package
+            METRIC_NAMES = ()
+        present = set(self.metrics["metric"]) if len(self.metrics) else set()
+        return [m for m in METRIC_NAMES if m in present] + sorted(present - set(METRIC_NAMES))
+
+    @cached_property
+    def split_sizes(self) -> SplitSizes:
+        """The splits are shared by all arms, so the first done run of each (repeat, fold) gives them."""
+        n_train: dict[RunKey, float] = {}
+        n_test: dict[RunKey, float] = {}
+        for row in self.done.itertuples(index=False):
+            key = (int(row.repeat), int(row.fold))
+            if key in n_train or _missing(row.n_train) or _missing(row.n_test):
+                continue
+            n_val = 0 if _missing(row.n_val) else row.n_val
+            n_train[key] = float(row.n_train) + float(n_val)
+            n_test[key] = float(row.n_test)
+        return SplitSizes(n_train, n_test)
+
+    def arm_config(self, arm: str) -> dict[str, Any]:
+        """The arm's entry of the stored suite ({} for an arm the suite no longer has)."""
+        return next((a for a in self.suite_dict.get("arms", []) if a.get("name") == arm), {})
+
+
+def _missing(value: Any) -> bool:
+    return value is None or bool(pd.isna(value))
+
+
+def read_store(out_dir: Path) -> Inputs:
+    """Read the results store of ``out_dir`` (or a path to the ``.sqlite`` file itself)."""
+    from harness.store import ResultsStore
+
+    store = ResultsStore(out_dir, readonly=True)
+    try:
+        suite_dict = store.suite_config()
+        inputs = Inputs(
+            out_dir=store.path.parent,
+            store_path=store.path,
+            meta=store.meta(),
+            suite_dict=suite_dict,
+            suite=None,
+            runs=store.runs(),
+            metrics=store.metrics(),
+            predictions=store.predictions(),
+            epochs=store.epochs(),
+            splits=store.splits(),
+            preprocessing=store.preprocessing(),
+            skipped=store.skipped(),
+        )
+    finally:
+        store.close()
+    try:
+        from harness.suite import Suite
+
+        inputs.suite = Suite.model_validate(suite_dict)
+    except Exception as exc:  # an old store read by newer code: still report the numbers
+        inputs.notes.append(
+            f"The stored suite no longer validates ({type(exc).__name__}: {first_line(exc)}); "
+            "methods and figures that need it are limited."
+        )
+    return inputs

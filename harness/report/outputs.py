@@ -1,0 +1,114 @@
+"""The machine-readable outputs: ``summary.json`` (every number, NaN -> null) and ``metrics.csv``.
+
+The keys of ``summary.json`` are a published format (docs/usage.md); change them only on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.report._json import jsonable
+from harness.report.analysis import Analysis, ArmSummary
+from harness.report.comparisons import Comparison, PredictionTest
+from harness.report.strata import StrataTable
+
+METRICS_CSV_COLUMNS = ["run_id", "arm", "repeat", "fold", "level", "aggregation", "metric", "value"]
+
+
+def write_metrics_csv(metrics: pd.DataFrame, path: Path) -> None:
+    """Every per-run metric, one row each (long format), sorted for stable diffs."""
+    df = metrics.reindex(columns=METRICS_CSV_COLUMNS)
+    df = df.sort_values(["arm", "repeat", "fold", "level", "aggregation", "metric"], kind="stable")
+    df.to_csv(path, index=False, float_format="%.10g")
+
+
+def write_summary(analysis: Analysis, path: Path) -> None:
+    """``summary.json``: strict JSON (NaN/inf as null)."""
+    text = json.dumps(jsonable(summary(analysis)), indent=2, allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def summary(analysis: Analysis) -> dict[str, Any]:
+    """The content of ``summary.json``."""
+    inputs, st = analysis.inputs, analysis.settings
+    s = inputs.suite_dict
+    pred_by_arm = {p.arm: p for p in analysis.prediction_tests}
+    return {
+        "suite": {
+            "name": s.get("name"),
+            "description": s.get("description", ""),
+            "hash": inputs.meta.get("suite_hash"),
+            "config": s,
+        },
+        "baseline": st.baseline,
+        "primary_metric": st.primary,
+        "alpha": st.alpha,
+        "rope": st.rope,
+        "arms": {a: _arm(analysis, a) for a in analysis.arms},
+        "comparisons": [_comparison(c, pred_by_arm) for c in analysis.comparisons],
+        "comparisons_other_levels": [_comparison(c, {}) for c in analysis.other_levels],
+        "prediction_tests": [p.as_dict() for p in analysis.prediction_tests],
+        "friedman": analysis.ranking.as_dict(with_ranks=False),
+        "learned_parameters": analysis.learned,
+        "strata": [_strata(t) for t in analysis.strata],
+        "leakage": analysis.leakage,
+        "failed_runs": analysis.failed_runs,
+        "skipped": inputs.skipped,
+        "notes": analysis.notes,
+    }
+
+
+def _arm(analysis: Analysis, arm: str) -> dict[str, Any]:
+    summary_ = analysis.arm_summaries.get(arm, ArmSummary({}))
+    levels = {key: {m: v.as_dict() for m, v in block.items()} for key, block in summary_.levels.items()}
+    out: dict[str, Any] = {"metrics": levels.get("frame/none", {}), "levels": levels}
+    if summary_.verdict is not None:
+        out["verdict"] = summary_.verdict
+    cost = analysis.cost
+    out["timing"] = {k: cost[k].get(arm) for k in cost} if arm in analysis.ran else None
+    return out
+
+
+def _comparison(c: Comparison, pred_tests: Mapping[str, PredictionTest]) -> dict[str, Any]:
+    """One comparison with its tests; the prediction-level tests are the arm's, repeated on every metric."""
+    t = c.tests
+    pt = pred_tests.get(c.arm)
+    delong = pt.delong if pt else {}
+    mcn = pt.mcnemar if pt else {}
+    return {
+        "arm": c.arm,
+        "versus": c.versus,
+        "metric": c.metric,
+        "level": c.level,
+        "aggregation": c.aggregation,
+        "n_runs": c.n_runs,
+        "mean_arm": c.mean_arm,
+        "mean_baseline": c.mean_baseline,
+        "mean_difference": c.mean_difference,
+        "ci95": c.ci95,
+        "ci95_bootstrap": c.ci95_bootstrap,
+        "cohens_dz": c.cohens_dz,
+        "test_train_ratio": c.ratio,
+        "tests": {
+            "corrected_t": {k: t["corrected_t"].get(k) for k in ("statistic", "p", "p_holm", "df")},
+            "wilcoxon": {k: t["wilcoxon"].get(k) for k in ("statistic", "p", "p_holm")},
+            "bayes_correlated_t": {
+                k: t["bayes_correlated_t"].get(k) for k in ("p_worse", "p_rope", "p_better", "rope", "rho")
+            },
+            # DeLong / McNemar test the arm's predictions, not this metric: the same values on every metric.
+            "delong": {k: delong.get(k) for k in ("statistic", "p", "p_holm", "n_folds")},
+            "mcnemar": {k: mcn.get(k) for k in ("statistic", "p", "p_holm", "b", "c", "exact")},
+        },
+    }
+
+
+def _strata(table: StrataTable) -> dict[str, Any]:
+    rows = [
+        {k: r[k] for k in ("stratum", "arm", "n", "positive_rate", "metrics")} for r in table.rows
+    ]
+    return {"column": table.column, "note": table.note, "rows": rows}
