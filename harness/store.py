@@ -382,7 +382,8 @@ class ResultsStore:
             args = (status,)
         df = pd.read_sql_query(sql + " ORDER BY arm, repeat, fold", self._conn, params=args)
         for col in ("timings", "learned_params", "leakage_check", *_JSON_RUN_FIELDS):
-            df[col] = df[col].map(_loads).astype(object)
+            # A store opened read-only is not migrated: columns added later may be absent.
+            df[col] = df[col].map(_loads).astype(object) if col in df.columns else None
         return df
 
     def metrics(self) -> pd.DataFrame:
