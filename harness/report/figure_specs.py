@@ -15,7 +15,8 @@ from typing import Any
 from harness.report import figures, samples
 from harness.report.analysis import Analysis
 from harness.report.inputs import first_line
-from harness.report.learned import LearnedParameters, learned_parameters
+from harness.report.curves import RunCurve, run_curves, tail_spread
+from harness.report.learned import LearnedParameters, learned_parameters, parameter_changes
 from harness.report.strata import StrataTable
 from harness.report.timing import TIMING_COLUMNS
 
@@ -41,6 +42,11 @@ class FigureData:
     @cached_property
     def frames(self) -> samples.SampleFrames:
         return samples.SampleFrames.prepare(self.analysis.inputs, self.analysis.ran)
+
+    @cached_property
+    def curves(self) -> dict[str, list[RunCurve]]:
+        inputs = self.analysis.inputs
+        return run_curves(inputs.done, inputs.epochs)
 
     @cached_property
     def learned(self) -> LearnedParameters:
@@ -111,6 +117,27 @@ def has_learned(data: FigureData) -> bool:
     return not data.learned.empty
 
 
+def curves_figure(data: FigureData) -> FigureResult:
+    curves = data.curves
+    if not curves:
+        return None, "No per-epoch history is stored."
+    spreads = {arm: tail_spread(c) for arm, c in curves.items()}
+    text = "; ".join(f"{arm} {s:.3f}" for arm, s in spreads.items() if s is not None)
+    note = f"Median range of the validation ROC-AUC over each run's last 3 epochs: {text}." if text else None
+    return figures.training_curves(curves, data.colors), note
+
+
+def has_curves(data: FigureData) -> bool:
+    return bool(data.curves)
+
+
+def drift_figure(data: FigureData) -> FigureResult:
+    changes = parameter_changes(data.analysis.inputs.done)
+    if not changes.final:
+        return None, "The initial values of the diffusion parameters were not recorded (an older store)."
+    return figures.parameter_drift(changes.drift(), changes.initial), None
+
+
 def gradcam_figure(data: FigureData) -> FigureResult:
     frames = data.frames
     if not frames.ok:
@@ -170,6 +197,23 @@ SPECS: tuple[FigureSpec, ...] = (
         "raise the B-line score most; each map is scaled to its own maximum.",
         gradcam_figure,
         shown=gradcam_wanted,
+    ),
+    FigureSpec(
+        "curves",
+        "Did every run train? Training curves",
+        "Per arm: training loss, validation loss (log scale) and validation ROC-AUC per epoch, one line per run; "
+        "dotted: the loss of the best constant prediction (chance) and ROC-AUC 0.5; black dots: the selected "
+        "epoch; red dashed: runs diagnosed as not fitting their training frames or with a diverged validation loss.",
+        curves_figure,
+        shown=has_curves,
+    ),
+    FigureSpec(
+        "drift",
+        "How far the diffusion parameters moved from their initial values",
+        "Per learnable arm and parameter: final (selected-epoch) value minus initial value, per channel (columns) "
+        "and run (rows); the title gives the mean relative change. A parameter that stays white did not learn.",
+        drift_figure,
+        shown=has_learned,
     ),
 )
 

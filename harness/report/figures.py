@@ -446,3 +446,72 @@ def strata_lines(
     ax.legend(fontsize=7, frameon=False, ncols=ncols, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout()
     return to_data_uri(fig)
+
+
+def training_curves(curves: Mapping[str, Sequence[Any]], colors: Mapping[str, str]) -> str:
+    """Did each run train? Per arm (rows): training loss, validation loss and validation ROC-AUC
+    per epoch (columns), one thin line per run. The dashed line is the loss of the best constant
+    prediction (chance); runs diagnosed "did not fit" or "diverged" are drawn in red, dashed;
+    a dot marks each run's selected epoch.
+
+    ``curves[arm]`` holds ``harness.report.curves.RunCurve`` objects.
+    """
+    arms = [a for a in curves if curves[a]]
+    fig, axes = _figure(10.5, 1.9 * max(len(arms), 1) + 0.4, max(len(arms), 1), 3, sharex=False)
+    titles = ("training loss", "validation loss", "validation ROC-AUC")
+    for i, arm in enumerate(arms):
+        for j, field_name in enumerate(("train_loss", "val_loss", "val_auc")):
+            ax = axes[i][j]
+            for c in curves[arm]:
+                bad = c.status in ("did_not_fit", "diverged")
+                y = getattr(c, field_name)
+                ax.plot(c.epochs, y, color="#d62728" if bad else colors.get(arm, "0.4"),
+                        ls="--" if bad else "-", lw=0.9, alpha=0.8)
+                if c.best_epoch is not None and 0 < c.best_epoch <= len(y):
+                    ax.plot([c.best_epoch], [y[c.best_epoch - 1]], "o", ms=2.5, color="k")
+            chances = [c.chance_loss for c in curves[arm] if c.chance_loss is not None]
+            if field_name == "train_loss" and chances:
+                ax.axhline(float(np.median(chances)), color="0.3", ls=":", lw=1.0)
+            if field_name == "val_loss":
+                ax.set_yscale("log")  # diverging runs reach hundreds
+            if field_name == "val_auc":
+                ax.axhline(0.5, color="0.3", ls=":", lw=1.0)
+                ax.set_ylim(0, 1)
+            if i == 0:
+                ax.set_title(titles[j])
+            if j == 0:
+                ax.set_ylabel(arm, rotation=0, ha="right", va="center")
+            if i == len(arms) - 1:
+                ax.set_xlabel("epoch")
+    fig.tight_layout()
+    return to_data_uri(fig)
+
+
+def parameter_drift(
+    drift: Mapping[str, Mapping[str, np.ndarray]],
+    initial: Mapping[str, Mapping[str, np.ndarray]],
+) -> str:
+    """How far each learnable arm's diffusion parameters moved from their initial values.
+
+    ``drift[arm][param]``: (runs, channels) array of final minus initial value;
+    ``initial[arm][param]``: (channels,) initial values. One row per (arm, parameter): a heat map
+    of the change per channel and run, in units of the parameter, with the mean relative change
+    in the title.
+    """
+    rows = [(arm, name) for arm in drift for name in drift[arm]]
+    fig, axes = _figure(8.0, 1.25 * max(len(rows), 1) + 0.5, max(len(rows), 1), 1)
+    for i, (arm, name) in enumerate(rows):
+        ax = axes[i][0]
+        d = np.atleast_2d(np.asarray(drift[arm][name], dtype=np.float64))
+        lim = float(np.nanmax(np.abs(d))) if np.isfinite(d).any() else 1.0
+        im = ax.imshow(d, aspect="auto", cmap="coolwarm", vmin=-lim or -1, vmax=lim or 1, interpolation="nearest")
+        init = np.asarray(initial.get(arm, {}).get(name, []), dtype=np.float64)
+        rel = (float(np.nanmean(np.abs(d) / np.maximum(np.abs(init), 1e-12))) if init.size == d.shape[1]
+               else float("nan"))
+        ax.set_title(f"{arm} · {name}: final − initial (mean |relative change| {rel:.1%})", fontsize=8)
+        ax.set_ylabel("run")
+        ax.set_yticks(range(d.shape[0]))
+        fig.colorbar(im, ax=ax, fraction=0.025, pad=0.01)
+    axes[-1][0].set_xlabel("channel")
+    fig.tight_layout()
+    return to_data_uri(fig)

@@ -109,3 +109,57 @@ def _pad(runs: list[list[float]]) -> np.ndarray:
     for j, r in enumerate(runs):
         out[: len(r), j] = r
     return out
+
+
+@dataclass
+class ParameterChanges:
+    """Per arm and parameter (each layer apart): ``initial`` (channels,) before training, and
+    ``final`` (runs, channels) at the selected epoch of every run that recorded both."""
+
+    initial: Values
+    final: Values
+    run_ids: dict[str, list[str]]
+
+    def drift(self) -> Values:
+        """``final - initial`` per arm and parameter, (runs, channels)."""
+        return {arm: {name: f - self.initial[arm][name][None, :] for name, f in params.items()}
+                for arm, params in self.final.items()}
+
+
+def parameter_changes(done: pd.DataFrame) -> ParameterChanges:
+    """Initial and final diffusion parameters of the done runs (stores written before the
+    initial values were recorded give an empty result)."""
+    initial: dict[str, dict[str, np.ndarray]] = {}
+    finals: dict[str, dict[str, list[np.ndarray]]] = {}
+    run_ids: dict[str, list[str]] = {}
+    if "initial_params" not in done.columns:
+        return ParameterChanges({}, {}, {})
+    for row in done.sort_values(["repeat", "fold"]).itertuples(index=False):
+        start = row.initial_params if isinstance(row.initial_params, Mapping) else {}
+        end = row.learned_params if isinstance(row.learned_params, Mapping) else {}
+        shared = [n for n in start if n in end and np.size(start[n]) == np.size(end[n]) and np.size(end[n])]
+        for name in shared:
+            initial.setdefault(row.arm, {}).setdefault(name, _flat(start[name]))
+            finals.setdefault(row.arm, {}).setdefault(name, []).append(_flat(end[name]))
+        if shared:
+            run_ids.setdefault(row.arm, []).append(str(row.run_id))
+    final = {a: {n: np.vstack(v) for n, v in d.items()} for a, d in finals.items()}
+    return ParameterChanges(initial, final, run_ids)
+
+
+def learned_record(changes: ParameterChanges) -> dict[str, dict[str, dict[str, Any]]]:
+    """``summary.json``'s ``arms.<arm>.learned``: per parameter its initial values (per
+    channel), the mean and s.d. over runs of the final values (per channel), and every run's."""
+    return {
+        arm: {
+            name: {
+                "initial": changes.initial[arm][name].tolist(),
+                "final_mean": final.mean(axis=0).tolist(),
+                "final_std": final.std(axis=0).tolist(),
+                "per_run": [{"run_id": rid, "values": f.tolist()}
+                            for rid, f in zip(changes.run_ids[arm], final, strict=True)],
+            }
+            for name, final in params.items()
+        }
+        for arm, params in changes.final.items()
+    }

@@ -15,6 +15,7 @@ import pandas as pd
 from harness.report._json import jsonable
 from harness.report.analysis import Analysis, ArmSummary
 from harness.report.comparisons import Comparison, PredictionTest
+from harness.report.learned import learned_record, parameter_changes
 from harness.report.strata import StrataTable
 
 METRICS_CSV_COLUMNS = ["run_id", "arm", "repeat", "fold", "level", "aggregation", "metric", "value"]
@@ -38,6 +39,7 @@ def summary(analysis: Analysis) -> dict[str, Any]:
     inputs, st = analysis.inputs, analysis.settings
     s = inputs.suite_dict
     pred_by_arm = {p.arm: p for p in analysis.prediction_tests}
+    learned = learned_record(parameter_changes(inputs.done))
     return {
         "suite": {
             "name": s.get("name"),
@@ -49,7 +51,7 @@ def summary(analysis: Analysis) -> dict[str, Any]:
         "primary_metric": st.primary,
         "alpha": st.alpha,
         "rope": st.rope,
-        "arms": {a: _arm(analysis, a) for a in analysis.arms},
+        "arms": {a: _arm(analysis, a, learned.get(a)) for a in analysis.arms},
         "comparisons": [_comparison(c, pred_by_arm) for c in analysis.comparisons],
         "comparisons_other_levels": [_comparison(c, {}) for c in analysis.other_levels],
         "prediction_tests": [p.as_dict() for p in analysis.prediction_tests],
@@ -63,7 +65,7 @@ def summary(analysis: Analysis) -> dict[str, Any]:
     }
 
 
-def _arm(analysis: Analysis, arm: str) -> dict[str, Any]:
+def _arm(analysis: Analysis, arm: str, learned: dict[str, Any] | None = None) -> dict[str, Any]:
     summary_ = analysis.arm_summaries.get(arm, ArmSummary({}))
     levels = {key: {m: v.as_dict() for m, v in block.items()} for key, block in summary_.levels.items()}
     out: dict[str, Any] = {"metrics": levels.get("frame/none", {}), "levels": levels}
@@ -71,6 +73,8 @@ def _arm(analysis: Analysis, arm: str) -> dict[str, Any]:
         out["verdict"] = summary_.verdict
     cost = analysis.cost
     out["timing"] = {k: cost[k].get(arm) for k in cost} if arm in analysis.ran else None
+    if learned:
+        out["learned"] = learned  # per diffusion parameter: initial, final mean/sd per channel, every run
     return out
 
 
