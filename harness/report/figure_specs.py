@@ -68,6 +68,36 @@ class FigureSpec:
 # --------------------------------------------------------------------------- the figure functions
 
 
+def forest_figure(data: FigureData) -> FigureResult:
+    """The primary metric's difference from the baseline at the frame and video levels, sorted by effect."""
+    a = data.analysis
+    st = a.settings
+    levels = [lv for lv in st.headline_levels if lv in a.inputs.levels]
+    comps = [c for c in [*a.comparisons, *a.other_levels] if c.metric == st.primary]
+    by = {(c.arm, c.level): c for c in comps if (c.level, c.aggregation) in levels}
+    arms = sorted({c.arm for c in by.values()}, key=lambda arm: a.arms.index(arm) if arm in a.arms else 0)
+    if not arms:
+        notes = [f"{lv}: {c.reason}" for lv, c in a.levels.items() if not c.estimable]
+        return None, "No arm could be compared with the baseline" + (f" ({'; '.join(notes)})." if notes else ".")
+    head = levels[0][0]
+    rows = []
+    for arm in arms:
+        row: dict[str, Any] = {"arm": arm}
+        for level, _ in levels:
+            c = by.get((arm, level))
+            row[level] = (c.mean_difference, c.ci95[0], c.ci95[1]) if c is not None and c.ci95 else None
+        rows.append(row)
+    rows.sort(key=lambda r: -(r[head][0] if r[head] is not None else float("-inf")))
+    band = {}
+    if a.noise_floor:
+        for level, _ in levels:
+            c = by.get((a.noise_floor, level))
+            if c is not None and c.ci95:
+                band[level] = tuple(c.ci95)
+    uri = figures.forest_plot(rows, [lv for lv, _ in levels], st.primary, st.rope, data.colors, band, a.noise_floor)
+    return uri, None
+
+
 def frames_figure(data: FigureData) -> FigureResult:
     frames = data.frames
     return (figures.sample_frames(frames.processed, frames.titles) if frames.ok else None), frames.note
@@ -152,6 +182,15 @@ def gradcam_wanted(data: FigureData) -> bool:
 
 SPECS: tuple[FigureSpec, ...] = (
     FigureSpec(
+        "forest",
+        "Every arm against {baseline}: difference in {primary}",
+        "Mean paired difference (arm − baseline) over runs with its 95 % interval corrected for overlapping "
+        "folds (Nadeau & Bengio), at the frame and video levels, sorted by effect on the primary level. Green "
+        "band: the region of practical equivalence; hatched band and grey diamond: the noise-floor arm (the "
+        "baseline again with another seed), the difference seeds alone make. The tables below give every number.",
+        forest_figure,
+    ),
+    FigureSpec(
         "frames",
         "The same frames after each arm's preprocessing",
         "Rows: arms; columns: frames of each class from the test fold of the saved models, each shown with its "
@@ -194,7 +233,9 @@ SPECS: tuple[FigureSpec, ...] = (
         "Grad-CAM (Selvaraju et al. 2017) of the B-lines class on the same frames, recomputed from each arm's "
         "saved model (one fold), over the arm's input frame; it explains the deepest feature map of at least "
         "7 × 7 pixels (EfficientNet's conv_head at 224 px, an earlier stage for small frames). Red: regions that "
-        "raise the B-line score most; each map is scaled to its own maximum.",
+        "raise the B-line score most; each map is scaled to its own maximum. \"No positive evidence\": every "
+        "gradient-weighted activation of that layer is ≤ 0 on this frame (Grad-CAM keeps only the positive part), "
+        "so the map is empty — a property of that network on that frame, not a failure.",
         gradcam_figure,
         shown=gradcam_wanted,
     ),

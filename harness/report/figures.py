@@ -402,6 +402,12 @@ def gradcam_grid(
         cam = cams[arm][j] if j < len(cams[arm]) else None
         if cam is None:
             ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center", va="center", color="white")
+        elif not np.any(np.asarray(cam) > 0):
+            # Grad-CAM keeps the positive part of the gradient-weighted activations: an all-zero
+            # map means no region of the explained layer raises the B-line score, a property of
+            # the network on this frame (not a drawing failure).
+            ax.text(0.5, 0.5, "no positive\nevidence", transform=ax.transAxes, ha="center", va="center",
+                    color="yellow", fontsize=7)
         else:
             ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
 
@@ -514,4 +520,46 @@ def parameter_drift(
         fig.colorbar(im, ax=ax, fraction=0.025, pad=0.01)
     axes[-1][0].set_xlabel("channel")
     fig.tight_layout()
+    return to_data_uri(fig)
+
+
+def forest_plot(
+    rows: Sequence[Mapping[str, Any]],
+    panels: Sequence[str],
+    metric: str,
+    rope: float,
+    colors: Mapping[str, str],
+    noise_floor: Mapping[str, Sequence[float]] | None = None,
+    noise_arm: str | None = None,
+) -> str:
+    """Every arm's mean difference from the baseline with its corrected 95 % interval, one panel per level.
+
+    ``rows``: ``{"arm", <panel>: (mean, lo, hi) or None}`` in the order to draw (top first);
+    ``panels``: level names (e.g. ``["frame", "video"]``); a shaded band is the ROPE ``±rope``, a
+    hatched band the noise-floor arm's interval (``noise_floor[panel] = (lo, hi)``), the dashed line 0.
+    """
+    n = max(len(rows), 1)
+    fig, axes = _figure(3.4 * len(panels) + 1.4, 0.42 * n + 1.1, 1, len(panels), sharey=True)
+    ys = np.arange(n)[::-1]
+    for ax, panel in zip(axes[0], panels):
+        ax.axvspan(-rope, rope, color="#cfe3cf", alpha=0.7, lw=0, label=f"ROPE ±{rope:g}")
+        band = (noise_floor or {}).get(panel)
+        if band is not None and all(np.isfinite(band)):
+            ax.axvspan(band[0], band[1], facecolor="none", edgecolor="#777777", hatch="///", lw=0,
+                       label=f"noise floor ({noise_arm})")
+        ax.axvline(0.0, color="black", lw=0.8, ls="--")
+        for y, row in zip(ys, rows):
+            value = row.get(panel)
+            if value is None or not np.isfinite(value[0]):
+                ax.text(0.0, y, "not estimable", ha="center", va="center", fontsize=7, color="#777777")
+                continue
+            mean, lo, hi = value
+            color = "#555555" if row["arm"] == noise_arm else colors.get(row["arm"], "C0")
+            ax.plot([lo, hi], [y, y], color=color, lw=2)
+            ax.plot([mean], [y], "o" if row["arm"] != noise_arm else "D", color=color, ms=5)
+        ax.set_title(f"{panel} level")
+        ax.set_xlabel(f"{metric}: arm − baseline")
+        ax.legend(loc="lower right", fontsize=7, frameon=False)
+    axes[0][0].set_yticks(ys)
+    axes[0][0].set_yticklabels([r["arm"] for r in rows] or [""])
     return to_data_uri(fig)
