@@ -1,7 +1,9 @@
 """An arm's preprocessing pipeline over all frames, computed once and cached on disk.
 
-The cache key is ``sha256(FrameSet.content_hash, canonical pipeline config)``: a different data
-set, decoding or filter parameter misses; a renamed suite or arm hits. Entries are float32
+The cache key is ``sha256(FrameSet.content_hash, canonical pipeline config, filters version)``: a
+different data set, decoding or filter parameter misses, and so does a change to the filters' code
+or to this module (:func:`harness.versions.filters_version`; docstring edits do not count); a
+renamed suite or arm hits. Entries are float32
 ``.npy`` files opened memory-mapped (read-only), with a JSON sidecar holding the seconds the
 computation took and the number of images, so every later run reports the true cost.
 
@@ -51,6 +53,13 @@ def pipeline_hash(steps: list[dict[str, Any]]) -> str:
     return sha256_of(pipeline_config(steps))[:16] if steps else "none"
 
 
+def cache_key(content_hash: str, steps: list[dict[str, Any]]) -> str:
+    """The cache entry of ``steps`` over frames of ``content_hash`` with the current filter code."""
+    from harness.versions import filters_version
+
+    return sha256_of({"frames": content_hash, "pipeline": pipeline_hash(steps), "code": filters_version()})
+
+
 def _build(steps: list[dict[str, Any]]) -> torch.nn.Module:
     import diffusion_filters
 
@@ -92,7 +101,7 @@ def preprocess_frames(images: np.ndarray, content_hash: str, steps: list[dict[st
     phash = pipeline_hash(steps)
     if not content_hash:
         raise ValueError("preprocess_frames: the frames have no content_hash to key the cache")
-    key = sha256_of({"frames": content_hash, "pipeline": phash})
+    key = cache_key(content_hash, steps)
     folder = Path(cache_dir) / CACHE_KIND / key[:2]
     npy, meta = folder / f"{key}.npy", folder / f"{key}.json"
     with _locked(folder / f"{key}.lock"):
@@ -114,7 +123,7 @@ def preprocess_frames(images: np.ndarray, content_hash: str, steps: list[dict[st
         del out
         os.replace(tmp, npy)
         meta.write_text(json.dumps({"seconds": seconds, "n_images": int(len(images)),
-                                    "pipeline": pipeline_config(steps),
+                                    "pipeline": pipeline_config(steps), "frames": content_hash,
                                     "threads": torch.get_num_threads()}))
     return Preprocessed(np.load(npy, mmap_mode="r", allow_pickle=False), phash, seconds, len(images), cached=False)
 

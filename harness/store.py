@@ -11,6 +11,9 @@ Schema (documented in docs/architecture.md, section harness.store):
 - ``samples(sample_id, group_id, video_id, label, metadata)``: every frame of the data set.
 - ``splits(repeat, fold, group_id, role)``: role is ``train`` | ``val`` | ``test``.
 - ``runs(run_id, arm, repeat, fold, config_hash, status, seed, ...)``: one row per planned run;
+  ``config_hash`` / ``data_hash`` / ``code_version`` are what the run was computed with (the suite's
+  config for its arm, the frames' content hash, the version of the code that computes the numbers:
+  together the run's identity; a resume redoes a run when any of them differs and says which);
   ``fit`` (JSON) says whether the run learned (``status`` ok | did_not_fit | diverged, ``reason``,
   chance losses), ``initial_params`` (JSON) the diffusion parameters before training.
 - ``metrics(run_id, level, aggregation, metric, value)``: level ``frame`` | ``video`` | ``patient``,
@@ -45,7 +48,10 @@ import pandas as pd
 STORE_FILENAME = "results.sqlite"
 RUN_STATUSES = ("running", "done", "failed", "stale")
 #: Run columns added after the first release: (name, SQL type); older stores are migrated.
-_ADDED_RUN_COLUMNS = (("fit", "TEXT"), ("initial_params", "TEXT"))
+_ADDED_RUN_COLUMNS = (("fit", "TEXT"), ("initial_params", "TEXT"), ("data_hash", "TEXT"),
+                      ("code_version", "TEXT"))
+#: What a run's identity is made of (``runs`` columns), in the order of :meth:`ResultsStore.identity`.
+IDENTITY_FIELDS = ("config_hash", "data_hash", "code_version")
 #: JSON run fields: ``fit`` (did the run learn: status, reason, chance loss, ...),
 #: ``initial_params`` (the diffusion parameters before training).
 _JSON_RUN_FIELDS = ("fit", "initial_params")
@@ -65,7 +71,7 @@ CREATE TABLE IF NOT EXISTS runs (
     n_train_groups INTEGER, n_val_groups INTEGER, n_test_groups INTEGER,
     leakage_check TEXT, timings TEXT, learned_params TEXT, checkpoint TEXT,
     best_epoch INTEGER, device TEXT, host TEXT, attempts INTEGER NOT NULL DEFAULT 0,
-    fit TEXT, initial_params TEXT,
+    fit TEXT, initial_params TEXT, data_hash TEXT, code_version TEXT,
     UNIQUE (arm, repeat, fold));
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL, level TEXT NOT NULL, aggregation TEXT NOT NULL, metric TEXT NOT NULL,
@@ -113,6 +119,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _same(stored: tuple[str | None, ...], wanted: tuple[str | None, ...]) -> bool:
+    """Stored identity fields equal the wanted ones; a wanted None is not compared."""
+    return all(w is None or s == w for s, w in zip(stored, wanted))
+
+
 def _loads(text: Any) -> Any:
     return json.loads(text) if isinstance(text, (str, bytes)) else None  # NULL may read back as NaN
 
@@ -134,6 +145,26 @@ class StoreError(RuntimeError):
     """The store cannot be opened or is not a results store."""
 
 
+def _refuse_foreign_database(path: Path) -> None:
+    """An existing file that is not a results store is left untouched: no tables, no WAL switch."""
+    if path.exists() and not path.is_file():
+        raise StoreError(f"{path}: not a file; accepted: a results store file or a new path")
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as err:
+        raise StoreError(f"{path}: not a results store ({err}); nothing was written to it") from None
+    if "runs" not in tables or "meta" not in tables:
+        found = ", ".join(sorted(tables)[:6]) or "none"
+        raise StoreError(f"{path}: an SQLite file that is not a results store (tables: {found}); nothing was "
+                         "written to it; accepted: a new output directory or one holding a results store")
+
+
 class ResultsStore:
     """SQLite results store. ``ResultsStore(dir_or_file)``: a path ending in ``.sqlite``/``.db`` is the
     file, anything else a directory holding ``results.sqlite``.
@@ -152,6 +183,7 @@ class ResultsStore:
                     raise StoreError(f"{path}: no results store here (run a suite first)")
                 self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
             else:
+                _refuse_foreign_database(path)  # before anything is written to it
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._conn = sqlite3.connect(path, timeout=30)
                 self._conn.execute("PRAGMA journal_mode=WAL")
@@ -222,33 +254,50 @@ class ResultsStore:
         row = self._conn.execute("SELECT status, config_hash FROM runs WHERE run_id=?", (run_id,)).fetchone()
         return None if row is None else (row[0], row[1])
 
-    def is_done(self, arm: str, repeat: int, fold: int, config_hash: str) -> bool:
-        return self.run_status(run_id_for(arm, repeat, fold)) == ("done", config_hash)
+    def identities(self) -> dict[str, tuple[str, tuple[str | None, ...]]]:
+        """``{run_id: (status, (config_hash, data_hash, code_version))}`` of every claimed run
+        (data_hash / code_version None for runs recorded before they were stored)."""
+        have = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}  # a read-only older store
+        fields = ", ".join(f if f in have else "NULL" for f in IDENTITY_FIELDS)
+        rows = self._conn.execute(f"SELECT run_id, status, {fields} FROM runs")
+        return {rid: (status, tuple(rest)) for rid, status, *rest in rows}
 
-    def mark_stale(self, keep: Iterable[tuple[str, str]]) -> int:
-        """Runs not in ``keep`` ((run_id, config_hash) of the current plan) that are done become
-        ``stale``: kept on disk, left out of the read API's results. Returns how many changed."""
-        keep = set(keep)
-        rows = self._conn.execute("SELECT run_id, config_hash FROM runs WHERE status='done'").fetchall()
-        stale = [(rid,) for rid, h in rows if (rid, h) not in keep]
+    def is_done(self, arm: str, repeat: int, fold: int, config_hash: str, data_hash: str | None = None,
+                code_version: str | None = None) -> bool:
+        """Whether the run is ``done`` with this identity; ``data_hash`` / ``code_version`` are
+        compared when given (a run recorded without them then does not count as done)."""
+        entry = self.identities().get(run_id_for(arm, repeat, fold))
+        return entry is not None and entry[0] == "done" and _same(entry[1], (config_hash, data_hash, code_version))
+
+    def mark_stale(self, keep: Iterable[tuple[str | None, ...]]) -> int:
+        """Runs not in ``keep`` that are done become ``stale``: kept on disk, left out of the read
+        API's results. ``keep`` holds ``(run_id, config_hash[, data_hash, code_version])`` of the
+        current plan (fields left out are not compared). Returns how many changed."""
+        wanted = {k[0]: tuple(k[1:]) for k in keep}
+        stale = [(rid,) for rid, (status, ident) in self.identities().items()
+                 if status == "done" and (rid not in wanted or not _same(ident, wanted[rid]))]
         with self._conn:
             self._conn.executemany("UPDATE runs SET status='stale' WHERE run_id=?", stale)
         return len(stale)
 
-    def claim_run(self, arm: str, repeat: int, fold: int, config_hash: str, seed: int) -> str:
-        """Mark a run ``running`` (dropping any earlier partial or stale results of it); returns its id."""
+    def claim_run(self, arm: str, repeat: int, fold: int, config_hash: str, seed: int,
+                  data_hash: str | None = None, code_version: str | None = None) -> str:
+        """Mark a run ``running`` (dropping any earlier partial or stale results of it) and record the
+        identity it is computed with; returns its id."""
         run_id = run_id_for(arm, repeat, fold)
         with self._conn:
             self._delete_results(run_id)
             self._conn.execute(
-                """INSERT INTO runs(run_id, arm, repeat, fold, config_hash, status, seed, started_at, host, attempts)
-                   VALUES (?,?,?,?,?, 'running', ?, ?, ?, 1)
+                """INSERT INTO runs(run_id, arm, repeat, fold, config_hash, status, seed, started_at, host, attempts,
+                                    data_hash, code_version)
+                   VALUES (?,?,?,?,?, 'running', ?, ?, ?, 1, ?, ?)
                    ON CONFLICT(run_id) DO UPDATE SET config_hash=excluded.config_hash, status='running',
                      seed=excluded.seed, started_at=excluded.started_at, finished_at=NULL, error=NULL,
                      host=excluded.host, attempts=runs.attempts + 1, timings=NULL, learned_params=NULL,
                      checkpoint=NULL, best_epoch=NULL, device=NULL, leakage_check=NULL, fit=NULL,
-                     initial_params=NULL""",
-                (run_id, arm, int(repeat), int(fold), config_hash, int(seed), time.time(), socket.gethostname()),
+                     initial_params=NULL, data_hash=excluded.data_hash, code_version=excluded.code_version""",
+                (run_id, arm, int(repeat), int(fold), config_hash, int(seed), time.time(), socket.gethostname(),
+                 data_hash, code_version),
             )
         return run_id
 
