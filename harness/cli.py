@@ -66,7 +66,10 @@ def _err(line: str) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     from harness.suite import load_suite
 
+    from harness.prechecks import check_suite
+
     suite = load_suite(args.suite, args.overrides)
+    check_suite(suite)  # device, filter stencils against data.image_size (the data is not loaded here)
     ev = suite.evaluation
     print(f"{args.suite}: valid suite {suite.name!r}: {len(suite.arms)} arms "
           f"({', '.join(a.name for a in suite.arms)}), {ev.repeats} repeats x {ev.folds} folds, "
@@ -110,19 +113,29 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.store import STORE_FILENAME
+    from harness.store import STORE_FILENAME, ResultsStore
 
     if not (args.dir / STORE_FILENAME).is_file():
         _err(f"{args.dir}: no {STORE_FILENAME} here (run a suite first: python -m harness run SUITE --out {args.dir})")
         return EXIT_BAD_INPUT
+    ResultsStore(args.dir, readonly=True).close()  # a damaged or foreign file: StoreError, exit 2
+    if args.output is not None and args.output.is_dir():
+        _err(f"-o {args.output}: a folder; accepted: an HTML file path (summary.json and metrics.csv go beside it)")
+        return EXIT_BAD_INPUT
     from harness.report import build_report
 
+    beside = args.output.resolve().parent if args.output is not None else args.dir.resolve()
+    existing = [n for n in ("summary.json", "metrics.csv") if (beside / n).is_file()] \
+        if beside != args.dir.resolve() else []
     try:
         path = build_report(args.dir, output=args.output)
     except Exception as err:  # the results are untouched; say what failed in one line
         _err(f"report failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
         return EXIT_FAILED_RUNS
     print(f"report: {path}")
+    if beside != args.dir.resolve():  # build_report writes them beside the HTML: say so, never silently
+        replaced = f" (replaced the existing {', '.join(existing)})" if existing else ""
+        print(f"summary.json and metrics.csv: written to {beside}{replaced}")
     return EXIT_OK
 
 
@@ -151,9 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     bad_input: tuple[type[BaseException], ...] = (SuiteError, SplitError, StoreError, ExecutorError, FileNotFoundError)
     from harness.data.frameset import DataError
     from harness.models import ModelError
-    from harness.runner import DirectoryBusyError
+    from harness.runner import DirectoryBusyError, OutDirError
 
-    bad_input += (DataError, ModelError, DirectoryBusyError)
+    bad_input += (DataError, ModelError, DirectoryBusyError, OutDirError)
     try:
         return int(handler(args) or 0)
     except bad_input as err:

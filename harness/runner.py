@@ -1,8 +1,10 @@
 """Plan, execute and record a suite: arm x repeat x fold runs on shared patient-grouped splits.
 
-The driver (:func:`run_suite`) loads the frames, builds every split (errors before any training),
-records samples and splits, skips the runs the store has completed with the same config hash,
-claims the others (``running``) and hands them to an executor. Each run is
+The driver (:func:`run_suite`) loads the frames, builds every split and runs every check that needs
+no training (:mod:`harness.prechecks`) before anything is written, records samples and splits,
+skips the runs the store has completed with the same identity — config hash, data content hash and
+code version (:mod:`harness.versions`) — says in one line per reason why the others are redone,
+claims them (``running``) and hands them to an executor. Each run is
 :func:`harness.execute.execute_run`, a pure function of its arguments that returns a
 ``RunOutcome``; only the driver writes the store, one transaction per run. A run that raises is
 recorded ``failed`` with its error and the suite goes on.
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from harness.execute import FitFn, RunOutcome, execute_run, load_suite_frames, run_seed
-from harness.store import ResultsStore, run_id_for
+from harness.store import STORE_FILENAME, ResultsStore, run_id_for
 from harness.suite import Suite
 
 
@@ -44,6 +46,18 @@ def splits_for(suite: Suite, frames) -> list:
 # --------------------------------------------------------------------------- plan
 
 
+#: Why a run the store already holds is redone (one line each: "N runs redone: <reason>").
+REDO_REASONS = {
+    "config": "the suite's settings for them changed since they ran",
+    "data": "the data changed since they ran",
+    "code": "the code that computes them changed since they ran",
+    "unrecorded": "the store does not say which data and code they ran with (written by an older version)",
+    "failed": "they failed last time",
+    "interrupted": "they were interrupted (left 'running')",
+    "stale": "they were set aside as stale by an earlier run",
+}
+
+
 @dataclass
 class PlannedRun:
     arm: str
@@ -51,10 +65,17 @@ class PlannedRun:
     fold: int
     config_hash: str
     done: bool
+    data_hash: str | None = None
+    code_version: str | None = None
+    reasons: tuple[str, ...] = ()  # keys of REDO_REASONS; empty for a run never claimed (or done)
 
     @property
     def run_id(self) -> str:
         return run_id_for(self.arm, self.repeat, self.fold)
+
+    @property
+    def identity(self) -> tuple[str, str | None, str | None, str | None]:
+        return (self.run_id, self.config_hash, self.data_hash, self.code_version)
 
 
 @dataclass
@@ -67,64 +88,70 @@ class Plan:
         return [r for r in self.runs if not r.done]
 
 
-def make_plan(suite: Suite, splits: list, store: ResultsStore | None) -> Plan:
+def redo_reasons(stored: tuple[str, tuple[str | None, ...]] | None,
+                 wanted: tuple[str, str | None, str | None]) -> tuple[str, ...]:
+    """Why a run with store entry ``stored`` ((status, (config, data, code)) or None) and the wanted
+    identity ``(config, data, code)`` must be redone: keys of :data:`REDO_REASONS` (empty: it need not be,
+    or it was never claimed)."""
+    if stored is None:
+        return ()
+    status, have = stored
+    if status == "running":
+        return ("interrupted",)
+    if status == "failed":
+        return ("failed",)
+    reasons = []
+    if have[0] != wanted[0]:
+        reasons.append("config")
+    for i, key in ((1, "data"), (2, "code")):
+        if wanted[i] is not None and have[i] != wanted[i]:
+            reasons.append("unrecorded" if have[i] is None else key)
+    reasons = list(dict.fromkeys(reasons))
+    if not reasons and status == "stale":
+        reasons.append("stale")
+    return tuple(reasons)
+
+
+def make_plan(suite: Suite, splits: list, store: ResultsStore | None, data_hash: str | None = None,
+              code_version: str | None = None) -> Plan:
+    """Every run of the suite; ``done`` when the store holds it with this identity (config hash and,
+    when given, the data content hash and code version)."""
+    stored = store.identities() if store is not None else {}
     runs = []
     for arm in suite.arms:
         h = suite.run_config_hash(arm)
         for repeat in range(suite.evaluation.repeats):
             for fold in range(suite.evaluation.folds):
-                done = store is not None and store.is_done(arm.name, repeat, fold, h)
-                runs.append(PlannedRun(arm.name, repeat, fold, h, done))
+                entry = stored.get(run_id_for(arm.name, repeat, fold))
+                reasons = redo_reasons(entry, (h, data_hash, code_version))
+                done = entry is not None and entry[0] == "done" and not reasons
+                runs.append(PlannedRun(arm.name, repeat, fold, h, done, data_hash, code_version, reasons))
     images = {(s.repeat, s.fold): {"n_train": len(s.train_idx), "n_val": len(s.val_idx), "n_test": len(s.test_idx)}
               for s in splits}
     return Plan(runs, images)
 
 
-def estimate_seconds(suite: Suite, plan: Plan, store: ResultsStore | None) -> tuple[float, str]:
-    """Estimated wall time of the runs to do (one worker): from finished runs of the same arm in
-    the store when there are any, else from a short timing of training steps on this machine."""
-    per_arm: dict[str, float] = {}
-    if store is not None:
-        done = store.runs(status="done")
-        for arm, rows in done.groupby("arm"):
-            secs = [t.get("run_seconds") for t in rows["timings"] if isinstance(t, dict) and t.get("run_seconds")]
-            if secs:
-                per_arm[str(arm)] = float(np.mean(secs))
-    todo = plan.todo
-    if all(r.arm in per_arm for r in todo):
-        return sum(per_arm[r.arm] for r in todo), "mean time of finished runs"
-    step = _time_training_step(suite)
-    n_train = np.mean([v["n_train"] + v["n_val"] for v in plan.images.values()]) if plan.images else 0
-    steps = math.ceil(n_train / suite.training.batch_size) * suite.training.epochs
-    default = steps * step * 1.25  # + validation / test passes
-    total = sum(per_arm.get(r.arm, default) for r in todo)
-    return total, f"{step:.2f} s per training step of the plain model measured now (batch {suite.training.batch_size})"
+def redo_lines(plan: Plan) -> list[str]:
+    """One line per reason: ``"12 runs redone: the data changed since they ran"``."""
+    counts: dict[str, int] = {}
+    for r in plan.todo:
+        for reason in r.reasons:
+            counts[reason] = counts.get(reason, 0) + 1
+    return [f"{n} run{'s' if n != 1 else ''} redone: {REDO_REASONS[k]}" for k, n in
+            sorted(counts.items(), key=lambda kv: list(REDO_REASONS).index(kv[0]))]
 
 
-def _time_training_step(suite: Suite) -> float:
-    import torch
+def estimate_seconds(suite: Suite, plan: Plan, store: ResultsStore | None, frames=None,
+                     cache_dir: Path | None = None) -> tuple[float, str]:
+    """Estimated wall time of the runs to do (one worker) and its basis (see :mod:`harness.estimate`)."""
+    est = estimate_phases(suite, plan, store, frames, cache_dir)
+    return (est.quiet_total if est.busy else est.total), "; ".join(est.basis)
 
-    from harness.models import create_model
 
-    size = getattr(suite.data, "image_size", 64)
-    model = create_model(suite.model.model_copy(update={"pretrained": "none"}), in_chans=1)
-    model.train()
-    if suite.training.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.rand(min(suite.training.batch_size, 32), 1, size, size)
-    if suite.training.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.zeros(len(x), dtype=torch.long)
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times[1:])) * suite.training.batch_size / len(x)
+def estimate_phases(suite: Suite, plan: Plan, store: ResultsStore | None, frames=None, cache_dir: Path | None = None):
+    from harness.estimate import estimate
+
+    return estimate(suite, plan, store, frames, cache_dir)
 
 
 # --------------------------------------------------------------------------- driver
@@ -179,15 +206,28 @@ def run_suite(suite: Suite, out_dir: str | Path, *, executor: str = "local", wor
               cache_dir: str | Path | None = None, fit: FitFn | None = None, progress: bool = True,
               command: list[str] | None = None, ray_init: dict[str, Any] | None = None,
               echo: Callable[[str], None] = print) -> RunSummary:
-    """Run (or, with ``dry_run``, plan) every run of the suite that the store lacks."""
+    """Run (or, with ``dry_run``, plan) every run of the suite that the store lacks.
+
+    Every check that needs no training runs first, in this order, before anything is written: the
+    output directory, the data, the splits, the strata, :func:`harness.prechecks.check_suite` (device,
+    filter stencils against the frame size) and, unless ``dry_run``, the pretrained weights."""
     out_dir = Path(out_dir)
+    check_out_dir(out_dir)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    t_load = time.perf_counter()
     frames = load_suite_frames(suite, cache_dir)
+    t_load = time.perf_counter() - t_load
+    if t_load > 5 or not progress:
+        echo(f"data: {len(frames)} frames loaded in {t_load:.1f} s")
     splits = splits_for(suite, frames)  # SplitError here: nothing has trained
     check_strata(suite, frames)
+    from harness.prechecks import check_suite
+
+    check_suite(suite, frames)
     if not dry_run:
         check_weights(suite)  # e.g. imagenet offline: one clear error before anything trains
-    store = ResultsStore(out_dir) if not dry_run or (out_dir / "results.sqlite").exists() else None
+    db = out_dir / STORE_FILENAME
+    store = ResultsStore(db, readonly=dry_run) if not dry_run or db.exists() else None
     lock = None if dry_run else _lock_out_dir(out_dir)  # one driver per directory (freed even on kill -9)
     try:
         return _drive(suite, out_dir, cache_dir, frames, splits, store, executor=executor, workers=workers,
@@ -204,10 +244,13 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
            echo: Callable[[str], None]) -> RunSummary:
     from harness.executors import make_executor
 
-    plan = make_plan(suite, splits, store)
+    from harness.versions import code_version
+
+    code = code_version()
+    plan = make_plan(suite, splits, store, frames.content_hash, code)
     summary = RunSummary(out_dir, planned=len(plan.runs), skipped=len(plan.runs) - len(plan.todo))
     if dry_run:
-        _print_plan(suite, plan, frames, store, echo)
+        _print_plan(suite, plan, frames, store, echo, cache_dir)
         return summary
     assert store is not None
     store.set_meta(
@@ -215,23 +258,27 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
         suite_path=str(suite.source_path) if suite.source_path else None,
         config_hashes={a.name: suite.run_config_hash(a) for a in suite.arms},
         environment=_environment(), command=shlex.join(command or sys.argv),
-        data_description=frames.description, data_content_hash=frames.content_hash,
+        data_description=frames.description, data_content_hash=frames.content_hash, code_version=code,
         n_samples=len(frames), planned_runs=len(plan.runs), started_at=time.time(), cache_dir=str(cache_dir),
         leakage={f"r{s.repeat}/f{s.fold}": s.leakage for s in splits},
     )
     store.put_samples(frames.sample_ids, frames.groups, frames.videos, frames.labels, frames.metadata)
     store.put_splits([row for s in splits for row in s.roles(frames.groups)])
     store.put_skipped(frames.skipped)
-    store.mark_stale({(r.run_id, r.config_hash) for r in plan.runs})
+    store.mark_stale({r.identity for r in plan.runs})
     todo = plan.todo
     if summary.skipped:
-        echo(f"{summary.skipped} of {len(plan.runs)} runs already done with the same config; {len(todo)} to run")
+        echo(f"{summary.skipped} of {len(plan.runs)} runs already done with the same config, data and code; "
+             f"{len(todo)} to run")
+    for line in redo_lines(plan):
+        echo(line)
     payload = suite.to_payload()
     tasks = [(payload, r.arm, r.repeat, r.fold, str(out_dir), str(cache_dir)) + ((fit,) if fit else ()) for r in todo]
     for r in todo:
         store.claim_run(r.arm, r.repeat, r.fold, r.config_hash,
-                        run_seed(suite.seed, r.repeat, r.fold, suite.arm_training(r.arm).seed_offset))
-    bar = _progress_bar(len(todo), progress)
+                        run_seed(suite.seed, r.repeat, r.fold, suite.arm_training(r.arm).seed_offset),
+                        data_hash=r.data_hash, code_version=r.code_version)
+    bar = _progress_bar(len(todo), progress, suite.evaluation.primary_metric, echo)
     ex = make_executor(executor, workers, address, ray_init=ray_init) if todo else None
     try:
         for task, result, error in (ex.run(execute_run, tasks) if ex else ()):
@@ -248,7 +295,7 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
                 summary.failed.append((run_id, text))
                 (bar.write if bar else echo)(f"run {run_id} failed: {text.splitlines()[0]}")
             if bar:
-                bar.update(1)
+                bar.finished(task[1], task[2], task[3], None if error is not None else result)
     finally:
         if bar:
             bar.close()
@@ -267,6 +314,28 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
 
 class DirectoryBusyError(RuntimeError):
     """Another driver is running a suite into the same output directory."""
+
+
+class OutDirError(ValueError):
+    """``--out`` cannot be a results directory (a file, or a path below a file)."""
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """One line, before anything is written, when ``out_dir`` names a file or lies below one."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutDirError(f"--out {out_dir}: is a file, not a directory; nothing was written; accepted: a new "
+                          f"directory or one holding a results store ({STORE_FILENAME})")
+    for parent in out_dir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutDirError(f"--out {out_dir}: {parent} is a file, so no directory can be made below it; "
+                                  "nothing was written; accepted: a path under a directory")
+            break
+    db = out_dir / STORE_FILENAME
+    if db.exists() and not db.is_file():
+        raise OutDirError(f"--out {out_dir}: {db} is not a file; accepted: a directory whose {STORE_FILENAME} "
+                          "is a results store")
 
 
 def _lock_out_dir(out_dir: Path):
@@ -333,12 +402,62 @@ def _environment() -> dict[str, Any]:
     return environment()
 
 
-def _progress_bar(total: int, enabled: bool):
+class _RunLog:
+    """Progress outside a terminal (CI, nohup, a log file): one line per finished run, no carriage returns."""
+
+    def __init__(self, total: int, metric: str, echo: Callable[[str], None]):
+        self.total, self.metric, self.echo = total, metric, echo
+        self.n = 0
+        self.t0 = time.perf_counter()
+
+    def write(self, line: str) -> None:
+        self.echo(line)
+
+    def finished(self, arm: str, repeat: int, fold: int, result: RunOutcome | None) -> None:
+        self.n += 1
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / self.n * (self.total - self.n)
+        if result is None:
+            what = "failed"
+        else:
+            value = next((m["value"] for m in result.metrics if m.get("metric") == self.metric
+                          and m.get("level") == "frame"), None)
+            seconds = result.timings.get("run_seconds")
+            what = (f"{self.metric} {value:.3f}" if isinstance(value, (int, float)) and math.isfinite(value)
+                    else f"{self.metric} n/a") + (f", {seconds:.1f} s" if isinstance(seconds, (int, float)) else "")
+        self.echo(f"run {self.n}/{self.total} {arm} repeat {repeat} fold {fold}: {what}; "
+                  f"ETA {_fmt_seconds(eta) if self.n < self.total else 'done'}")
+
+    def close(self) -> None:
+        pass
+
+
+class _Bar:
+    """tqdm in a terminal, with the same ``finished`` call as :class:`_RunLog`."""
+
+    def __init__(self, total: int):
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, unit="run", desc="runs", dynamic_ncols=True, file=sys.stderr)
+
+    def write(self, line: str) -> None:
+        self._bar.write(line)
+
+    def finished(self, arm: str, repeat: int, fold: int, result: RunOutcome | None) -> None:
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _progress_bar(total: int, enabled: bool, metric: str = "roc_auc",
+                  echo: Callable[[str], None] = print, tty: bool | None = None) -> _RunLog | _Bar | None:
+    """A tqdm bar on a terminal; elsewhere one line per finished run (``tty`` None: stderr decides)."""
     if not enabled or total == 0:
         return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="run", desc="runs", dynamic_ncols=True, file=sys.stderr)
+    if tty is None:
+        tty = sys.stderr.isatty()
+    return _Bar(total) if tty else _RunLog(total, metric, echo)
 
 
 def _build_report(out_dir: Path) -> tuple[Path | None, str | None]:
@@ -353,7 +472,8 @@ def _build_report(out_dir: Path) -> tuple[Path | None, str | None]:
         return None, f"report failed: {type(err).__name__}: {err}"
 
 
-def _print_plan(suite: Suite, plan: Plan, frames, store: ResultsStore | None, echo: Callable[[str], None]) -> None:
+def _print_plan(suite: Suite, plan: Plan, frames, store: ResultsStore | None, echo: Callable[[str], None],
+                cache_dir: Path | None = None) -> None:
     ev = suite.evaluation
     echo(f"suite {suite.name}: {len(suite.arms)} arms x {ev.repeats} repeats x {ev.folds} folds = {len(plan.runs)} runs"
          f" ({len(plan.runs) - len(plan.todo)} done, {len(plan.todo)} to run)")
@@ -376,10 +496,11 @@ def _print_plan(suite: Suite, plan: Plan, frames, store: ResultsStore | None, ec
             extra.append("on the fly")
         echo(f"  {arm.name}: {what}{' (' + ', '.join(extra) + ')' if extra else ''}; "
              f"{sum(not p.done for p in runs)}/{len(runs)} to run; config {runs[0].config_hash}")
+    for line in redo_lines(plan):
+        echo(line)
     if plan.todo:
-        seconds, basis = estimate_seconds(suite, plan, store)
-        echo(f"estimated time: {_fmt_seconds(seconds)} on one worker ({basis}; preprocessing and "
-             "diffusion layers add to it)")
+        for line in estimate_phases(suite, plan, store, frames, cache_dir).lines(_fmt_seconds):
+            echo(line)
 
 
 def _fmt_seconds(seconds: float) -> str:

@@ -273,4 +273,4 @@ def test_time_estimate_uses_finished_runs(tmp_path):
         store.finish_run(rid, [], [], {"run_seconds": seconds}, {}, [])
     plan = Plan([PlannedRun("baseline", 1, f, "h2", False) for f in range(3)], {})
     seconds, basis = estimate_seconds(suite, plan, store)
-    assert seconds == pytest.approx(45.0) and basis == "mean time of finished runs"
+    assert seconds == pytest.approx(45.0) and basis == "mean time of finished runs for baseline"

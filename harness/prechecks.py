@@ -1,0 +1,65 @@
+"""Checks that need no training, run before the first run starts (``validate``, ``--dry-run`` and ``run``).
+
+The schema (:mod:`harness.suite`) already refuses what a suite file alone can tell: types, bounds
+(seeds, ``num_classes``, every filter parameter through the filter specs). These checks need the
+machine or the data's geometry:
+
+- ``training.device: cuda`` (suite or arm) on a machine without a CUDA device;
+- a filter whose stencil (patch, search window, kernel) is larger than the frames
+  (``diffusion_filters.check_image_size``), with the frames' real size once they are loaded;
+- the frames' size against ``data.image_size``.
+
+Each problem is one line ``FILE: key.path: what is wrong; accepted: ...``; :func:`check_suite`
+raises them together as a :class:`harness.suite.SuiteError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.suite import Suite, SuiteError
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def problems(suite: Suite, frames: Any = None) -> list[tuple[str, str]]:
+    """``(key path, message)`` of every problem found without training."""
+    import diffusion_filters
+
+    out: list[tuple[str, str]] = []
+    size = int(getattr(suite.data, "image_size", 0) or 0)
+    if frames is not None and len(frames):
+        h, w = (int(s) for s in frames.images.shape[1:3])
+        size = min(h, w)
+    wants_cuda = ([("training.device", suite.training)] if suite.training.device == "cuda" else [])
+    for i, arm in enumerate(suite.arms):
+        if "device" in arm.training and suite.arm_training(arm).device == "cuda":
+            wants_cuda.append((f"arms[{i}].training.device", suite.arm_training(arm)))
+        if arm.preprocess and size:
+            try:
+                diffusion_filters.check_image_size(arm.preprocess, size, where=f"arms[{i}].preprocess")
+            except ValueError as err:  # "arms[i].preprocess[j].name: image of size ... minimum size is ..."
+                text = str(err).strip().splitlines()[0]
+                where, _, message = text.partition(": ")
+                out.append((where, f"{message} (frames are {size}x{size}); accepted: a smaller window or a "
+                                   "larger data.image_size"))
+    if wants_cuda and not _cuda_available():
+        for where, _ in wants_cuda:
+            out.append((where, "cuda, but this machine has no CUDA device (torch.cuda.is_available() is False); "
+                               "accepted: auto (CUDA when present, else CPU) or cpu"))
+    return out
+
+
+def check_suite(suite: Suite, frames: Any = None) -> None:
+    """Raise :class:`SuiteError` with one line per problem (nothing is trained)."""
+    found = problems(suite, frames)
+    if found:
+        label = str(suite.source_path or "<suite>")
+        raise SuiteError([f"{label}: {p}: {m}" for p, m in found])
+
+
+__all__ = ["check_suite", "problems"]
