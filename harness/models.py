@@ -182,18 +182,65 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str,
                      ", ".join(result.unexpected_keys[:5]))
 
 
+#: The host timm downloads ImageNet weights from, and how long a reachability probe may take.
+HUB_HOST = ("huggingface.co", 443)
+HUB_PROBE_SECONDS = 3.0
+
+
+def _hub_reachable(address: tuple[str, int] = HUB_HOST, seconds: float = HUB_PROBE_SECONDS) -> bool:
+    """Whether a TCP connection to the weights hub opens within ``seconds`` (DNS included: the
+    probe runs in a thread, since name resolution ignores socket time-outs)."""
+    import socket
+    import threading
+
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection(address, timeout=seconds).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return bool(result and result[0])
+
+
+def _shorten(text: str, limit: int = 160) -> str:
+    """``text`` cut at a word boundary (never mid-word), with an ellipsis when cut."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " …"
+
+
 def _imagenet_model(arch: str, in_chans: int, num_classes: int, drop_rate: float) -> nn.Module:
-    """timm's own pretrained loading; any download/cache failure becomes one clear line."""
+    """timm's own pretrained loading; any download/cache failure becomes one clear line.
+
+    Without a connection to the hub, the hub is put in offline mode first, so weights already in
+    the cache still load and missing ones fail at once instead of after the client's retries.
+    """
+    import huggingface_hub.constants as hub
+
+    offline = hub.HF_HUB_OFFLINE or not _hub_reachable()
+    previous = hub.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = offline
     try:
         return timm.create_model(arch, pretrained=True, in_chans=in_chans, num_classes=num_classes,
                                  drop_rate=drop_rate)
     except Exception as exc:  # network / hub / cache errors come in many types
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        where = "the weights hub is not reachable and they are not in the cache" if offline else \
+            "they could not be downloaded or found in the cache"
         raise ModelError(
-            f"model.pretrained: imagenet weights for {arch} could not be downloaded or found in the cache "
-            f"({type(exc).__name__}: {reason[:160]}); offline, set model.pretrained to a local file, e.g. "
-            f"--set model.pretrained=/path/to/{arch}.safetensors (a timm state dict, .pth/.pt/.safetensors)"
-        ) from exc
+            f"model.pretrained: imagenet weights for {arch} are unavailable: {where} "
+            f"({type(exc).__name__}: {_shorten(reason)}); use a local weights file instead "
+            f"(--set model.pretrained=/path/to/{arch}.safetensors, a timm state dict .pth/.pt/.safetensors) "
+            "or train from scratch (--set model.pretrained=none)"
+        ) from None
+    finally:
+        hub.HF_HUB_OFFLINE = previous
 
 
 def _base_model(cfg: ModelConfig, in_chans: int) -> nn.Module:

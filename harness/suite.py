@@ -51,6 +51,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "log_loss",
 )
 NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
+SEED_MAX = 2**32 - 1  # numpy's SeedSequence / legacy seeding range
 _NAME_RE = re.compile(NAME_PATTERN)
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
 
@@ -123,13 +124,21 @@ class ModelConfig(_Strict):
     pretrained: str = Field(
         "none", description="'none', 'imagenet' (timm download/cache) or a path to .pth/.pt/.safetensors"
     )
-    num_classes: int = Field(2, ge=2)
+    num_classes: int = Field(2, description="2: the harness detects B-lines (binary); others are refused")
     drop_rate: float = Field(0.2, ge=0.0, lt=1.0)
     classifier_init_std: float | None = Field(
         None, ge=0.0, le=1.0,
         description="std of a new classifier's normal initial weights (bias 0); none: timm's initialisation")
     stem: StemConfig | None = None
     diffusion_blocks: BlocksConfig | None = None
+
+    @field_validator("num_classes")
+    @classmethod
+    def _binary(cls, value: int) -> int:
+        if value != 2:
+            raise ValueError(f"{value} classes: the harness trains and scores binary B-line detection (the metrics, "
+                             "the paired tests and the report use the positive class); accepted: 2")
+        return value
 
     @field_validator("pretrained")
     @classmethod
@@ -239,7 +248,7 @@ class Suite(_Strict):
 
     name: str
     description: str = ""
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="splits and training seeds derive from it")
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -254,6 +263,15 @@ class Suite(_Strict):
     @classmethod
     def _name(cls, value: str) -> str:
         return _check_name(value, "suite name")
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{value!r} is not a seed; accepted: an integer from 0 to {SEED_MAX}")
+        if not 0 <= value <= SEED_MAX:
+            raise ValueError(f"{value} is out of range; accepted: an integer from 0 to {SEED_MAX}")
+        return value
 
     @model_validator(mode="after")
     def _semantics(self, info: ValidationInfo) -> Suite:
@@ -537,9 +555,10 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         raise ValueError(f"--set {assignment!r}: expected key.path=value")
     key, raw = assignment.split("=", 1)
     key = re.sub(r"\[(\d+)\]", r".\1", key.strip())
-    parts = [p for p in key.split(".") if p]
-    if not parts:
-        raise ValueError(f"--set {assignment!r}: empty key path")
+    parts = key.split(".")
+    if not key or any(not p.strip() for p in parts):
+        raise ValueError(f"--set {assignment!r}: empty key in {key!r}; accepted: key.path=value with non-empty keys "
+                         "separated by single dots, e.g. training.epochs=2")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
@@ -566,6 +585,29 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
             raise ValueError(f"--set {assignment!r}: {'.'.join(parts[:depth])} is a value, not a mapping or list")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with the same key twice (YAML would keep the last)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            continue  # the constructor below reports unhashable keys
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key].line + 1}); accepted: each key once "
+                            "per mapping", key_node.start_mark)
+        seen[key] = key_node.start_mark
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def load_suite(path: str | Path, overrides: typing.Iterable[str] = ()) -> Suite:
     """Read, override and validate a suite file; raises :class:`SuiteError`."""
     path = Path(path)
@@ -574,10 +616,16 @@ def load_suite(path: str | Path, overrides: typing.Iterable[str] = ()) -> Suite:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SuiteError([f"{label}: file not found"]) from None
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise SuiteError([f"{label}: line {line}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                          f"{err.start}); accepted: a UTF-8 encoded YAML file"]) from None
+    except IsADirectoryError:
+        raise SuiteError([f"{label}: is a folder; accepted: a suite YAML file"]) from None
     except OSError as err:
         raise SuiteError([f"{label}: cannot read ({err.strerror})"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

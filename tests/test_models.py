@@ -191,3 +191,41 @@ def test_unsupported_values_are_named() -> None:
         create_model({"stem": {"mode": "middle"}})
     with pytest.raises(ModelError, match=r"after_stages: stage\(s\) \[9\] out of range; accepted: 0\.\.6"):
         create_model({"diffusion_blocks": {"after_stages": [9]}})
+
+
+def test_unreachable_hub_goes_offline_at_once_and_says_both_fixes(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    import huggingface_hub.constants as hf_constants
+
+    import harness.models as models
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(models, "_hub_reachable", lambda *a, **k: False)
+    seen: list[bool] = []
+    real = models.timm.create_model
+
+    def spy(*args, **kwargs):
+        seen.append(hf_constants.HF_HUB_OFFLINE)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(models.timm, "create_model", spy)
+    before = hf_constants.HF_HUB_OFFLINE
+    with pytest.raises(ModelError) as info:
+        check_weights(ModelConfig(pretrained="imagenet"))
+    message = str(info.value)
+    assert seen == [True]  # no download retries: the hub client was offline
+    assert hf_constants.HF_HUB_OFFLINE == before  # and is restored
+    assert "\n" not in message and "not reachable" in message
+    assert "--set model.pretrained=/path/to/efficientnet_b0.safetensors" in message
+    assert "--set model.pretrained=none" in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_long_reasons_are_cut_at_a_word() -> None:
+    from harness.models import _shorten
+
+    text = "word " * 60
+    short = _shorten(text.strip(), 50)
+    assert short.endswith(" …") and len(short) <= 52
+    assert all(part == "word" for part in short[:-2].split())
