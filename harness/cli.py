@@ -118,7 +118,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not (args.dir / STORE_FILENAME).is_file():
         _err(f"{args.dir}: no {STORE_FILENAME} here (run a suite first: python -m harness run SUITE --out {args.dir})")
         return EXIT_BAD_INPUT
-    ResultsStore(args.dir, readonly=True).close()  # a damaged or foreign file: StoreError, exit 2
+    with ResultsStore(args.dir, readonly=True) as store:  # a damaged or foreign file: StoreError, exit 2
+        store.check_integrity()
     if args.output is not None and args.output.is_dir():
         _err(f"-o {args.output}: a folder; accepted: an HTML file path (summary.json and metrics.csv go beside it)")
         return EXIT_BAD_INPUT

@@ -228,6 +228,8 @@ def run_suite(suite: Suite, out_dir: str | Path, *, executor: str = "local", wor
         check_weights(suite)  # e.g. imagenet offline: one clear error before anything trains
     db = out_dir / STORE_FILENAME
     store = ResultsStore(db, readonly=dry_run) if not dry_run or db.exists() else None
+    if store is not None:
+        store.check_integrity()  # a damaged store: one line, before a run is claimed
     lock = None if dry_run else _lock_out_dir(out_dir)  # one driver per directory (freed even on kill -9)
     try:
         return _drive(suite, out_dir, cache_dir, frames, splits, store, executor=executor, workers=workers,
@@ -513,6 +515,7 @@ def _fmt_seconds(seconds: float) -> str:
 def status_lines(out_dir: str | Path) -> list[str]:
     """Progress of a results directory, for ``harness status``."""
     store = ResultsStore(out_dir, readonly=True)
+    store.check_integrity()
     meta = store.meta()
     runs = store.runs()
     lines = [f"suite {meta.get('suite_name', '?')} in {Path(out_dir)}: "

@@ -195,6 +195,16 @@ class ResultsStore:
         except sqlite3.DatabaseError as err:
             raise StoreError(f"{path}: not a results store ({err})") from None
 
+    def check_integrity(self) -> None:
+        """Raise :class:`StoreError` (one line) when SQLite finds the file damaged (``PRAGMA quick_check``)."""
+        try:
+            rows = [r[0] for r in self._conn.execute("PRAGMA quick_check").fetchall()]
+        except sqlite3.DatabaseError as err:
+            rows = [str(err)]
+        if rows != ["ok"]:
+            raise StoreError(f"{self.path}: the results store is damaged ({rows[0]}); accepted: an intact store "
+                             "(restore it, or run into a new --out)")
+
     def _add_missing_columns(self) -> None:
         """Stores written before a column existed get it (NULL for their runs)."""
         have = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}

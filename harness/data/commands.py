@@ -129,7 +129,8 @@ def _suite_frames(args: argparse.Namespace) -> FrameSet:
         if not bars:
             from tqdm import tqdm
 
-            bars.append(tqdm(total=total, desc="loading", unit="file", leave=False, file=sys.stderr))
+            bars.append(tqdm(total=total, desc="loading", unit="file", leave=False, file=sys.stderr,
+                             disable=not sys.stderr.isatty()))  # no carriage-return lines in logs
         bars[0].update(done - bars[0].n)
 
     try:

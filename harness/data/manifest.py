@@ -23,6 +23,10 @@ from harness.data.media import Item, every, load_items, normalise_label
 from harness.data.video import DecodeParams
 
 
+#: Spellings of a missing value (pandas' and spreadsheets'); never a patient id.
+MISSING = frozenset({"nan", "na", "n/a", "null", "none", "#n/a", "-nan", "<na>"})
+
+
 def _resolve(path: str, base_dir: Path) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else base_dir / p
@@ -75,8 +79,9 @@ def read_manifest(cfg: ManifestData, base_dir: Path) -> tuple[list[Item], Path, 
             raise DataError(f"{where}: {video_id!r} is listed twice; accepted: one row per file")
         seen.add(video_id)
         group = row[cfg.group_column].strip() if cfg.group_column else video_id
-        if not group:
-            raise DataError(f"{where}: empty {cfg.group_column!r}; accepted: a patient/group id on every row")
+        if not group or group.lower() in MISSING:
+            shown = f" ({group!r} means missing)" if group else ""
+            raise DataError(f"{where}: empty {cfg.group_column!r}{shown}; accepted: a patient/group id on every row")
         meta = {c: row[c].strip() for c in cfg.metadata_columns}
         items.append(Item(path=path, video_id=video_id, label=label, group=group, metadata=meta, where=where))
     return items, root, skipped

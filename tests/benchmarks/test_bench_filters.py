@@ -38,7 +38,7 @@ def test_bench_perona_malik_with_grad(benchmark, batch: torch.Tensor) -> None:
 
     def fwd_bwd() -> torch.Tensor:
         kappa.grad = step.grad = None
-        df.perona_malik(batch, 20, kappa, step).square().mean().backward()
+        df.perona_malik(batch, iterations=20, kappa=kappa, step=step).square().mean().backward()
         return kappa.grad
 
     g = benchmark(fwd_bwd)

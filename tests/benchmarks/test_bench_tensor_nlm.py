@@ -24,18 +24,19 @@ def batch() -> torch.Tensor:
 
 
 def test_bench_ced_one_iteration(benchmark, batch) -> None:
-    out = benchmark(coherence_enhancing, batch, 1, 0.5, 1.0, 2.0, 0.001, 1e-6)
+    out = benchmark(coherence_enhancing, batch, iterations=1, step=0.5, sigma=1.0, rho=2.0, alpha=0.001,
+                    C=1e-6)
     assert out.shape == batch.shape
 
 
 def test_bench_eed_one_iteration(benchmark, batch) -> None:
-    out = benchmark(edge_enhancing, batch, 1, 0.5, 1.0, 0.05)
+    out = benchmark(edge_enhancing, batch, iterations=1, step=0.5, sigma=1.0, lam=0.05)
     assert out.shape == batch.shape
 
 
 def test_bench_pm_one_iteration_anchor(benchmark, batch) -> None:
     pm = pytest.importorskip("diffusion_filters.perona_malik")
-    out = benchmark(pm.perona_malik, batch, 1, 0.1, 0.2)
+    out = benchmark(pm.perona_malik, batch, iterations=1, kappa=0.1, step=0.2)
     assert out.shape == batch.shape
 
 
@@ -44,7 +45,7 @@ def test_bench_ced_with_gradients(benchmark, batch) -> None:
     step = torch.tensor(0.5, requires_grad=True)
 
     def run() -> torch.Tensor:
-        out = coherence_enhancing(batch, 2, step, 1.0, 2.0, 0.001, 1e-6)
+        out = coherence_enhancing(batch, iterations=2, step=step, sigma=1.0, rho=2.0, alpha=0.001, C=1e-6)
         out.sum().backward()
         return out
 
@@ -52,7 +53,7 @@ def test_bench_ced_with_gradients(benchmark, batch) -> None:
 
 
 def test_bench_nlm_patch7_search11(benchmark, batch) -> None:
-    out = benchmark(nonlocal_means, batch, 7, 11, 0.1)
+    out = benchmark(nonlocal_means, batch, patch_size=7, search_size=11, h=0.1)
     assert out.shape == batch.shape
 
 
