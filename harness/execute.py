@@ -68,13 +68,14 @@ class RunOutcome:
     info: dict[str, Any]
     preprocessing: PreprocessingInfo
     state_dict: dict[str, Any] | None = field(default=None, repr=False)
+    search: dict[str, Any] | None = None  # the nested search's record (harness.search.nested.tune)
 
 
 def _prepare(suite: Suite, arm_name: str, frames: Any, cache_dir: str) -> tuple[Any, Any, PreprocessingInfo]:
     """(filtered frames, on-the-fly filter or None, what filtering cost) for the arm."""
     from harness.preprocess import on_the_fly_filter, pipeline_hash, preprocess_frames
 
-    arm = suite.arm(arm_name)
+    arm = suite.arm(arm_name) if isinstance(arm_name, str) else arm_name
     if arm.on_the_fly:
         prep = preprocess_frames(frames.images, frames.content_hash, [], cache_dir)
         info = PreprocessingInfo(pipeline_hash(arm.preprocess), "on_the_fly", None, 0, False)
@@ -95,8 +96,9 @@ def execute_run(payload: dict[str, Any], arm_name: str, repeat: int, fold: int, 
                 cache_dir: str, fit: FitFn | None = None) -> RunOutcome:
     """Train and evaluate one run (the weights come back for repeat 0 / fold 0).
 
-    ``out_dir`` is accepted for the contract but not written: checkpoints come back in the
-    outcome and the driver saves them. ``fit`` replaces ``harness.training.fit_evaluate`` (tests).
+    ``out_dir`` is not written except for the nested search's study files (``studies/``, see
+    harness.search.storage): checkpoints come back in the outcome and the driver saves them.
+    ``fit`` replaces ``harness.training.fit_evaluate`` (tests).
     """
     from harness.cv import get_split
     from harness.metrics import run_metrics
@@ -114,7 +116,15 @@ def execute_run(payload: dict[str, Any], arm_name: str, repeat: int, fold: int, 
     load_seconds = time.perf_counter() - t0
     split = get_split(frames.labels, frames.groups, suite.evaluation.folds, suite.evaluation.repeats, suite.seed,
                       suite.training.val_fraction, repeat, fold)
-    prep, on_the_fly, prep_info = _prepare(suite, arm_name, frames, cache_dir)
+    search = None
+    if suite.search is not None:  # tune on the training part; the chosen configuration trains below
+        from harness.search.nested import tune
+
+        arm, search = tune(suite, arm, frames, split, repeat, fold, seed=run_seed(suite.seed, repeat, fold,
+                           training.seed_offset), cache_dir=cache_dir, out_dir=out_dir, fit=fit,
+                           config_hash=suite.run_config_hash(arm_name))
+        training = suite.arm_training(arm)
+    prep, on_the_fly, prep_info = _prepare(suite, arm, frames, cache_dir)
 
     def take(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.ascontiguousarray(prep.images[idx], dtype=np.float32), frames.labels[idx].astype(np.int64)
@@ -135,14 +145,14 @@ def execute_run(payload: dict[str, Any], arm_name: str, repeat: int, fold: int, 
             "best_epoch": int(result.best_epoch), "device": str(result.device),
             "fit": result.diagnosis.as_dict(), "initial_params": result.initial_params}
     return RunOutcome(
-        arm=arm.name, repeat=repeat, fold=fold, config_hash=suite.run_config_hash(arm), seed=seed,
+        arm=arm.name, repeat=repeat, fold=fold, config_hash=suite.run_config_hash(arm_name), seed=seed,
         metrics=run_metrics(frames.labels[test], probs, frames.videos[test], frames.groups[test]),
         predictions=[(str(s), float(p), int(y)) for s, p, y in
                      zip(frames.sample_ids[test], probs, frames.labels[test], strict=True)],
         timings=timings, learned_params=result.learned_params,
         history=[h.as_dict() if hasattr(h, "as_dict") else dict(h) for h in result.history],
         info=info, preprocessing=prep_info,
-        state_dict=result.state_dict if want_state else None)
+        state_dict=result.state_dict if want_state else None, search=search)
 
 
 __all__ = ["PreprocessingInfo", "RunOutcome", "execute_run", "load_suite_frames", "run_seed"]

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from harness.execute import FitFn, RunOutcome, execute_run, load_suite_frames, run_seed
+from harness.search.nested import search_plan_line
 from harness.store import STORE_FILENAME, ResultsStore, run_id_for
 from harness.suite import Suite
 
@@ -197,6 +198,7 @@ def record_result(store: ResultsStore, out_dir: Path, result: RunOutcome) -> Non
     prep = result.preprocessing
     if prep.mode != "none":
         store.put_preprocessing(result.arm, prep.pipeline_hash, prep.seconds, prep.n_images, mode=prep.mode)
+    store.put_search(run_id, result.search)  # before finish_run: a kill in between leaves the run 'running'
     store.finish_run(run_id, result.metrics, result.predictions, result.timings, result.learned_params,
                      result.history, checkpoint=checkpoint, info=result.info)
 
@@ -498,6 +500,8 @@ def _print_plan(suite: Suite, plan: Plan, frames, store: ResultsStore | None, ec
             extra.append("on the fly")
         echo(f"  {arm.name}: {what}{' (' + ', '.join(extra) + ')' if extra else ''}; "
              f"{sum(not p.done for p in runs)}/{len(runs)} to run; config {runs[0].config_hash}")
+    if suite.search is not None:  # nested search (harness.search): trials and inner fits of the runs to do
+        echo(search_plan_line(suite, [(r.arm, r.repeat, r.fold) for r in plan.todo]))
     for line in redo_lines(plan):
         echo(line)
     if plan.todo:

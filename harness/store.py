@@ -28,6 +28,8 @@ Schema (documented in docs/architecture.md, section harness.store):
   frames per arm (``position`` orders them); ``raw`` (the frame as decoded), ``processed`` (after the
   arm's pipeline) and ``cam`` (Grad-CAM map or null) are ``.npy`` bytes (``numpy.save`` format, so
   dtype and shape travel with the data; read with ``allow_pickle=False``).
+- ``searches(run_id, record)``: the nested search of a tuned run (JSON: chosen ``params``, ``inner_best``,
+  ``trials``, ``seconds``, budget, leakage check; harness.search.nested); none for untuned runs.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ CREATE TABLE IF NOT EXISTS explanation_arms (
 CREATE TABLE IF NOT EXISTS explanations (
     arm TEXT NOT NULL, sample_id TEXT NOT NULL, position INTEGER NOT NULL, label INTEGER, title TEXT NOT NULL,
     raw BLOB NOT NULL, processed BLOB NOT NULL, cam BLOB, PRIMARY KEY (arm, sample_id));
+CREATE TABLE IF NOT EXISTS searches (run_id TEXT PRIMARY KEY, record TEXT NOT NULL);
 """
 
 
@@ -518,6 +521,25 @@ class ResultsStore:
         """Whether ``name`` exists (a read-only store of an older version may lack newer tables)."""
         return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() \
             is not None
+
+    def put_search(self, run_id: str, record: Mapping[str, Any] | None) -> None:
+        """Store (or, with None, drop) the nested search record of a run (call before ``finish_run``)."""
+        with self._conn:
+            self._conn.execute("DELETE FROM searches WHERE run_id=?", (run_id,))
+            if record is not None:
+                self._conn.execute("INSERT INTO searches(run_id, record) VALUES (?, ?)", (run_id, _json(record)))
+
+    def searches(self) -> pd.DataFrame:
+        """``run_id, arm, repeat, fold, record`` (a dict) of done runs that were tuned (empty for a store
+        written before searches existed)."""
+        columns = ["run_id", "arm", "repeat", "fold", "record"]
+        if not self._has_table("searches"):
+            return pd.DataFrame(columns=columns)
+        df = pd.read_sql_query(
+            """SELECT s.run_id, r.arm, r.repeat, r.fold, s.record FROM searches s JOIN runs r USING (run_id)
+               WHERE r.status='done' ORDER BY r.arm, r.repeat, r.fold""", self._conn)
+        df["record"] = df["record"].map(_loads).astype(object)
+        return df
 
     def progress(self) -> pd.DataFrame:
         """Counts of runs per arm and status (for ``harness status``)."""

@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from harness.data.config import DataConfig
+from harness.search.space import ArmSearchConfig, SearchConfig, search_identity, suite_search_problems
 
 # Metric names computed by harness.metrics (kept here so the schema does not import sklearn).
 METRIC_NAMES: tuple[str, ...] = (
@@ -204,6 +205,7 @@ class ArmConfig(_Strict):
     on_the_fly: bool = Field(False, description="filter after augmentation, inside training, instead of caching")
     model: dict[str, Any] = Field(default_factory=dict, description="partial model config, deep-merged")
     training: dict[str, Any] = Field(default_factory=dict, description="partial training config, deep-merged")
+    search: ArmSearchConfig | None = Field(None, description="keys added to the suite's search space for this arm")
 
     @field_validator("name")
     @classmethod
@@ -255,6 +257,7 @@ class Suite(_Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     arms: list[ArmConfig] = Field(min_length=1)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    search: SearchConfig | None = Field(None, description="nested hyper-parameter search (harness.search)")
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source_path: Path | None = PrivateAttr(default=None)
@@ -326,8 +329,10 @@ class Suite(_Strict):
     def run_config_hash(self, arm: ArmConfig | str) -> str:
         """Hash of everything that changes the numbers of this arm's runs (not report/name)."""
         arm = self.arm(arm) if isinstance(arm, str) else arm
+        search = search_identity(self, arm)  # None without a search section: the hash stays as it was
         return sha256_of(
             {
+                **({"search": search} if search is not None else {}),
                 "data": self.data.model_dump(mode="json"),
                 "model": self.arm_model(arm).model_dump(mode="json"),
                 "training": self.arm_training(arm).model_dump(mode="json"),
@@ -447,6 +452,8 @@ def semantic_problems(suite: Suite) -> list[tuple[str, str]]:
             except ValidationError as err:
                 problems += [(_format_loc(("arms", i, "training", *e["loc"])), _describe(e, TrainingConfig, e["loc"]))
                              for e in err.errors()]
+    if not problems:  # the search space is checked against valid arm configurations
+        problems += suite_search_problems(suite)
     names = [a.name for a in suite.arms]
     if suite.report.baseline is not None and suite.report.baseline not in names:
         problems.append(("report.baseline", f"{suite.report.baseline!r} is not an arm; accepted: {', '.join(names)}"))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from harness.report import figures, samples
+from harness.report import figures, samples, tuning
 from harness.report.analysis import Analysis
 from harness.report.inputs import first_line
 from harness.report.curves import RunCurve, run_curves, tail_spread
@@ -255,6 +255,32 @@ SPECS: tuple[FigureSpec, ...] = (
         "and run (rows); the title gives the mean relative change. A parameter that stays white did not learn.",
         drift_figure,
         shown=has_learned,
+    ),
+    # Tuning (harness.report.tuning): only for suites with a search section.
+    FigureSpec(
+        "tuning-chosen",
+        "Tuning: the configuration each outer run chose",
+        "Each point is the value the nested search chose in one outer run (jittered sideways); the black bar is "
+        "the suite's own value (trial 0). Points spread widely: the inner folds could not tell the values apart.",
+        tuning.chosen_figure,
+        shown=tuning.has_tuning,
+    ),
+    FigureSpec(
+        "tuning-optimism",
+        "Tuning: best inner score against the outer test score",
+        "One point per outer run. Points below the diagonal: the best inner score, a maximum over noisy "
+        "estimates, overstated what the chosen configuration scored on the unseen test fold (Varma & Simon "
+        "2006; Cawley & Talbot 2010).",
+        tuning.optimism_figure,
+        shown=tuning.has_tuning,
+    ),
+    FigureSpec(
+        "tuning-curve",
+        "Tuning curve",
+        "Best inner score so far against trial number (thin: each outer run; thick: their mean). A curve still "
+        "rising at the last trial: the budget was too small for this arm.",
+        tuning.curve_figure,
+        shown=tuning.has_tuning,
     ),
 )
 

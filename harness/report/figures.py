@@ -563,3 +563,80 @@ def forest_plot(
     axes[0][0].set_yticks(ys)
     axes[0][0].set_yticklabels([r["arm"] for r in rows] or [""])
     return to_data_uri(fig)
+
+
+# --------------------------------------------------------------------------- tuning (harness.report.tuning)
+
+
+def tuning_strip(values: Mapping[str, Mapping[str, Sequence[Any]]], own: Mapping[str, Mapping[str, Any]],
+                 colors: Mapping[str, str]) -> str:
+    """One panel per tuned parameter: the value each outer run chose, per arm (jittered points), and
+    the suite's own value (black bar): how stable the choice is across runs."""
+    keys = list(values)
+    fig, axes = _figure(min(3.2 * len(keys), 12.8), 2.8, 1, len(keys))
+    rng = np.random.default_rng(0)
+    for ax, key in zip(axes[0], keys, strict=True):
+        arms = list(values[key])
+        categorical = any(isinstance(v, (str, bool)) for a in arms for v in values[key][a])
+        cats = sorted({str(v) for a in arms for v in values[key][a]}) if categorical else []
+        for i, arm in enumerate(arms):
+            ys = [cats.index(str(v)) if categorical else float(v) for v in values[key][arm]]
+            ax.scatter(i + rng.uniform(-0.15, 0.15, len(ys)), ys, s=22, color=colors.get(arm), alpha=0.8, zorder=3)
+            mine = own.get(key, {}).get(arm)
+            if mine is not None:
+                y = cats.index(str(mine)) if categorical and str(mine) in cats else (None if categorical else mine)
+                if y is not None:
+                    ax.plot([i - 0.3, i + 0.3], [y, y], color="black", lw=1.5, zorder=2)
+        positive = not categorical and all(float(v) > 0 for a in arms for v in values[key][a])
+        spread = [float(v) for a in arms for v in values[key][a]] if not categorical else []
+        if positive and spread and max(spread) / min(spread) > 20:
+            ax.set_yscale("log")
+        if categorical:
+            ax.set_yticks(range(len(cats)), cats)
+        ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right")
+        ax.set_title(key, fontsize=8)
+    fig.tight_layout()
+    return to_data_uri(fig)
+
+
+def inner_vs_outer(points: Mapping[str, Sequence[tuple[float, float]]], metric: str,
+                   colors: Mapping[str, str]) -> str:
+    """Best inner (tuning) score against the outer test score of the same run; below the diagonal:
+    the tuning was optimistic."""
+    fig, axes = _figure(4.2, 3.8)
+    ax = axes[0][0]
+    allv = [v for p in points.values() for xy in p for v in xy]
+    lo, hi = min(allv), max(allv)
+    pad = 0.05 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.6", lw=1, ls="--", zorder=1)
+    for arm, p in points.items():
+        arr = np.asarray(p, dtype=float)
+        ax.scatter(arr[:, 0], arr[:, 1], s=26, color=colors.get(arm), label=arm, zorder=3)
+    ax.set_xlabel(f"best inner score ({metric}, mean over inner folds)")
+    ax.set_ylabel(f"outer test score ({metric})")
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return to_data_uri(fig)
+
+
+def tuning_curves(curves: Mapping[str, Sequence[Sequence[float | None]]], metric: str,
+                  colors: Mapping[str, str]) -> str:
+    """Best-so-far inner score against trial number: thin lines per outer run, thick the mean per arm."""
+    fig, axes = _figure(5.2, 3.4)
+    ax = axes[0][0]
+    for arm, runs in curves.items():
+        n = max((len(c) for c in runs), default=0)
+        grid = np.full((len(runs), n), np.nan)
+        for i, c in enumerate(runs):
+            vals = np.array([np.nan if v is None else float(v) for v in c])
+            grid[i, :len(vals)] = vals
+            ax.plot(np.arange(len(vals)), vals, color=colors.get(arm), lw=0.7, alpha=0.35)
+        with np.errstate(all="ignore"):
+            mean = np.array([np.nanmean(col) if np.any(np.isfinite(col)) else np.nan for col in grid.T])
+        ax.plot(np.arange(n), mean, color=colors.get(arm), lw=2, label=arm)
+    ax.set_xlabel("trial (0 = the suite's own configuration)")
+    ax.set_ylabel(f"best inner {metric} so far")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return to_data_uri(fig)
