@@ -18,6 +18,7 @@ from harness.report.inputs import LEVEL_TITLES
 from harness.report.methods import environment, methods, reproduce_command
 from harness.report.strata import StrataTable
 from harness.report.timing import TIMING_COLUMNS, timing_cell
+from harness.report.tuning import context as tuning_context
 
 QUESTION = (
     "Does anisotropic diffusion, as preprocessing of the frames or as a layer of the network, change how "
@@ -54,6 +55,7 @@ def template_context(analysis: Analysis) -> dict[str, Any]:
         "strata": strata,
         "figures": draw_all(data),
         "timing": _timing(analysis),
+        "tuning": tuning_context(analysis),
         "leakage": analysis.leakage,
         "failed_runs": analysis.failed_runs,
         "skipped": inputs.skipped,

@@ -17,6 +17,7 @@ from harness.report.analysis import Analysis, ArmSummary
 from harness.report.comparisons import Comparison, PredictionTest
 from harness.report.learned import learned_record, parameter_changes
 from harness.report.strata import StrataTable
+from harness.report.tuning import tuning
 
 METRICS_CSV_COLUMNS = ["run_id", "arm", "repeat", "fold", "level", "aggregation", "metric", "value"]
 
@@ -75,6 +76,9 @@ def _arm(analysis: Analysis, arm: str, learned: dict[str, Any] | None = None) ->
     out["timing"] = {k: cost[k].get(arm) for k in cost} if arm in analysis.ran else None
     if learned:
         out["learned"] = learned  # per diffusion parameter: initial, final mean/sd per channel, every run
+    tuned = tuning(analysis.inputs).get(arm)
+    if tuned is not None:  # nested search: budget, chosen params per run, inner best, seconds
+        out["search"] = tuned.summary()
     return out
 
 
