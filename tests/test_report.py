@@ -1,6 +1,6 @@
 """The report, built from a synthetic results store written through the store's real write API.
 
-The store holds 3 arms x 2 repeats x 3 folds of a 12-patient data set (2 videos of 2 frames each
+The store holds 3 arms x 2 repeats x 3 folds of a 30-patient data set (2 videos of 2 frames each
 per patient) with predictions, metadata, timings, learned parameters, epochs, a failed run of a
 fourth arm and a skipped item.  ``make_store`` is shared with tests/test_report_browser.py.
 """
@@ -23,7 +23,7 @@ from harness.store import ResultsStore
 
 ARMS = ("baseline", "pm", "stem")
 REPEATS, FOLDS = 2, 3
-N_PATIENTS, VIDEOS, FRAMES = 12, 2, 2  # simulated: patients, clips per patient, frames per clip
+N_PATIENTS, VIDEOS, FRAMES = 30, 2, 2  # simulated: patients, clips per patient, frames per clip
 SIGNAL = {"baseline": 1.0, "pm": 1.5, "stem": 1.0}  # pm separates the classes better
 
 
@@ -436,8 +436,20 @@ def test_prediction_tests_match_independent_references(built: dict[str, Any]) ->
         [int((ok_b & ok_a).sum()), int((ok_b & ~ok_a).sum())],
         [int((~ok_b & ok_a).sum()), int((~ok_b & ~ok_a).sum())],
     ]
+    # Several frames per patient: the clustered statistic (Durkalski et al. 2003), by an independent loop.
+    num = den = 0.0
+    for _, g in rep0.assign(ok_a=ok_a, ok_b=ok_b).groupby("group_id"):
+        diff = int((g["ok_b"] & ~g["ok_a"]).sum()) - int((~g["ok_b"] & g["ok_a"]).sum())
+        num, den = num + diff, den + diff**2
+    from scipy.stats import chi2 as chi2_dist
+
+    assert pt["pm"]["mcnemar"]["clustered"] is True and "Durkalski" in pt["pm"]["mcnemar"]["form"]
+    assert pt["pm"]["mcnemar"]["statistic"] == pytest.approx(num**2 / den, rel=1e-12)
+    assert pt["pm"]["mcnemar"]["p"] == pytest.approx(chi2_dist.sf(num**2 / den, 1), rel=1e-9)
+    assert s["comparisons"][0]["tests"]["mcnemar"]["clustered"] is True
+    # The unclustered test (what the report ran before) treats frames as independent; it is not what is reported.
     ref = sm_mcnemar(table, exact=(table[0][1] + table[1][0]) < 25, correction=True)
-    assert pt["pm"]["mcnemar"]["p"] == pytest.approx(ref.pvalue, rel=1e-9)
+    assert pt["pm"]["mcnemar"]["p"] != pytest.approx(ref.pvalue, rel=1e-6)
     assert len(rep0) == len(built["samples"])  # one repeat tests every sample exactly once
 
     folds = []
@@ -465,7 +477,7 @@ def test_prediction_tests_match_independent_references(built: dict[str, Any]) ->
     for arm in ("pm", "stem"):
         d = (auc[arm] - auc["baseline"]).to_numpy()
         t = d.mean() / np.sqrt((1 / d.size + ratio) * d.var(ddof=1))
-        assert comps[(arm, "roc_auc")]["tests"]["corrected_t"]["statistic"] == pytest.approx(t, rel=1e-9)
+        assert comps[(arm, "roc_auc")]["tests"]["corrected_t"]["statistic"] == pytest.approx(t, rel=1e-7)  # metrics.csv keeps 10 digits
         raw[arm] = comps[(arm, "roc_auc")]["tests"]["corrected_t"]["p"]
     holm = multipletests([raw["pm"], raw["stem"]], method="holm")[1]
     assert comps[("pm", "roc_auc")]["tests"]["corrected_t"]["p_holm"] == pytest.approx(holm[0])
@@ -535,7 +547,9 @@ def test_summary_json_is_written_from_the_analysis(built: dict[str, Any]) -> Non
     analysis = analyse(inputs)
     assert jsonable(summary(analysis)) == built["summary"]
     verdicts = {v.arm: v for v in analysis.verdicts}
-    assert set(verdicts) == {"pm", "stem"}
+    assert set(verdicts) == {"pm", "stem", "broken"}  # every arm besides the baseline, even one that failed
+    assert verdicts["broken"].comparison is None and verdicts["broken"].kind == "not-compared"
+    assert "no completed run" in verdicts["broken"].text and "loss became NaN" in verdicts["broken"].text
     assert analysis.arm_summaries["pm"].verdict == verdicts["pm"].text == built["summary"]["arms"]["pm"]["verdict"]
     pm = next(c for c in analysis.comparisons if c.arm == "pm" and c.metric == "roc_auc")
     assert f"{pm.mean_difference:.3f}" in built["html"]  # the page shows the same numbers
@@ -546,7 +560,8 @@ def test_figure_specs_are_plain_functions_with_unique_ids() -> None:
     from harness.report.figure_specs import SPECS
 
     ids = [s.id for s in SPECS]
-    assert len(ids) == len(set(ids)) == 7
+    assert len(ids) == len(set(ids)) >= 8
+    assert ids[0] == "forest"  # the first thing a reader sees
     for spec in SPECS:  # module-level functions, not closures over report state
         assert spec.make.__qualname__ == spec.make.__name__ and spec.make.__closure__ is None
         assert spec.shown.__qualname__ == spec.shown.__name__

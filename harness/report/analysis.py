@@ -11,6 +11,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness import stats
+from harness.report.checks import (
+    MIN_PER_CLASS,
+    ChanceCheck,
+    LevelCheck,
+    RunCounts,
+    check_chance,
+    check_levels,
+    fit_problems,
+    noise_floor_arm,
+    run_counts,
+)
 from harness.report.comparisons import (
     Comparison,
     PairingLog,
@@ -26,6 +37,8 @@ from harness.report.methods import failed_runs, leakage
 from harness.report.strata import StrataTable, stratify
 from harness.report.timing import Cost, timing
 
+UNBOUNDED_METRICS = ("log_loss",)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -36,6 +49,14 @@ class Settings:
     alpha: float
     rope: float
     strata_columns: list[str]
+    primary_level: str = "frame"  # evaluation.primary_level: frame | video; the other one is co-primary
+    min_per_class: int = MIN_PER_CLASS
+
+    @property
+    def headline_levels(self) -> list[tuple[str, str]]:
+        """(level, aggregation) of the primary level, then the co-primary one."""
+        pair = [("frame", "none"), ("video", "mean")]
+        return pair if self.primary_level == "frame" else pair[::-1]
 
     @classmethod
     def from_inputs(cls, inputs: Inputs) -> Settings:
@@ -50,6 +71,8 @@ class Settings:
             alpha=float(rep.get("alpha", 0.05)),
             rope=float(rep.get("rope", 0.01)),
             strata_columns=strata,
+            primary_level="video" if (s.get("evaluation", {}) or {}).get("primary_level") == "video" else "frame",
+            min_per_class=int(rep.get("min_per_class", MIN_PER_CLASS)),
         )
 
 
@@ -59,10 +82,12 @@ class MetricSummary:
 
     mean: float
     std: float
-    ci95: list[float]  # t interval
+    ci95: list[float]  # t interval (may leave [0, 1]; kept for summary.json)
     ci95_bootstrap: list[float]
     n: int
     per_run: list[dict[str, Any]]  # {"repeat", "fold", "value"}
+    ci95_bounded: list[float] = field(default_factory=list)  # what the page shows: inside the metric's range
+    ci95_bounded_method: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +95,8 @@ class MetricSummary:
             "std": self.std,
             "ci95": self.ci95,
             "ci95_bootstrap": self.ci95_bootstrap,
+            "ci95_bounded": self.ci95_bounded,
+            "ci95_bounded_method": self.ci95_bounded_method,
             "n": self.n,
             "per_run": self.per_run,
         }
@@ -90,20 +117,35 @@ class ArmSummary:
 
 @dataclass
 class Verdict:
-    """The plain-language answer for one arm on the primary metric, with the numbers behind it."""
+    """The plain-language answer for one arm on the primary metric, with the numbers behind it.
+
+    ``comparison`` is None when the arm could not be compared (it or the baseline has no completed
+    run, or the primary level is not estimable); ``text`` then says why. ``co_primary`` is the answer
+    at the other headline level (video when the frame is primary, and the reverse); ``caveats`` are
+    the sentences that qualify it: failed runs and the sensitivity line, runs that did not fit,
+    the seed-noise floor, an arm at chance.
+    """
 
     arm: str
     text: str
     headline: str
     detail: str
-    kind: str  # better | worse | equivalent | undecided | no-difference (a CSS class too)
-    comparison: Comparison
+    kind: str  # better | worse | equivalent | undecided | no-difference | not-compared (a CSS class too)
+    comparison: Comparison | None
+    level: str = "frame"
+    co_primary: dict[str, Any] = field(default_factory=dict)  # {level, text, headline, kind}
+    caveats: list[str] = field(default_factory=list)
+    noise_floor: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_comparison(cls, c: Comparison, alpha: float) -> Verdict:
         text = stats.verdict(c.as_mapping(), alpha=alpha)
         head, _, detail = text.partition(" (")
-        return cls(c.arm, text, head, ("(" + detail) if detail else "", _verdict_kind(text), c)
+        return cls(c.arm, text, head, ("(" + detail) if detail else "", _verdict_kind(text), c, level=c.level)
+
+    @classmethod
+    def not_compared(cls, arm: str, text: str, level: str) -> Verdict:
+        return cls(arm, text, text, "", "not-compared", None, level=level)
 
 
 def _verdict_kind(text: str) -> str:
@@ -138,6 +180,11 @@ class Analysis:
     leakage: dict[str, Any]
     failed_runs: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    levels: dict[str, LevelCheck] = field(default_factory=dict)
+    chance: ChanceCheck | None = None
+    run_counts: dict[str, RunCounts] = field(default_factory=dict)
+    fit_problems: list[dict[str, Any]] = field(default_factory=list)
+    noise_floor: str | None = None  # the arm that is the baseline with another seed offset
 
     @property
     def test_train_ratio(self) -> float:
@@ -154,18 +201,33 @@ def summarise_arms(inputs: Inputs) -> dict[str, ArmSummary]:
             for metric in inputs.metric_names:
                 values = inputs.scores.get(arm, level, agg, metric)
                 if values:
-                    block[metric] = _metric_summary(values)
+                    block[metric] = _metric_summary(values, metric)
             if block:
                 levels[f"{level}/{agg}"] = block
         out[arm] = ArmSummary(levels)
     return out
 
 
-def _metric_summary(values: dict[tuple[int, int], float]) -> MetricSummary:
+BOUNDED_METHOD = "95 % percentile bootstrap over runs (stays within the runs' range, so within [0, 1])"
+UNBOUNDED_METHOD = "95 % t-interval over runs"
+
+
+def _metric_summary(values: dict[tuple[int, int], float], metric: str = "") -> MetricSummary:
     keys = sorted(values)
     s = stats.summarize([values[k] for k in keys])
     per_run = [{"repeat": r, "fold": f, "value": values[(r, f)]} for r, f in keys]
-    return MetricSummary(s["mean"], s["std"], s["ci95_t"], s["ci95_bootstrap"], s["n"], per_run)
+    # Bounded metrics (all but the log-loss) get an interval that respects their bounds.
+    bounded = metric not in UNBOUNDED_METRICS
+    return MetricSummary(
+        s["mean"],
+        s["std"],
+        s["ci95_t"],
+        s["ci95_bootstrap"],
+        s["n"],
+        per_run,
+        ci95_bounded=s["ci95_bootstrap"] if bounded else s["ci95_t"],
+        ci95_bounded_method=BOUNDED_METHOD if bounded else UNBOUNDED_METHOD,
+    )
 
 
 def _unpaired_notes(unpaired: dict[str, int], baseline: str) -> list[str]:
@@ -182,17 +244,25 @@ def analyse(inputs: Inputs) -> Analysis:
     baseline, primary = settings.baseline, settings.primary
     log = PairingLog()
     arm_summaries = summarise_arms(inputs)
-    comparisons = compare_arms(inputs, baseline, settings.rope, log)
+    levels = check_levels(inputs, primary, settings.min_per_class)
+    estimable = [lv for lv in inputs.levels if levels.get(lv[0]) is None or levels[lv[0]].estimable]
+    comparisons = (
+        compare_arms(inputs, baseline, settings.rope, log, alpha=settings.alpha) if ("frame", "none") in estimable else []
+    )
     other_levels = [
-        c for level in inputs.levels if level != ("frame", "none")
-        for c in compare_arms(inputs, baseline, settings.rope, log, level)
+        c for level in estimable if level != ("frame", "none")
+        for c in compare_arms(inputs, baseline, settings.rope, log, level, alpha=settings.alpha)
     ]
-    verdicts = [Verdict.from_comparison(c, settings.alpha) for c in comparisons if c.metric == primary]
+    counts = run_counts(inputs)
+    nf = noise_floor_arm(inputs.suite_dict, baseline)
+    chance = check_chance(inputs, baseline, primary, [lv for lv in settings.headline_levels if lv in inputs.levels], levels)
+    verdicts = make_verdicts(inputs, settings, [*comparisons, *other_levels], levels, counts, chance, nf)
     for v in verdicts:
         arm_summaries[v.arm].verdict = v.text
     ran = [a for a in inputs.arms if a in set(inputs.done["arm"])]
     predicted = set(inputs.predictions.get("arm", []))
     has_strata = len(inputs.predictions) and settings.strata_columns
+    level_notes = [f"{lv.capitalize()} level: {c.reason}." for lv, c in levels.items() if not c.estimable]
     return Analysis(
         inputs=inputs,
         settings=settings,
@@ -213,5 +283,146 @@ def analyse(inputs: Inputs) -> Analysis:
         learned=learned_summary(inputs.done, inputs.epochs),
         leakage=leakage(inputs),
         failed_runs=failed_runs(inputs),
-        notes=[*inputs.notes, *log.notes, *_unpaired_notes(log.unpaired, baseline)],
+        notes=[*inputs.notes, *level_notes, *log.notes, *_unpaired_notes(log.unpaired, baseline)],
+        levels=levels,
+        chance=chance,
+        run_counts=counts,
+        fit_problems=fit_problems(inputs),
+        noise_floor=nf,
     )
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def _find(comparisons: list[Comparison], arm: str, level: tuple[str, str], metric: str) -> Comparison | None:
+    return next(
+        (c for c in comparisons if c.arm == arm and (c.level, c.aggregation) == level and c.metric == metric), None
+    )
+
+
+def _why_not_compared(arm: str, baseline: str, counts: dict[str, RunCounts], level: str,
+                      levels: dict[str, LevelCheck], present: bool) -> str:
+    """The sentence that replaces a verdict when there is no comparison."""
+    base, mine = counts.get(baseline), counts.get(arm)
+    if base is not None and base.done == 0:
+        err = f"; first error: {base.first_error}" if base.first_error else ""
+        return (f"not compared: the baseline {baseline} has no completed run ({base.failed} of {base.planned} "
+                f"failed{err})")
+    if mine is not None and mine.done == 0:
+        err = f"; first error: {mine.first_error}" if mine.first_error else ""
+        return f"not compared: this arm has no completed run ({mine.failed} of {mine.planned} failed{err})"
+    check = levels.get(level)
+    if check is not None and not check.estimable:
+        return f"not answered at the {level} level: {check.reason}"
+    if not present:
+        return f"not compared: the store holds no {level}-level scores"
+    return "not compared: fewer than 2 runs have a score in both this arm and the baseline (see the notes)"
+
+
+def make_verdicts(
+    inputs: Inputs,
+    settings: Settings,
+    comparisons: list[Comparison],
+    levels: dict[str, LevelCheck],
+    counts: dict[str, RunCounts],
+    chance: ChanceCheck,
+    noise_floor: str | None,
+) -> list[Verdict]:
+    """One verdict per arm besides the baseline, in suite order, whatever happened to its runs."""
+    baseline, primary, alpha = settings.baseline, settings.primary, settings.alpha
+    head, *co = settings.headline_levels
+    out = []
+    for arm in inputs.arms:
+        if arm == baseline:
+            continue
+        per_level: dict[str, Verdict] = {}
+        for level in (head, *co):
+            c = _find(comparisons, arm, level, primary)
+            if c is not None:
+                per_level[level[0]] = Verdict.from_comparison(c, alpha)
+            else:
+                why = _why_not_compared(arm, baseline, counts, level[0], levels, level in inputs.levels)
+                per_level[level[0]] = Verdict.not_compared(arm, why, level[0])
+        v = per_level[head[0]]
+        for level in co:
+            o = per_level[level[0]]
+            v.co_primary = {"level": level[0], "text": o.text, "headline": o.headline, "kind": o.kind}
+        v.caveats = _caveats(arm, settings, counts, chance, comparisons, noise_floor, v)
+        out.append(v)
+    return out
+
+
+def _fmt_ci(ci: Any) -> str:
+    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "[–]"
+
+
+def _caveats(
+    arm: str,
+    settings: Settings,
+    counts: dict[str, RunCounts],
+    chance: ChanceCheck,
+    comparisons: list[Comparison],
+    noise_floor: str | None,
+    v: Verdict,
+) -> list[str]:
+    out: list[str] = []
+    baseline, primary = settings.baseline, settings.primary
+    c = v.comparison
+    # An arm at chance: its own score is no evidence of learning.
+    for level, block in chance.arms.items():
+        info = block.get(arm)
+        if info and info.get("above_chance") is False:
+            out.append(
+                f"{arm} is not above chance at the {level} level ({primary} {info['mean']:.3f}, 95 % interval "
+                f"[{info['ci95'][0]:.3f}, {info['ci95'][1]:.3f}] includes {chance.chance:g})."
+            )
+    # Failed runs, counted, with the sensitivity line.
+    mine, base = counts.get(arm), counts.get(baseline)
+    if mine is not None and mine.done and (mine.not_done or (base is not None and base.not_done)):
+        parts = [f"{mine.not_done} of {mine.planned} planned runs of {arm} did not complete"]
+        if base is not None and base.not_done:
+            parts.append(f"{base.not_done} of {base.planned} of {baseline}")
+        text = "; ".join(parts) + " (the comparison uses the runs both completed)"
+        sens = (c.failed_runs.get("sensitivity") if c is not None else None) or {}
+        lines = []
+        for how, label in (("chance", "as chance"), ("worst", "as that arm's worst run")):
+            if how in sens:
+                x = sens[how]
+                lines.append(f"{label}: difference {x['mean_difference']:+.3f} {_fmt_ci(x['ci95'])}")
+        if lines:
+            text += ". Sensitivity, every missing run scored " + "; ".join(lines)
+        out.append(text + ".")
+    # Runs that did not fit.
+    if mine is not None and (mine.fit["did_not_fit"] or mine.fit["diverged"]):
+        out.append(
+            f"{mine.fit['did_not_fit']} run(s) of {arm} did not fit and {mine.fit['diverged']} diverged "
+            f"(of {mine.done} completed; reasons in the table of section 9); their scores are counted as they are."
+        )
+    # The seed-noise floor.
+    if noise_floor and c is not None:
+        nf = _find(comparisons, noise_floor, (c.level, c.aggregation), c.metric)
+        if arm == noise_floor:
+            out.append(
+                f"{arm} is the baseline trained again with another seed offset: its difference "
+                f"{c.mean_difference:+.3f} {_fmt_ci(c.ci95)} is the seed-noise floor every other arm is read against."
+            )
+        elif nf is not None:
+            lo, hi = nf.ci95
+            exceeds = not (lo <= c.mean_difference <= hi) and abs(c.mean_difference) > abs(nf.mean_difference)
+            v.noise_floor = {
+                "arm": noise_floor,
+                "exceeds": exceeds,
+                "mean_difference": c.mean_difference,
+                "noise_mean_difference": nf.mean_difference,
+                "noise_ci95": nf.ci95,
+            }
+            out.append(
+                f"{'Exceeds' if exceeds else 'Within'} the seed-noise floor: |difference| {abs(c.mean_difference):.3f} "
+                f"vs {abs(nf.mean_difference):.3f} for {noise_floor} (the baseline with another seed), whose 95 % "
+                f"interval is {_fmt_ci(nf.ci95)}; an arm exceeds it when its mean difference lies outside that "
+                "interval and is larger in size."
+            )
+        else:
+            out.append(f"The seed-noise floor ({noise_floor}) could not be compared at this level.")
+    return out

@@ -14,14 +14,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import math
+
 import numpy as np
 import pandas as pd
+import scipy.stats as sps
 
 from harness import stats
+from harness.report.checks import CHANCE
 from harness.report.inputs import Inputs, RunKey, first_line
 
 LOWER_IS_BETTER = ("brier", "log_loss")
 THRESHOLD = 0.5  # decision threshold of the McNemar test (as for the store's threshold metrics)
+MDE_POWER = 0.8  # power at which the minimal detectable difference is stated
 
 
 def _p(value: Any) -> float:
@@ -51,6 +56,9 @@ class Comparison:
     ratio: float  # mean n_test / n_train of the paired runs
     rope: float
     tests: dict[str, dict[str, Any]]  # corrected_t, wilcoxon, bayes_correlated_t
+    sd_difference: float = float("nan")  # std (ddof 1) of the per-run differences
+    mde: dict[str, Any] = field(default_factory=dict)  # minimal detectable difference (see :func:`add_mde`)
+    failed_runs: dict[str, Any] = field(default_factory=dict)  # runs without a score, and the sensitivity lines
 
     @classmethod
     def from_stats(cls, result: Mapping[str, Any], **where: str) -> Comparison:
@@ -66,7 +74,12 @@ class Comparison:
 
     def as_mapping(self) -> dict[str, Any]:
         """The form :func:`harness.stats.verdict` reads."""
-        return {"tests": self.tests, "mean_difference": self.mean_difference, "rope": self.rope}
+        return {
+            "tests": self.tests,
+            "mean_difference": self.mean_difference,
+            "rope": self.rope,
+            "mde": self.mde.get("value"),
+        }
 
 
 @dataclass
@@ -119,13 +132,105 @@ def _compare_one(
     if missing:  # one note per arm, written by the analysis
         log.unpaired[arm] = max(log.unpaired.get(arm, 0), len(missing))
     result = _orient(result, metric)
-    return Comparison.from_stats(result, arm=arm, versus=baseline, metric=metric, level=level[0], aggregation=level[1])
+    c = Comparison.from_stats(result, arm=arm, versus=baseline, metric=metric, level=level[0], aggregation=level[1])
+    c.sd_difference = float(np.std([scores[k] - base[k] for k in keys], ddof=1))
+    c.failed_runs = failed_runs(inputs, arm, baseline, scores, base, metric, c.ratio, folds, repeats)
+    return c
+
+
+def _done_keys(inputs: Inputs, arm: str) -> set[RunKey]:
+    d = inputs.done
+    d = d[d["arm"] == arm]
+    return {(int(r), int(f)) for r, f in zip(d["repeat"], d["fold"])}
+
+
+def failed_runs(
+    inputs: Inputs,
+    arm: str,
+    baseline: str,
+    scores: dict[RunKey, float],
+    base: dict[RunKey, float],
+    metric: str,
+    ratio: float,
+    folds: int,
+    repeats: int,
+) -> dict[str, Any]:
+    """Planned runs without a completed run (``failed``) or without a finite score (``undefined``) per side,
+    and the comparison again with each such run scored as chance and as that arm's worst run.
+
+    Leaving such runs out treats them as missing at random; an arm that fails on hard folds would then
+    look better than it is. The sensitivity lines impute every planned run that either side lacks.
+    """
+    planned = set(inputs.planned_runs) or (set(scores) | set(base))
+    out: dict[str, Any] = {}
+    for side, name, values in (("arm", arm, scores), ("baseline", baseline, base)):
+        done = _done_keys(inputs, name)
+        out[side] = len(planned - done)  # failed, interrupted or never run
+        out[f"{side}_undefined"] = len((planned & done) - set(values))  # done, metric undefined
+    keys = sorted(k for k in planned if k in scores or k in base)
+    out["sensitivity"] = {}
+    if not (out["arm"] or out["baseline"] or out["arm_undefined"] or out["baseline_undefined"]) or len(keys) < 2:
+        return out
+    lower = metric in LOWER_IS_BETTER
+    fills: dict[str, tuple[float, float] | None] = {
+        "chance": (CHANCE[metric], CHANCE[metric]) if metric in CHANCE else None,
+        "worst": (
+            (max if lower else min)(scores.values()) if scores else float("nan"),
+            (max if lower else min)(base.values()) if base else float("nan"),
+        ),
+    }
+    for how, fill in fills.items():
+        if fill is None or not all(math.isfinite(x) for x in fill):
+            continue
+        d = np.array([scores.get(k, fill[0]) - base.get(k, fill[1]) for k in keys])
+        try:
+            ct = stats.corrected_resampled_t(d, 1.0, ratio, folds, repeats, allow_missing=len(d) < folds * repeats)
+        except ValueError:
+            continue
+        half = float(sps.t.ppf(0.975, ct["df"])) * ct["se"]
+        out["sensitivity"][how] = {
+            "filled_with": {"arm": fill[0], "baseline": fill[1]},
+            "n_runs": int(d.size),
+            "mean_difference": float(d.mean()),
+            "ci95": [float(d.mean() - half), float(d.mean() + half)],
+            "p": ct["p"],
+        }
+    return out
+
+
+def add_mde(family: Sequence[Comparison], alpha: float, power: float = MDE_POWER) -> None:
+    """Each comparison's minimal detectable difference: corrected t, alpha after Holm (alpha / m), ``power``."""
+    m = len(family)
+    if not m:
+        return
+    level = stats.holm_alpha(alpha, m)
+    for c in family:
+        try:
+            value = stats.minimal_detectable_difference(c.sd_difference, c.n_runs, c.ratio, level, power)
+        except ValueError:
+            value = float("nan")
+        c.mde = {
+            "value": value,
+            "alpha": level,
+            "power": power,
+            "n_hypotheses": m,
+            "sd_difference": c.sd_difference,
+            "n_runs": c.n_runs,
+            "method": "corrected resampled t (Nadeau-Bengio variance), noncentral t, two-sided, alpha / m (Holm's "
+            "strictest step)",
+        }
 
 
 def compare_arms(
-    inputs: Inputs, baseline: str, rope: float, log: PairingLog, level: tuple[str, str] = ("frame", "none")
+    inputs: Inputs,
+    baseline: str,
+    rope: float,
+    log: PairingLog,
+    level: tuple[str, str] = ("frame", "none"),
+    alpha: float = 0.05,
 ) -> list[Comparison]:
-    """Every arm against the baseline on every metric of one level, Holm-adjusted across arms."""
+    """Every arm against the baseline on every metric of one level, Holm-adjusted across arms, each with
+    its minimal detectable difference."""
     out: list[Comparison] = []
     for metric in inputs.metric_names:
         family = [
@@ -139,6 +244,7 @@ def compare_arms(
             adjusted = stats.holm([_p(c.tests[test].get("p")) for c in family])
             for c, p in zip(family, adjusted):
                 c.tests[test]["p_holm"] = p
+        add_mde(family, alpha)
         out.extend(family)
     return out
 
@@ -221,17 +327,28 @@ def _delong(pairs: pd.DataFrame) -> dict[str, Any]:
 
 
 def _mcnemar(pairs: pd.DataFrame) -> dict[str, Any]:
+    """McNemar per repeat; clustered by patient (Durkalski et al. 2003) wherever a patient has several samples."""
     per_repeat = []
     for r, rep in pairs.groupby("repeat", sort=True):
+        groups = rep["group_id"].astype(str).to_numpy()
+        clustered = len(np.unique(groups)) < len(groups)
         res = stats.mcnemar(
             rep["label"].to_numpy(),
             (rep["prob_base"].to_numpy() >= THRESHOLD).astype(int),
             (rep["prob_arm"].to_numpy() >= THRESHOLD).astype(int),
+            clusters=groups if clustered else None,
         )
         res["repeat"] = int(r)
+        res["n_clusters"] = int(len(np.unique(groups)))
         per_repeat.append(res)
     head = dict(per_repeat[0])
-    head["form"] = ("exact binomial" if head["exact"] else "χ², continuity-corrected") + f", repeat {head['repeat']}"
+    if head["clustered"]:
+        form = f"clustered by patient (Durkalski et al. 2003; {head['n_clusters']} patients), χ² 1 df"
+        if head["n_clusters"] < 20:
+            form += "; fewer than 20 patients: approximate"
+    else:
+        form = "exact binomial" if head["exact"] else "χ², continuity-corrected"
+    head["form"] = form + f", repeat {head['repeat']}"
     head["per_repeat"] = [{"repeat": x["repeat"], "statistic": x["statistic"], "p": x["p"]} for x in per_repeat]
     return head
 

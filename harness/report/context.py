@@ -44,6 +44,16 @@ def template_context(analysis: Analysis) -> dict[str, Any]:
         "rope": st.rope,
         "n_runs_text": f"{ev.get('repeats', '?')} × {ev.get('folds', '?')}",
         "verdicts": [_verdict(v) for v in analysis.verdicts],
+        "primary_level": st.primary_level,
+        "chance": analysis.chance.as_dict() if analysis.chance is not None else None,
+        "verdict_intro": _verdict_intro(analysis),
+        "levels": {lv: c.as_dict() for lv, c in analysis.levels.items()},
+        "run_counts": [
+            {"arm": a, **c.as_dict(), "fit": c.fit} for a, c in analysis.run_counts.items()
+        ],
+        "fit_problems": analysis.fit_problems,
+        "noise_floor": analysis.noise_floor,
+        "rope_justification": rope_justification(analysis),
         "methods": methods(inputs, sizes.ratio, sizes.n_train, sizes.n_test),
         "metric_tables": metric_tables(analysis),
         "comparison_rows": sorted(analysis.comparisons, key=lambda c: c.metric != st.primary),
@@ -53,7 +63,7 @@ def template_context(analysis: Analysis) -> dict[str, Any]:
         **_prediction_tests(analysis),
         "friedman": analysis.ranking.as_dict(),
         "strata": strata,
-        "figures": draw_all(data),
+        **_figures(data),
         "timing": _timing(analysis),
         "tuning": tuning_context(analysis),
         "leakage": analysis.leakage,
@@ -67,14 +77,24 @@ def template_context(analysis: Analysis) -> dict[str, Any]:
 
 
 def _verdict(v: Verdict) -> dict[str, Any]:
-    c: Comparison = v.comparison
-    b = c.tests["bayes_correlated_t"]
-    return {
+    c: Comparison | None = v.comparison
+    out = {
         "arm": v.arm,
         "text": v.text,
         "headline": v.headline,
         "detail": v.detail,
         "kind": v.kind,
+        "level": v.level,
+        "co_primary": v.co_primary,
+        "caveats": v.caveats,
+        "compared": c is not None,
+    }
+    if c is None:
+        return out
+    b = c.tests["bayes_correlated_t"]
+    return {
+        **out,
+        "mde": c.mde.get("value"),
         "mean_arm": c.mean_arm,
         "mean_baseline": c.mean_baseline,
         "mean_difference": c.mean_difference,
@@ -85,6 +105,65 @@ def _verdict(v: Verdict) -> dict[str, Any]:
         "p_corrected": c.tests["corrected_t"]["p"],
         "p_holm": c.tests["corrected_t"]["p_holm"],
     }
+
+
+def _figures(data: FigureData) -> dict[str, Any]:
+    """The forest plot goes to the top of the page; every other figure to the figures section."""
+    drawn = draw_all(data)
+    forest = next((f for f in drawn if f["id"] == "forest"), None)
+    return {"forest": forest, "figures": [f for f in drawn if f["id"] != "forest"]}
+
+
+def _verdict_intro(analysis: Analysis) -> str | None:
+    """What to say instead of the verdicts when no arm could be compared, arm by arm."""
+    st = analysis.settings
+    counts = analysis.run_counts
+    base = counts.get(st.baseline)
+    others = [a for a in analysis.arms if a != st.baseline]
+    if not others:
+        return f"The suite has no arm besides the baseline {st.baseline}: there is nothing to compare."
+    if base is not None and base.done == 0:
+        err = f" (first error: {base.first_error})" if base.first_error else ""
+        done = ", ".join(f"{a}: {counts[a].done} of {counts[a].planned} runs completed" for a in others if a in counts)
+        return (
+            f"The baseline {st.baseline} has no completed run ({base.failed} of {base.planned} failed{err}), "
+            f"so no arm can be compared with it. Other arms: {done}."
+        )
+    if all(v.comparison is None for v in analysis.verdicts):
+        return "No arm could be compared with the baseline; each arm below says why."
+    return None
+
+
+def rope_justification(analysis: Analysis) -> str:
+    """The ROPE set against the minimal detectable differences of the primary comparisons."""
+    st = analysis.settings
+    mdes = [
+        c.mde.get("value")
+        for c in [*analysis.comparisons, *analysis.other_levels]
+        if c.metric == st.primary and (c.level, c.aggregation) in st.headline_levels and c.mde
+    ]
+    mdes = [m for m in mdes if m is not None and m == m]
+    if not mdes:
+        return (
+            f"The region of practical equivalence is ±{st.rope:g} in {st.primary}; no comparison was possible, so "
+            "the smallest difference these runs can detect is not known."
+        )
+    lo, hi = min(mdes), max(mdes)
+    span = f"{lo:.3f}" if abs(hi - lo) < 5e-4 else f"{lo:.3f}–{hi:.3f}"
+    text = (
+        f"The region of practical equivalence is ±{st.rope:g} in {st.primary}. At the variance the runs achieved, "
+        f"the smallest difference the corrected t-test detects with power 0.8 after Holm (α/m) is {span} "
+        f"(per comparison in the tables). "
+    )
+    if st.rope < lo:
+        text += (
+            "The ROPE is narrower than that, so 'practically equivalent' can only be reached when the per-run "
+            "differences hardly vary; read 'no difference larger than X detected' with X the detectable difference, "
+            "not as equivalence."
+        )
+    else:
+        text += "The ROPE is at least that wide, so these runs can support practical equivalence."
+    return text
 
 
 def metric_tables(analysis: Analysis) -> list[dict[str, Any]]:
@@ -99,7 +178,8 @@ def metric_tables(analysis: Analysis) -> list[dict[str, Any]]:
         arms = [a for a in analysis.arms if by_arm[a]]
         names = [m for m in inputs.metric_names if any(m in by_arm[a] for a in arms)]
         names.sort(key=lambda m: m != primary)
-        empty = {"mean": None, "std": None, "ci95": None}
+        empty = {"mean": None, "std": None, "ci95": None, "ci95_bounded": None}
+        check = analysis.levels.get(level)
         rows = [
             {"metric": m, "cells": [by_arm[a][m].as_dict() if m in by_arm[a] else empty for a in arms]}
             for m in names
@@ -107,6 +187,8 @@ def metric_tables(analysis: Analysis) -> list[dict[str, Any]]:
         tables.append(
             {
                 "title": LEVEL_TITLES.get((level, agg), f"{level} ({agg})"),
+                "estimable": check is None or check.estimable,
+                "reason": None if check is None else check.reason,
                 "arms": arms,
                 "runs": [int(n_done.get(a, 0)) for a in arms],
                 "rows": rows,

@@ -559,7 +559,7 @@ def forest_plot(
             ax.plot([mean], [y], "o" if row["arm"] != noise_arm else "D", color=color, ms=5)
         ax.set_title(f"{panel} level")
         ax.set_xlabel(f"{metric}: arm − baseline")
-        ax.legend(loc="lower right", fontsize=7, frameon=False)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=2, fontsize=7, frameon=False)
     axes[0][0].set_yticks(ys)
     axes[0][0].set_yticklabels([r["arm"] for r in rows] or [""])
     return to_data_uri(fig)

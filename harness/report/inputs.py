@@ -87,6 +87,7 @@ class Inputs:
     preprocessing: pd.DataFrame
     skipped: list[dict[str, str]]
     notes: list[str] = field(default_factory=list)  # problems met while reading
+    samples: pd.DataFrame = field(default_factory=pd.DataFrame)  # sample_id, group_id, video_id, label, ...
 
     @property
     def arms(self) -> list[str]:
@@ -94,6 +95,13 @@ class Inputs:
         order = [a["name"] for a in self.suite_dict.get("arms", [])]
         extra = sorted(set(self.runs["arm"]) - set(order)) if len(self.runs) else []
         return order + extra
+
+    @property
+    def planned_runs(self) -> list[RunKey]:
+        """Every (repeat, fold) the suite's evaluation plans for each arm."""
+        ev = self.suite_dict.get("evaluation", {}) or {}
+        folds, repeats = int(ev.get("folds", 0) or 0), int(ev.get("repeats", 1) or 1)
+        return [(r, f) for r in range(repeats) for f in range(folds)]
 
     @property
     def done(self) -> pd.DataFrame:
@@ -164,6 +172,7 @@ def read_store(out_dir: Path) -> Inputs:
             splits=store.splits(),
             preprocessing=store.preprocessing(),
             skipped=store.skipped(),
+            samples=store.samples(),
         )
     finally:
         store.close()

@@ -50,6 +50,11 @@ def summary(analysis: Analysis) -> dict[str, Any]:
         },
         "baseline": st.baseline,
         "primary_metric": st.primary,
+        "primary_level": st.primary_level,
+        "levels": {lv: c.as_dict() for lv, c in analysis.levels.items()},
+        "chance_check": analysis.chance.as_dict() if analysis.chance is not None else None,
+        "noise_floor": _noise_floor(analysis),
+        "fit_problems": analysis.fit_problems,
         "alpha": st.alpha,
         "rope": st.rope,
         "arms": {a: _arm(analysis, a, learned.get(a)) for a in analysis.arms},
@@ -72,6 +77,17 @@ def _arm(analysis: Analysis, arm: str, learned: dict[str, Any] | None = None) ->
     out: dict[str, Any] = {"metrics": levels.get("frame/none", {}), "levels": levels}
     if summary_.verdict is not None:
         out["verdict"] = summary_.verdict
+    v = next((v for v in analysis.verdicts if v.arm == arm), None)
+    if v is not None:
+        out["verdict_level"] = v.level
+        out["verdicts"] = {v.level: v.text, **({v.co_primary["level"]: v.co_primary["text"]} if v.co_primary else {})}
+        out["verdict_caveats"] = v.caveats
+        if v.noise_floor:
+            out["exceeds_noise_floor"] = v.noise_floor["exceeds"]
+    counts = analysis.run_counts.get(arm)
+    if counts is not None:
+        out["runs"] = counts.as_dict()
+        out["fit"] = counts.fit
     cost = analysis.cost
     out["timing"] = {k: cost[k].get(arm) for k in cost} if arm in analysis.ran else None
     if learned:
@@ -102,6 +118,8 @@ def _comparison(c: Comparison, pred_tests: Mapping[str, PredictionTest]) -> dict
         "ci95_bootstrap": c.ci95_bootstrap,
         "cohens_dz": c.cohens_dz,
         "test_train_ratio": c.ratio,
+        "mde": c.mde or None,
+        "failed_runs": c.failed_runs or None,
         "tests": {
             "corrected_t": {k: t["corrected_t"].get(k) for k in ("statistic", "p", "p_holm", "df")},
             "wilcoxon": {k: t["wilcoxon"].get(k) for k in ("statistic", "p", "p_holm")},
@@ -110,9 +128,23 @@ def _comparison(c: Comparison, pred_tests: Mapping[str, PredictionTest]) -> dict
             },
             # DeLong / McNemar test the arm's predictions, not this metric: the same values on every metric.
             "delong": {k: delong.get(k) for k in ("statistic", "p", "p_holm", "n_folds")},
-            "mcnemar": {k: mcn.get(k) for k in ("statistic", "p", "p_holm", "b", "c", "exact")},
+            "mcnemar": {k: mcn.get(k) for k in ("statistic", "p", "p_holm", "b", "c", "exact", "clustered", "form")},
         },
     }
+
+
+def _noise_floor(analysis: Analysis) -> dict[str, Any] | None:
+    """The seed-noise reference arm and its difference from the baseline at each compared level."""
+    arm = analysis.noise_floor
+    if not arm:
+        return None
+    primary = analysis.settings.primary
+    diffs = {
+        f"{c.level}/{c.aggregation}": {"mean_difference": c.mean_difference, "ci95": c.ci95, "mde": c.mde.get("value")}
+        for c in [*analysis.comparisons, *analysis.other_levels]
+        if c.arm == arm and c.metric == primary
+    }
+    return {"arm": arm, "metric": primary, "differences": diffs}
 
 
 def _strata(table: StrataTable) -> dict[str, Any]:

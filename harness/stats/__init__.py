@@ -30,6 +30,13 @@ All arms at once (:mod:`harness.stats.ranks`) and multiplicity (:mod:`harness.st
 - :func:`rank_scores` — per-block ranks, 1 = best.
 - :func:`holm` — Holm step-down adjusted p-values, NaN-tolerant.
 
+Power and chance (:mod:`harness.stats.power`):
+
+- :func:`minimal_detectable_difference` — smallest difference the corrected t-test detects
+  (noncentral t, power 0.8 by default).
+- :func:`holm_alpha` — the level of Holm's strictest step, alpha / m.
+- :func:`corrected_mean_interval` — one arm's mean score with the Nadeau-Bengio correction.
+
 Null experiments that check the tests' calibration are in :mod:`harness.stats.calibration`
 (``python -m harness.stats.calibration``). See docs/statistics.md for the methods.
 """
@@ -50,6 +57,7 @@ from harness.stats.paired import (
     verdict,
     wilcoxon_signed_rank,
 )
+from harness.stats.power import corrected_mean_interval, holm_alpha, minimal_detectable_difference
 from harness.stats.ranks import friedman, holm_vs_control, nemenyi, rank_scores
 
 __all__ = [
@@ -70,4 +78,7 @@ __all__ = [
     "holm_vs_control",
     "rank_scores",
     "holm",
+    "minimal_detectable_difference",
+    "holm_alpha",
+    "corrected_mean_interval",
 ]

@@ -606,7 +606,9 @@ def verdict(
     "practically equivalent ..."); otherwise the corrected t-test (its Holm-adjusted p when the
     comparison carries ``tests.corrected_t.p_holm``) decides between "a detectable difference"
     and "no detectable difference". Every sentence carries the numbers behind it; "no detectable
-    difference" is never phrased as "no difference".
+    difference" is never phrased as "no difference". When the comparison carries ``mde`` (a number,
+    or ``{"value": ...}`` from :func:`minimal_detectable_difference`), "no detectable difference"
+    says how large a difference the runs could detect: "no difference larger than ±X detected".
     """
     check_probability(alpha, "alpha")
     check_probability(decision_probability, "decision_probability")
@@ -639,4 +641,11 @@ def verdict(
         direction = "higher" if md > 0 else "lower"
         return (f"detectably {direction} than the baseline ({numbers}), but the size of the "
                 f"difference is uncertain ({probs})")
+    mde = comparison.get("mde")
+    if isinstance(mde, Mapping):
+        mde = mde.get("value")
+    if mde is not None and math.isfinite(float(mde)):
+        return (f"no difference larger than ±{float(mde):.2g} detected (these runs detect a difference of "
+                f"±{float(mde):.2g} with power 0.8 after Holm; smaller ones may go unnoticed; {p_label} "
+                f"{_fmt_p(p)}; {probs}; mean difference {md:+.3g})")
     return f"no detectable difference ({p_label} {_fmt_p(p)}; {probs}; mean difference {md:+.3g})"
