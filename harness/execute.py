@@ -117,7 +117,7 @@ def execute_run(payload: dict[str, Any], arm_name: str, repeat: int, fold: int, 
     split = get_split(frames.labels, frames.groups, suite.evaluation.folds, suite.evaluation.repeats, suite.seed,
                       suite.training.val_fraction, repeat, fold)
     search = None
-    if suite.search is not None:  # tune on the training part; the chosen configuration trains below
+    if suite.search is not None and suite.search.enabled:  # tune on the training part, train the choice below
         from harness.search.nested import tune
 
         arm, search = tune(suite, arm, frames, split, repeat, fold, seed=run_seed(suite.seed, repeat, fold,

@@ -500,7 +500,7 @@ def _print_plan(suite: Suite, plan: Plan, frames, store: ResultsStore | None, ec
             extra.append("on the fly")
         echo(f"  {arm.name}: {what}{' (' + ', '.join(extra) + ')' if extra else ''}; "
              f"{sum(not p.done for p in runs)}/{len(runs)} to run; config {runs[0].config_hash}")
-    if suite.search is not None:  # nested search (harness.search): trials and inner fits of the runs to do
+    if suite.search is not None and suite.search.enabled:  # harness.search: trials and inner fits of the runs to do
         echo(search_plan_line(suite, [(r.arm, r.repeat, r.fold) for r in plan.todo]))
     for line in redo_lines(plan):
         echo(line)

@@ -116,3 +116,11 @@ def test_the_search_changes_the_run_hash_and_its_absence_does_not():
     from harness.search.space import search_identity
 
     assert search_identity(plain, plain.arms[0]) is None and plain.search is None
+
+
+def test_a_disabled_search_trains_every_arm_untuned():
+    arms = [{"name": "b"}, with_space(PM, {"preprocess.0.perona_malik.kappa": {"log_uniform": [0.02, 0.5]}})]
+    plain = validate_suite({**BASE, "arms": [{"name": "b"}, PM]}, base_dir=Path("."))
+    off = validate_suite({**BASE, "arms": arms, "search": {"trials": 4, "enabled": False}}, base_dir=Path("."))
+    assert arm_space(off, off.arms[1]) is None
+    assert [off.run_config_hash(a) for a in ("b", "pm")] == [plain.run_config_hash(a) for a in ("b", "pm")]

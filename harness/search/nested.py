@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.search.space import apply_params, arm_space, current_value
+from harness.search.space import apply_params, arm_space, current_value, searching
 from harness.search.storage import finished_trials, open_study, recover, study_path
 
 LOWER_IS_BETTER = ("brier", "log_loss")
@@ -267,7 +267,7 @@ def tune(suite: Any, arm: Any, frames: Any, split: Any, repeat: int, fold: int, 
 
 def search_plan(suite: Any, runs: list[tuple[str, int, int]] | None = None) -> tuple[int, int]:
     """``(trials, inner fits)`` of the runs (``(arm, repeat, fold)``; default: all of the suite's)."""
-    if suite.search is None:
+    if not searching(suite):
         return 0, 0
     if runs is None:
         runs = [(a.name, r, f) for a in suite.arms for r in range(suite.evaluation.repeats)
@@ -279,7 +279,7 @@ def search_plan(suite: Any, runs: list[tuple[str, int, int]] | None = None) -> t
 def search_cost_factor(suite: Any) -> float:
     """Training time of a tuned run / that of an untuned one (upper bound: no trial pruned): each of
     ``trials x inner_folds`` inner fits trains on about (k - 1) / k of the outer training part."""
-    if suite.search is None:
+    if not searching(suite):
         return 1.0
     s = suite.search
     return 1.0 + s.trials * (s.inner_folds - 1)
@@ -287,7 +287,7 @@ def search_cost_factor(suite: Any) -> float:
 
 def search_plan_line(suite: Any, runs: list[tuple[str, int, int]] | None = None) -> str | None:
     """One line for ``--dry-run``: trials, inner fits and what they cost relative to the final fits."""
-    if suite.search is None:
+    if not searching(suite):
         return None
     trials, fits = search_plan(suite, runs)
     s = suite.search

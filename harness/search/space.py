@@ -109,6 +109,8 @@ class SearchConfig(_Strict):
     sampler: Literal["tpe", "random"] = "tpe"
     pruner: Literal["none", "median"] = "median"
     space: dict[str, Any] = Field(default_factory=dict, description="key path -> distribution, for every arm")
+    enabled: bool = Field(True, description="false: every arm trains its own configuration untuned "
+                                            "(--set search.enabled=false), as without a search section")
 
     @field_validator("space")
     @classmethod
@@ -119,9 +121,15 @@ class SearchConfig(_Strict):
 # --------------------------------------------------------------------------- the space of an arm
 
 
+def searching(suite: Any) -> bool:
+    """Whether the suite tunes its arms (a search section, not disabled)."""
+    search = getattr(suite, "search", None)
+    return search is not None and bool(search.enabled)
+
+
 def arm_space(suite: Any, arm: Any) -> dict[str, dict[str, Any]] | None:
     """The effective space of an arm (shared + the arm's own), or None when the suite has no search."""
-    if getattr(suite, "search", None) is None:
+    if not searching(suite):
         return None
     own = arm.search.space if getattr(arm, "search", None) is not None else {}
     return {**suite.search.space, **own}
@@ -315,10 +323,10 @@ def suite_search_problems(suite: Any) -> list[tuple[str, str]]:
             problems.append((f"arms[{i}].search", "an arm adds to the search space of a top-level search "
                                                   "section (trials, inner_folds, ...); accepted: add one"))
             continue
-        if suite.search is not None:
+        if searching(suite):
             problems += space_problems(suite, arm, f"arms[{i}].search.space")
     return problems
 
 
 __all__ = ["ArmSearchConfig", "DISTRIBUTIONS", "SearchConfig", "apply_params", "arm_space", "current_value",
-           "search_identity", "space_problems", "suite_search_problems"]
+           "search_identity", "searching", "space_problems", "suite_search_problems"]
