@@ -191,6 +191,8 @@ class EvaluationConfig(_Strict):
     folds: int = Field(5, ge=2)
     repeats: int = Field(1, ge=1)
     primary_metric: Literal[METRIC_NAMES] = "roc_auc"  # type: ignore[valid-type]
+    primary_level: Literal["frame", "video"] = Field(
+        "frame", description="the level the verdict leads with; the other is co-primary (labels are per video)")
 
 
 # --------------------------------------------------------------------------- arms / report
@@ -221,6 +223,9 @@ class ReportConfig(_Strict):
     alpha: float = Field(0.05, gt=0.0, lt=1.0)
     strata: list[str] | None = Field(None, description="metadata columns to stratify by; default: data's")
     gradcam: bool = True
+    min_per_class: int = Field(
+        5, ge=1, le=1000, description="a level (frame/video/patient) is reported only where every test fold "
+        "holds at least this many units of each class")
 
 
 # --------------------------------------------------------------------------- suite
@@ -336,7 +341,7 @@ class Suite(_Strict):
                 "data": self.data.model_dump(mode="json"),
                 "model": self.arm_model(arm).model_dump(mode="json"),
                 "training": self.arm_training(arm).model_dump(mode="json"),
-                "evaluation": self.evaluation.model_dump(mode="json", exclude={"primary_metric"}),
+                "evaluation": self.evaluation.model_dump(mode="json", exclude={"primary_metric", "primary_level"}),
                 "seed": self.seed,
                 "arm": {
                     "name": arm.name,
