@@ -134,3 +134,36 @@ def test_dry_run_counts_trials_and_inner_fits(tmp_path):
     assert search_plan(suite) == (2 * 2 * 5, 2 * 2 * 5 * 3)
     assert "20 trials, 60 inner fits" in search_plan_line(suite)
     assert search_plan(suite, [("a", 0, 1)]) == (5, 15)
+
+
+def test_the_report_checks_the_inner_patients_against_the_stored_test_fold():
+    from harness.report.tuning import _leaked
+
+    rec = {"leakage": {"test_samples_in_trials": 0,
+                       "inner_groups": [{"train": ["p1", "p2"], "val": ["p3"], "test": ["p4"]}]}}
+    assert _leaked(rec, {"p5", "p6"}) == 0
+    assert _leaked(rec, {"p4", "p5"}) == 1
+
+
+def test_searches_table_on_old_and_new_stores(tmp_path):
+    import sqlite3
+
+    from harness.store import ResultsStore
+
+    with ResultsStore(tmp_path) as store:
+        store.claim_run("a", 0, 0, "h", 1)
+        store.put_search("a/r0/f0", {"params": {"training.lr": 0.01}, "inner_best": 0.7})
+        store.finish_run("a/r0/f0", [], [], {}, {}, [])
+        rows = store.searches()
+        assert rows["record"].tolist() == [{"params": {"training.lr": 0.01}, "inner_best": 0.7}]
+        store.put_search("a/r0/f0", None)
+        assert store.searches().empty
+    conn = sqlite3.connect(tmp_path / "results.sqlite")
+    conn.execute("DROP TABLE searches")  # a store written before the search existed
+    conn.commit()
+    conn.close()
+    with ResultsStore(tmp_path, readonly=True) as old:
+        assert old.searches().empty
+    with ResultsStore(tmp_path) as migrated:
+        migrated.put_search("a/r0/f0", {"params": {}})
+        assert len(migrated.searches()) == 1

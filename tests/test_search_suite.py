@@ -63,12 +63,15 @@ def test_tuned_suite_end_to_end(tmp_path):
         test_groups = set(splits[(splits["fold"] == row.fold) & (splits["role"] == "test")]["group_id"])
         outer_train = samples[~samples["group_id"].isin(test_groups)]
         assert all(t["samples_seen"] == len(outer_train) for t in rec["trials"])
+        inner = {g for fold in rec["leakage"]["inner_groups"] for ids in fold.values() for g in ids}
+        assert inner == set(outer_train["group_id"]) and not inner & test_groups
     doc = json.loads((out / "summary.json").read_text())
     search = doc["arms"]["pm"]["search"]
     assert search["trials"] == 2 and len(search["inner_best"]) == 2 and search["seconds"] > 0
     assert [(c["repeat"], c["fold"]) for c in search["chosen"]] == [(0, 0), (0, 1)]
     assert set(search["chosen"][0]["params"]) == {"training.lr", "preprocess.0.perona_malik.kappa"}
     html = (out / "report.html").read_text()
+    assert search["test_samples_in_trials"] == 0
     assert 'id="tuning"' in html and 'id="fig-tuning-curve"' in html and "suite's own" in html
 
     # Resuming the finished suite redoes nothing and trains no trial.

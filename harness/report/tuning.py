@@ -86,6 +86,17 @@ def _curve(trials: list[dict[str, Any]], maximize: bool) -> list[float | None]:
     return out
 
 
+def _leaked(rec: dict[str, Any], test_groups: set[str] | None) -> int:
+    """Test-fold patients found in the trials' inner folds, checked again here against the stored split
+    (plus what the run itself recorded)."""
+    leakage = rec.get("leakage") or {}
+    found = int(leakage.get("test_samples_in_trials", 0))
+    if test_groups:
+        seen = {str(g) for fold in leakage.get("inner_groups") or [] for ids in fold.values() for g in ids}
+        found += len(seen & test_groups)
+    return found
+
+
 def tuning(inputs: Any) -> dict[str, ArmTuning]:
     """``{arm: ArmTuning}`` of the tuned arms (read once per ``Inputs``)."""
     cached = getattr(inputs, "_tuning", None)
@@ -99,8 +110,11 @@ def tuning(inputs: Any) -> dict[str, ArmTuning]:
         return {}
     try:
         df = store.searches()
+        splits = store.splits()
     finally:
         store.close()
+    test_groups = {(int(r), int(f)): set(g["group_id"].astype(str))
+                   for (r, f), g in splits[splits["role"] == "test"].groupby(["repeat", "fold"])} if len(splits) else {}
     out: dict[str, ArmTuning] = {}
     for row in df.itertuples(index=False):
         rec = row.record or {}
@@ -116,7 +130,7 @@ def tuning(inputs: Any) -> dict[str, ArmTuning]:
             rec.get("inner_best"), outer, float(rec.get("seconds") or 0.0), int(rec.get("n_trials") or 0),
             int(rec.get("n_pruned") or 0), bool(rec.get("chosen_is_own")),
             _curve(list(rec.get("trials") or []), rec.get("direction", "maximize") == "maximize"),
-            int((rec.get("leakage") or {}).get("test_samples_in_trials", 0))))
+            _leaked(rec, test_groups.get((int(row.repeat), int(row.fold))))))
     try:
         inputs._tuning = out
     except AttributeError:

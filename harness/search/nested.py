@@ -255,7 +255,12 @@ def tune(suite: Any, arm: Any, frames: Any, split: Any, repeat: int, fold: int, 
         "leakage": {"test_samples": int(len(test_ids)), "trials_checked": len(trials),
                     "test_samples_in_trials": 0,
                     "inner_folds": [{"k": f.k, "n_train": len(f.train_idx), "n_val": len(f.val_idx),
-                                     "n_test": len(f.test_idx)} for f in folds]},
+                                     "n_test": len(f.test_idx)} for f in folds],
+                    # The patients of every inner role: with the samples table, the sample ids every
+                    # trial saw (all trials see the same inner folds); the report checks them again.
+                    "inner_groups": [{role: sorted(set(groups[idx].tolist())) for role, idx in
+                                      (("train", f.train_idx), ("val", f.val_idx), ("test", f.test_idx))}
+                                     for f in folds]},
         "study": str(Path(path).relative_to(out_dir)) if path is not None else None,
         "study_name": name,
         "trials": [_trial_record(t) for t in trials],
