@@ -47,6 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("dir", type=Path)
     rep.add_argument("-o", "--output", type=Path, help="HTML file (default: DIR/report.html)")
 
+    pre = sub.add_parser("pretrain", help="pretrain the network on simulated data -> weights.safetensors + "
+                         "model_card.json (harness.pretrain)")
+    pre.add_argument("spec", type=Path, help="pretraining spec YAML (e.g. suites/pretrain-simulated.yaml)")
+    _add_set(pre)
+    pre.add_argument("--out", type=Path, help="output directory (default: pretrained/<spec name>/)")
+    pre.add_argument("--cache-dir", type=Path, help="frame cache (default: $LUS_HARNESS_CACHE or ~/.cache/lus-harness)")
+
+    ev = sub.add_parser("evaluate", help="score a weights file on a data set (no training) -> evaluation.html/.json "
+                        "(harness.evaluate)")
+    ev.add_argument("weights", type=Path, help="a .safetensors/.pth/.pt weights file (harness pretrain, a checkpoint)")
+    ev.add_argument("--data", type=Path, required=True, help="a suite YAML (its data section) or a data-section YAML")
+    ev.add_argument("--arm", help="with a suite: build this arm's network and preprocessing (default: plain network)")
+    ev.add_argument("--out", type=Path, help="output directory (default: reports/evaluate/<weights>-<data>/)")
+    ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over patients (default 1000)")
+    ev.add_argument("--cache-dir", type=Path, help="frame cache (default: $LUS_HARNESS_CACHE or ~/.cache/lus-harness)")
+
     bench = sub.add_parser("bench", help="training throughput of the engine vs. a plain timm loop", add_help=False)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
 
@@ -146,6 +162,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return int(bench_main(args.bench_args) or 0)
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from harness.pretrain import main as pretrain_main
+
+    return pretrain_main(args)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from harness.evaluate import main as evaluate_main
+
+    return evaluate_main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     from harness.cv import SplitError
     from harness.executors import ExecutorError
@@ -158,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status, "report": cmd_report,
-                "bench": cmd_bench}
+                "bench": cmd_bench, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate}
     handler = handlers.get(args.command) or getattr(args, "func", None)
     if handler is None:
         parser.error(f"unknown command {args.command!r}")

@@ -34,6 +34,14 @@ def load_suite_frames(suite: Suite, cache_dir: str | Path):
     return load_frames(suite.data, base_dir=suite.base_dir, cache_dir=Path(cache_dir), seed=suite.seed)
 
 
+def load_external_frames(suite: Suite, cache_dir: str | Path) -> dict[str, Any]:
+    """``{name: FrameSet}`` of the suite's external validation sets (``evaluation.external``), in order."""
+    from harness.data import load_frames
+
+    return {name: load_frames(cfg, base_dir=suite.base_dir, cache_dir=Path(cache_dir), seed=suite.seed)
+            for name, cfg in suite.evaluation.external.items()}
+
+
 @dataclass(frozen=True)
 class PreprocessingInfo:
     """How the arm's frames were filtered: ``mode`` none | cached | on_the_fly, and the cost."""
@@ -69,6 +77,7 @@ class RunOutcome:
     preprocessing: PreprocessingInfo
     state_dict: dict[str, Any] | None = field(default=None, repr=False)
     search: dict[str, Any] | None = None  # the nested search's record (harness.search.nested.tune)
+    external: dict[str, dict[str, Any]] | None = None  # {set: {"metrics": rows, "predictions": rows}}
 
 
 def _prepare(suite: Suite, arm_name: str, frames: Any, cache_dir: str) -> tuple[Any, Any, PreprocessingInfo]:
@@ -132,7 +141,11 @@ def execute_run(payload: dict[str, Any], arm_name: str, repeat: int, fold: int, 
     data = RunData(*take(split.train_idx), *take(split.val_idx), *take(split.test_idx))
     seed = run_seed(suite.seed, repeat, fold, training.seed_offset)
     want_state = repeat == 0 and fold == 0
-    result = fit(suite.arm_model(arm), training, data, seed, on_the_fly=on_the_fly, want_state_dict=want_state)
+    externals = load_external_frames(suite, cache_dir)  # scored by the trained model only: no training, no tuning
+    extra = {name: np.ascontiguousarray(_prepare(suite, arm, ef, cache_dir)[0].images, dtype=np.float32)
+             for name, ef in externals.items()}
+    result = fit(suite.arm_model(arm), training, data, seed, on_the_fly=on_the_fly, want_state_dict=want_state,
+                 **({"extra_eval": extra} if extra else {}))
     probs = np.asarray(result.test_probs, dtype=np.float64)
     test = split.test_idx
     _check_probs(probs, len(test))
@@ -152,7 +165,22 @@ def execute_run(payload: dict[str, Any], arm_name: str, repeat: int, fold: int, 
         timings=timings, learned_params=result.learned_params,
         history=[h.as_dict() if hasattr(h, "as_dict") else dict(h) for h in result.history],
         info=info, preprocessing=prep_info,
-        state_dict=result.state_dict if want_state else None, search=search)
+        state_dict=result.state_dict if want_state else None, search=search,
+        external=_score_external(externals, getattr(result, "extra_probs", None) or {}) or None)
 
 
-__all__ = ["PreprocessingInfo", "RunOutcome", "execute_run", "load_suite_frames", "run_seed"]
+def _score_external(externals: dict[str, Any], probs: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """Metrics and predictions of the trained model on each external set."""
+    from harness.metrics import run_metrics
+
+    out = {}
+    for name, ef in externals.items():
+        p = np.asarray(probs[name], dtype=np.float64)
+        _check_probs(p, len(ef))
+        out[name] = {"metrics": run_metrics(ef.labels, p, ef.videos, ef.groups),
+                     "predictions": [(str(s), float(q), int(y)) for s, q, y in
+                                     zip(ef.sample_ids, p, ef.labels, strict=True)]}
+    return out
+
+
+__all__ = ["PreprocessingInfo", "RunOutcome", "execute_run", "load_external_frames", "load_suite_frames", "run_seed"]

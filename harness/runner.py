@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.execute import FitFn, RunOutcome, execute_run, load_suite_frames, run_seed
+from harness.execute import FitFn, RunOutcome, execute_run, load_external_frames, load_suite_frames, run_seed
 from harness.search.nested import search_plan_line
 from harness.store import STORE_FILENAME, ResultsStore, run_id_for
 from harness.suite import Suite
@@ -200,7 +200,8 @@ def record_result(store: ResultsStore, out_dir: Path, result: RunOutcome) -> Non
         store.put_preprocessing(result.arm, prep.pipeline_hash, prep.seconds, prep.n_images, mode=prep.mode)
     store.put_search(run_id, result.search)  # before finish_run: a kill in between leaves the run 'running'
     store.finish_run(run_id, result.metrics, result.predictions, result.timings, result.learned_params,
-                     result.history, checkpoint=checkpoint, info=result.info)
+                     result.history, checkpoint=checkpoint, info=result.info,
+                     external=getattr(result, "external", None))
 
 
 def run_suite(suite: Suite, out_dir: str | Path, *, executor: str = "local", workers: int = 1,
@@ -222,6 +223,7 @@ def run_suite(suite: Suite, out_dir: str | Path, *, executor: str = "local", wor
     if t_load > 5 or not progress:
         echo(f"data: {len(frames)} frames loaded in {t_load:.1f} s")
     splits = splits_for(suite, frames)  # SplitError here: nothing has trained
+    externals = load_external_frames(suite, cache_dir)  # evaluation.external: DataError here, before training
     check_strata(suite, frames)
     from harness.prechecks import check_suite
 
@@ -236,7 +238,7 @@ def run_suite(suite: Suite, out_dir: str | Path, *, executor: str = "local", wor
     try:
         return _drive(suite, out_dir, cache_dir, frames, splits, store, executor=executor, workers=workers,
                       address=address, dry_run=dry_run, report=report, fit=fit, progress=progress,
-                      command=command, ray_init=ray_init, echo=echo)
+                      command=command, ray_init=ray_init, echo=echo, externals=externals)
     finally:
         if lock is not None:
             lock.close()
@@ -245,13 +247,14 @@ def run_suite(suite: Suite, out_dir: str | Path, *, executor: str = "local", wor
 def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, store: ResultsStore | None, *,
            executor: str, workers: int, address: str | None, dry_run: bool, report: bool, fit: FitFn | None,
            progress: bool, command: list[str] | None, ray_init: dict[str, Any] | None,
-           echo: Callable[[str], None]) -> RunSummary:
+           echo: Callable[[str], None], externals: dict[str, Any] | None = None) -> RunSummary:
     from harness.executors import make_executor
 
     from harness.versions import code_version
 
     code = code_version()
-    plan = make_plan(suite, splits, store, frames.content_hash, code)
+    externals = externals or {}
+    plan = make_plan(suite, splits, store, data_identity(frames, externals), code)
     summary = RunSummary(out_dir, planned=len(plan.runs), skipped=len(plan.runs) - len(plan.todo))
     if dry_run:
         _print_plan(suite, plan, frames, store, echo, cache_dir)
@@ -265,8 +268,15 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
         data_description=frames.description, data_content_hash=frames.content_hash, code_version=code,
         n_samples=len(frames), planned_runs=len(plan.runs), started_at=time.time(), cache_dir=str(cache_dir),
         leakage={f"r{s.repeat}/f{s.fold}": s.leakage for s in splits},
+        model_cards=model_cards(suite),
+        external={n: {"description": f.description, "content_hash": f.content_hash, "n_samples": len(f),
+                      "n_groups": len(np.unique(f.groups))} for n, f in externals.items()},
     )
     store.put_samples(frames.sample_ids, frames.groups, frames.videos, frames.labels, frames.metadata)
+    for name, ef in externals.items():
+        store.put_external_samples(name, ef.sample_ids, ef.groups, ef.videos, ef.labels, ef.metadata)
+        if ef.content_hash == frames.content_hash:
+            echo(f"warning: evaluation.external.{name} holds the study's own data: it is no external validation")
     store.put_splits([row for s in splits for row in s.roles(frames.groups)])
     store.put_skipped(frames.skipped)
     store.mark_stale({r.identity for r in plan.runs})
@@ -314,6 +324,31 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
     if report:
         summary.report, summary.report_error = _build_report(out_dir)
     return summary
+
+
+def data_identity(frames, externals: dict[str, Any]) -> str:
+    """The data part of a run's identity: the frames' content hash, and the external sets' when the
+    suite scores any (so a changed external set redoes the runs that scored it)."""
+    if not externals:
+        return frames.content_hash
+    from harness.suite import sha256_of
+
+    return sha256_of([frames.content_hash, {n: f.content_hash for n, f in externals.items()}])[:32]
+
+
+def model_cards(suite: Suite) -> dict[str, Any]:
+    """``{weights path: model card}`` for each weights file of the suite with a ``model_card.json`` beside
+    it (written by ``harness pretrain``), so the report prints it without reading files outside the store."""
+    from harness.pretrain import read_model_card
+
+    cards: dict[str, Any] = {}
+    for arm in suite.arms:
+        path = suite.arm_model(arm).pretrained
+        if path not in ("none", "imagenet") and path not in cards:
+            card = read_model_card(path)
+            if card is not None:
+                cards[path] = card
+    return cards
 
 
 class DirectoryBusyError(RuntimeError):

@@ -30,6 +30,10 @@ Schema (documented in docs/architecture.md, section harness.store):
   dtype and shape travel with the data; read with ``allow_pickle=False``).
 - ``searches(run_id, record)``: the nested search of a tuned run (JSON: chosen ``params``, ``inner_best``,
   ``trials``, ``seconds``, budget, leakage check; harness.search.nested); none for untuned runs.
+- ``external_samples(dataset, sample_id, group_id, video_id, label, metadata)``: the frames of each external
+  validation set (``evaluation.external``); ``external_metrics(run_id, dataset, level, aggregation, metric,
+  value)`` and ``external_predictions(run_id, dataset, sample_id, prob, label)``: every run's model scored on
+  them, written with the run (``finish_run(external=...)``).
 """
 
 from __future__ import annotations
@@ -93,6 +97,15 @@ CREATE TABLE IF NOT EXISTS explanations (
     arm TEXT NOT NULL, sample_id TEXT NOT NULL, position INTEGER NOT NULL, label INTEGER, title TEXT NOT NULL,
     raw BLOB NOT NULL, processed BLOB NOT NULL, cam BLOB, PRIMARY KEY (arm, sample_id));
 CREATE TABLE IF NOT EXISTS searches (run_id TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS external_samples (
+    dataset TEXT NOT NULL, sample_id TEXT NOT NULL, group_id TEXT NOT NULL, video_id TEXT NOT NULL,
+    label INTEGER NOT NULL, metadata TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (dataset, sample_id));
+CREATE TABLE IF NOT EXISTS external_metrics (
+    run_id TEXT NOT NULL, dataset TEXT NOT NULL, level TEXT NOT NULL, aggregation TEXT NOT NULL,
+    metric TEXT NOT NULL, value REAL, PRIMARY KEY (run_id, dataset, level, aggregation, metric));
+CREATE TABLE IF NOT EXISTS external_predictions (
+    run_id TEXT NOT NULL, dataset TEXT NOT NULL, sample_id TEXT NOT NULL, prob REAL NOT NULL,
+    label INTEGER NOT NULL, PRIMARY KEY (run_id, dataset, sample_id));
 """
 
 
@@ -315,20 +328,22 @@ class ResultsStore:
         return run_id
 
     def _delete_results(self, run_id: str) -> None:
-        for table in ("metrics", "predictions", "epochs"):
+        for table in ("metrics", "predictions", "epochs", "external_metrics", "external_predictions"):
             self._conn.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
 
     def finish_run(self, run_id: str, metrics: Iterable[Mapping[str, Any]] | pd.DataFrame,
                    predictions: Iterable[tuple[str, float, int]] | pd.DataFrame,
                    timings: Mapping[str, Any], learned_params: Mapping[str, Any] | None,
                    epochs: Iterable[Mapping[str, Any]], checkpoint: str | None = None,
-                   info: Mapping[str, Any] | None = None) -> None:
+                   info: Mapping[str, Any] | None = None,
+                   external: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         """Write a run's results and mark it ``done``, all in ONE transaction.
 
         ``metrics``: rows with ``level, aggregation, metric, value``; ``predictions``: rows
         ``(sample_id, prob, label)`` (or a frame with those columns); ``epochs``: history records
         (each with an ``epoch`` key); ``info``: optional run columns (``n_train, n_val, n_test,
-        n_*_groups, leakage_check, best_epoch, device``).
+        n_*_groups, leakage_check, best_epoch, device``); ``external``: ``{dataset: {"metrics": rows,
+        "predictions": (sample_id, prob, label) rows}}`` of the external validation sets.
         """
         if isinstance(metrics, pd.DataFrame):
             metrics = metrics.to_dict(orient="records")
@@ -340,6 +355,11 @@ class ResultsStore:
             predictions = predictions[["sample_id", "prob", "label"]].itertuples(index=False, name=None)
         pred_rows = [(run_id, str(s), float(p), int(y)) for s, p, y in predictions]
         epoch_rows = [(run_id, int(e.get("epoch", i)), _json(e)) for i, e in enumerate(epochs)]
+        ext_metric_rows = [(run_id, str(name), str(m["level"]), str(m["aggregation"]), str(m["metric"]),
+                            _plain(float(m["value"]))) for name, block in (external or {}).items()
+                           for m in block.get("metrics", [])]
+        ext_pred_rows = [(run_id, str(name), str(sid), float(p), int(y)) for name, block in (external or {}).items()
+                         for sid, p, y in block.get("predictions", [])]
         info = dict(info or {})
         allowed = {"n_train", "n_val", "n_test", "n_train_groups", "n_val_groups", "n_test_groups",
                    "leakage_check", "best_epoch", "device", *_JSON_RUN_FIELDS}
@@ -363,6 +383,8 @@ class ResultsStore:
             self._conn.executemany("INSERT INTO metrics VALUES (?,?,?,?,?)", metric_rows)
             self._conn.executemany("INSERT INTO predictions VALUES (?,?,?,?)", pred_rows)
             self._conn.executemany("INSERT INTO epochs VALUES (?,?,?)", epoch_rows)
+            self._conn.executemany("INSERT INTO external_metrics VALUES (?,?,?,?,?,?)", ext_metric_rows)
+            self._conn.executemany("INSERT INTO external_predictions VALUES (?,?,?,?,?)", ext_pred_rows)
 
     def fail_run(self, run_id: str, error: str) -> None:
         with self._conn:
@@ -373,6 +395,20 @@ class ResultsStore:
             )
             if cur.rowcount != 1:
                 raise KeyError(f"fail_run: run {run_id!r} was never claimed")
+
+    def put_external_samples(self, dataset: str, sample_ids: Iterable[str], groups: Iterable[str],
+                             videos: Iterable[str], labels: Iterable[int], metadata: pd.DataFrame | None = None) -> None:
+        """Record every frame of an external validation set (replacing what the set held before)."""
+        sample_ids = [str(s) for s in sample_ids]
+        if metadata is None or metadata.shape[1] == 0:
+            meta_rows: list[dict[str, Any]] = [{} for _ in sample_ids]
+        else:
+            meta_rows = [_plain(r) for r in metadata.reset_index(drop=True).to_dict(orient="records")]
+        rows = [(str(dataset), s, str(g), str(v), int(y), _json(m))
+                for s, g, v, y, m in zip(sample_ids, groups, videos, labels, meta_rows, strict=True)]
+        with self._conn:
+            self._conn.execute("DELETE FROM external_samples WHERE dataset=?", (str(dataset),))
+            self._conn.executemany("INSERT INTO external_samples VALUES (?,?,?,?,?,?)", rows)
 
     def put_preprocessing(self, arm: str, pipeline_hash: str, seconds: float | None, n_images: int,
                           mode: str = "cached") -> None:
@@ -540,6 +576,38 @@ class ResultsStore:
                WHERE r.status='done' ORDER BY r.arm, r.repeat, r.fold""", self._conn)
         df["record"] = df["record"].map(_loads).astype(object)
         return df
+
+    def external_metrics(self) -> pd.DataFrame:
+        """``run_id, arm, repeat, fold, dataset, level, aggregation, metric, value`` of done runs on the
+        external validation sets (empty for a store without them)."""
+        columns = ["run_id", "arm", "repeat", "fold", "dataset", "level", "aggregation", "metric", "value"]
+        if not self._has_table("external_metrics"):
+            return pd.DataFrame(columns=columns)
+        return pd.read_sql_query(
+            """SELECT m.run_id, r.arm, r.repeat, r.fold, m.dataset, m.level, m.aggregation, m.metric, m.value
+               FROM external_metrics m JOIN runs r USING (run_id) WHERE r.status='done'
+               ORDER BY m.dataset, r.arm, r.repeat, r.fold, m.level, m.aggregation, m.metric""", self._conn)
+
+    def external_predictions(self) -> pd.DataFrame:
+        """``run_id, arm, repeat, fold, dataset, sample_id, group_id, video_id, label, prob`` of done runs
+        on the external validation sets (empty for a store without them)."""
+        columns = ["run_id", "arm", "repeat", "fold", "dataset", "sample_id", "group_id", "video_id", "label", "prob"]
+        if not self._has_table("external_predictions"):
+            return pd.DataFrame(columns=columns)
+        return pd.read_sql_query(
+            """SELECT p.run_id, r.arm, r.repeat, r.fold, p.dataset, p.sample_id, s.group_id, s.video_id,
+                      p.label, p.prob
+               FROM external_predictions p JOIN runs r USING (run_id)
+               LEFT JOIN external_samples s ON s.dataset = p.dataset AND s.sample_id = p.sample_id
+               WHERE r.status='done' ORDER BY p.dataset, r.arm, r.repeat, r.fold, p.sample_id""", self._conn)
+
+    def external_samples(self) -> pd.DataFrame:
+        """``dataset, sample_id, group_id, video_id, label`` + metadata columns of the external sets."""
+        if not self._has_table("external_samples"):
+            return pd.DataFrame(columns=["dataset", "sample_id", "group_id", "video_id", "label"])
+        df = pd.read_sql_query("SELECT * FROM external_samples ORDER BY dataset, sample_id", self._conn)
+        meta = pd.DataFrame([_loads(m) or {} for m in df.pop("metadata")], index=df.index)
+        return pd.concat([df, meta.drop(columns=[c for c in meta.columns if c in df.columns])], axis=1)
 
     def progress(self) -> pd.DataFrame:
         """Counts of runs per arm and status (for ``harness status``)."""

@@ -193,6 +193,16 @@ class EvaluationConfig(_Strict):
     primary_metric: Literal[METRIC_NAMES] = "roc_auc"  # type: ignore[valid-type]
     primary_level: Literal["frame", "video"] = Field(
         "frame", description="the level the verdict leads with; the other is co-primary (labels are per video)")
+    external: dict[str, DataConfig] = Field(
+        default_factory=dict, description="external validation sets {name: data section}: every outer-fold model "
+        "is also scored on each (never trained or tuned on them; harness.report.external)")
+
+    @field_validator("external")
+    @classmethod
+    def _external_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            _check_name(name, "external set name")
+        return value
 
 
 # --------------------------------------------------------------------------- arms / report
@@ -341,7 +351,11 @@ class Suite(_Strict):
                 "data": self.data.model_dump(mode="json"),
                 "model": self.arm_model(arm).model_dump(mode="json"),
                 "training": self.arm_training(arm).model_dump(mode="json"),
-                "evaluation": self.evaluation.model_dump(mode="json", exclude={"primary_metric", "primary_level"}),
+                "evaluation": self.evaluation.model_dump(mode="json",
+                                                         exclude={"primary_metric", "primary_level", "external"}),
+                # external sets are scored by every run: part of its identity, absent (old hashes kept) without them
+                **({"external": {k: v.model_dump(mode="json") for k, v in self.evaluation.external.items()}}
+                   if self.evaluation.external else {}),
                 "seed": self.seed,
                 "arm": {
                     "name": arm.name,
@@ -492,9 +506,14 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseMod
     """Walk ``loc`` through the schema; returns (model holding the last key, loc without union tags)."""
     model: Any = root
     clean: list[Any] = []
+    key_next = False  # the part after a dict field is one of its keys (e.g. evaluation.external.NAME)
     for i, part in enumerate(loc):
         if i == len(loc) - 1:
             return (model if isinstance(model, type) and issubclass(model, BaseModel) else None), (*clean, part)
+        if key_next:
+            key_next = False
+            clean.append(part)
+            continue
         if isinstance(model, list):  # a discriminated union: this part is the tag
             tagged = [m for m in model if _tag(m) == part]
             model = tagged[0] if tagged else None
@@ -510,10 +529,13 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseMod
         for m in members:
             if typing.get_origin(m) in (list, dict):
                 inner += _unwrap(typing.get_args(m)[-1])
+                key_next = key_next or typing.get_origin(m) is dict
             else:
                 inner.append(m)
         models = [m for m in inner if isinstance(m, type) and issubclass(m, BaseModel)]
-        if len(models) > 1 and isinstance(loc[i + 1], str) and any(_tag(m) == loc[i + 1] for m in models):
+        tag_at = i + 2 if key_next else i + 1
+        if len(models) > 1 and tag_at < len(loc) and isinstance(loc[tag_at], str) \
+                and any(_tag(m) == loc[tag_at] for m in models):
             model = models
         else:
             model = models[0] if models else None

@@ -140,7 +140,43 @@ def methods(inputs: Any, ratio: float, n_train: Mapping[Any, float], n_test: Map
         "training": _kv(s.get("training", {})),
         "arms": arms,
         "test_train_ratio": ratio,
+        "model_cards": model_cards(inputs.meta),
     }
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and value == value else "n/a"
+
+
+def model_cards(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The model card of each pretrained weights file the suite used (``harness pretrain`` writes it beside
+    the weights; the runner stores it in the meta ``model_cards``): what the weights were trained on and how."""
+    out = []
+    for path, card in (meta.get("model_cards") or {}).items():
+        if not isinstance(card, Mapping):
+            continue
+        data, held = card.get("data") or {}, card.get("held_out") or {}
+        versions = card.get("versions") or {}
+        wall = card.get("wall_seconds")
+        rows = [
+            ("name", str(card.get("name", ""))),
+            ("data", f"{data.get('n_frames', '?')} frames of {data.get('n_patients', '?')} simulated patients from "
+                     f"{data.get('n_components', '?')} simulator settings; real data: "
+                     f"{'yes' if data.get('real_data') else 'none'} ({data.get('leakage', '')})"),
+            ("data spec", json.dumps(jsonable(data.get("spec", {})), sort_keys=True)),
+            ("held-out ROC-AUC", f"{_num(held.get('roc_auc'))} frame level, {_num(held.get('video_roc_auc'))} video "
+                                 f"level ({held.get('n_frames', '?')} frames of {held.get('n_patients', '?')} "
+                                 "simulated patients never trained or selected on)"),
+            ("recipe", json.dumps(jsonable((card.get("recipe") or {}).get("training", {})), sort_keys=True)),
+            ("seed", str(card.get("seed"))),
+            ("wall time", f"{wall:.0f} s" if isinstance(wall, (int, float)) else "?"),
+            ("code", ", ".join(f"{k} {v}" for k, v in versions.items())),
+            ("weights sha256", str((card.get("weights") or {}).get("sha256", "?"))),
+        ]
+        if card.get("note"):
+            rows.append(("note", str(card["note"])))
+        out.append({"path": str(path), "rows": rows})
+    return out
 
 
 def leakage(inputs: Any) -> dict[str, Any]:

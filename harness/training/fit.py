@@ -90,6 +90,7 @@ class FitResult:
     weights: dict[str, Any] | None = None
     epochs_run: int = 0
     initial_params: dict[str, list[float]] = field(default_factory=dict)
+    extra_probs: dict[str, np.ndarray] = field(default_factory=dict)  # ``extra_eval`` sets, as ``test_probs``
 
 
 def as_training_config(cfg: TrainingConfig | Mapping[str, Any]) -> TrainingConfig:
@@ -98,20 +99,27 @@ def as_training_config(cfg: TrainingConfig | Mapping[str, Any]) -> TrainingConfi
 
 def fit_evaluate(model_cfg: ModelConfig | Mapping[str, Any], train_cfg: TrainingConfig | Mapping[str, Any],
                  data: RunData, seed: int, on_the_fly: Filter | None = None, want_state_dict: bool = False,
-                 progress: Callable[[dict[str, Any]], None] | None = None) -> FitResult:
+                 progress: Callable[[dict[str, Any]], None] | None = None,
+                 extra_eval: Mapping[str, np.ndarray] | None = None) -> FitResult:
     """Train on ``data.train_*``, select on ``data.val_*``, predict ``data.test_x``.
 
     ``on_the_fly``: a filter applied to every batch after augmentation (and to the validation
     and test images, once) — e.g. a ``diffusion_filters.Pipeline``; it receives and returns
     (B, 1, H, W) float tensors in [0, 1]. ``progress`` is called after every epoch with that
-    epoch's record (a dict) plus ``epochs`` (the planned number).
+    epoch's record (a dict) plus ``epochs`` (the planned number). ``extra_eval``: further image
+    sets ``{name: (N, H, W) float32}`` (e.g. external validation data) predicted, like the test
+    fold, by the selected model after training (``FitResult.extra_probs``); they never train or select.
     Raises ``TrainingError`` (``NonFiniteLossError`` for a NaN/Inf loss) with a one-line reason.
     """
     train_cfg = as_training_config(train_cfg)
     device = resolve_device(train_cfg.device)
     with run_settings(train_cfg.num_threads, device, train_cfg.deterministic):
         try:
-            return _Run(model_cfg, train_cfg, data, int(seed), device, on_the_fly).fit(want_state_dict, progress)
+            run = _Run(model_cfg, train_cfg, data, int(seed), device, on_the_fly)
+            result = run.fit(want_state_dict, progress)
+            if extra_eval:
+                result.extra_probs = run.predict_extra(extra_eval)
+            return result
         except RuntimeError as exc:
             if isinstance(exc, TrainingError):
                 raise
@@ -228,6 +236,19 @@ class _Run:
             diagnosis=diagnose(history, best.epoch, self.chance, self.val_chance), state_dict=state,
             weights=getattr(self.model, "weights_report", None), epochs_run=len(history),
             initial_params=self.initial_params)
+
+    def predict_extra(self, sets: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Probabilities of the selected model for each further image set (filtered on the fly
+        like the test fold when the arm filters on the fly)."""
+        out = {}
+        with torch.no_grad():
+            for name, images in sets.items():
+                x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).unsqueeze(1)
+                if self.ctx.on_the_fly is not None and len(x):
+                    x = torch.cat([self.ctx.on_the_fly(c) for c in x.split(self.eval_batch)])
+                logits = predict_logits(self.model, x, self.precision, self.device, self.eval_batch)
+                out[name] = probabilities(logits, self.num_classes) if len(x) else np.empty(0)
+        return out
 
     def _single_image_ms(self, repeats: int = 5) -> float:
         """Median latency of one image through the network (batch 1), in milliseconds."""
