@@ -13,6 +13,7 @@ import pandas as pd
 
 from harness.report.analysis import Analysis, Verdict
 from harness.report.comparisons import LOWER_IS_BETTER, Comparison
+from harness.report.external import context as external_context
 from harness.report.figure_specs import FigureData, draw_all, strata_figure
 from harness.report.inputs import LEVEL_TITLES
 from harness.report.methods import environment, methods, reproduce_command
@@ -66,6 +67,7 @@ def template_context(analysis: Analysis) -> dict[str, Any]:
         **_figures(data),
         "timing": _timing(analysis),
         "tuning": tuning_context(analysis),
+        "external": external_context(analysis),
         "leakage": analysis.leakage,
         "failed_runs": analysis.failed_runs,
         "skipped": inputs.skipped,

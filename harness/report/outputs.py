@@ -15,6 +15,7 @@ import pandas as pd
 from harness.report._json import jsonable
 from harness.report.analysis import Analysis, ArmSummary
 from harness.report.comparisons import Comparison, PredictionTest
+from harness.report.external import summary as external_summary
 from harness.report.learned import learned_record, parameter_changes
 from harness.report.strata import StrataTable
 from harness.report.tuning import tuning
@@ -68,6 +69,7 @@ def summary(analysis: Analysis) -> dict[str, Any]:
         "failed_runs": analysis.failed_runs,
         "skipped": inputs.skipped,
         "notes": analysis.notes,
+        **({"external": external} if (external := external_summary(analysis)) else {}),
     }
 
 

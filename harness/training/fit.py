@@ -243,7 +243,7 @@ class _Run:
         out = {}
         with torch.no_grad():
             for name, images in sets.items():
-                x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).unsqueeze(1)
+                x = torch.from_numpy(np.array(images, dtype=np.float32)).unsqueeze(1)  # a copy: cached frames are read-only
                 if self.ctx.on_the_fly is not None and len(x):
                     x = torch.cat([self.ctx.on_the_fly(c) for c in x.split(self.eval_batch)])
                 logits = predict_logits(self.model, x, self.precision, self.device, self.eval_batch)
