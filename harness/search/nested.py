@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from harness.search.space import apply_params, arm_space, current_value, searching
-from harness.search.storage import finished_trials, open_study, recover, study_path
+from harness.search.storage import close_study, finished_trials, open_study, recover, study_path
 
 LOWER_IS_BETTER = ("brier", "log_loss")
 
@@ -230,15 +230,18 @@ def tune(suite: Any, arm: Any, frames: Any, split: Any, repeat: int, fold: int, 
     path = study_path(out_dir, arm.name, repeat, fold) if out_dir else None
     name = f"{arm.name}-r{repeat}-f{fold}-{config_hash or 'nohash'}-{str(frames.content_hash)[:16]}"
     study = open_study(path, name, direction, _sampler(cfg.sampler, 0, cfg.trials), _pruner(cfg.pruner, cfg.trials))
-    interrupted = recover(study)
-    if not study.get_trials(deepcopy=False):
-        study.enqueue_trial(own, user_attrs={"origin": "suite"})
-    while len(finished_trials(study)) < cfg.trials:
-        n = len(finished_trials(study))
-        study.sampler = _sampler(cfg.sampler, _seed(suite.seed, repeat, fold, n, 0x5A3), cfg.trials)
-        study.optimize(objective, n_trials=1, catch=(), gc_after_trial=False, show_progress_bar=False)
-
-    trials = study.get_trials(deepcopy=False)
+    try:
+        interrupted = recover(study)
+        if not study.get_trials(deepcopy=False):
+            study.enqueue_trial(own, user_attrs={"origin": "suite"})
+        while len(finished_trials(study)) < cfg.trials:
+            n = len(finished_trials(study))
+            study.sampler = _sampler(cfg.sampler, _seed(suite.seed, repeat, fold, n, 0x5A3), cfg.trials)
+            study.optimize(objective, n_trials=1, catch=(), gc_after_trial=False, show_progress_bar=False)
+        trials = study.get_trials(deepcopy=True)
+        n_finished = len(finished_trials(study))
+    finally:
+        close_study(study)
     complete = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None and math.isfinite(t.value)]
     sign = -1.0 if direction == "maximize" else 1.0
     best = min(complete, key=lambda t: (sign * t.value, t.number)) if complete else None
@@ -249,7 +252,7 @@ def tune(suite: Any, arm: Any, frames: Any, split: Any, repeat: int, fold: int, 
         "own_params": own, "chosen_is_own": best is None or best.user_attrs.get("origin") == "suite",
         "budget": cfg.trials, "inner_folds": cfg.inner_folds, "sampler": cfg.sampler, "pruner": cfg.pruner,
         "metric": metric, "direction": direction, "seconds": search_seconds(trials),
-        "n_trials": len(finished_trials(study)), "n_pruned": sum(t.state.name == "PRUNED" for t in trials),
+        "n_trials": n_finished, "n_pruned": sum(t.state.name == "PRUNED" for t in trials),
         "n_interrupted": sum(bool(t.user_attrs.get("interrupted")) for t in trials),
         "interrupted_now": interrupted,
         "leakage": {"test_samples": int(len(test_ids)), "trials_checked": len(trials),

@@ -55,6 +55,14 @@ def open_study(path: str | Path | None, name: str, direction: str, sampler: Any,
                                pruner=pruner, load_if_exists=True)
 
 
+def close_study(study: Any) -> None:
+    """Release the study's database connections (a worker runs many studies, one after another)."""
+    backend = getattr(study._storage, "_backend", study._storage)
+    engine = getattr(backend, "engine", None)
+    if engine is not None:
+        engine.dispose()
+
+
 def finished_trials(study: Any) -> list[Any]:
     """Trials that count towards the budget (completed or pruned), in trial order."""
     return [t for t in study.get_trials(deepcopy=False) if t.state.name in FINISHED]
@@ -76,4 +84,4 @@ def recover(study: Any) -> int:
     return len(running)
 
 
-__all__ = ["STUDIES_DIR", "finished_trials", "open_study", "recover", "study_path"]
+__all__ = ["STUDIES_DIR", "close_study", "finished_trials", "open_study", "recover", "study_path"]
