@@ -128,7 +128,7 @@ class ModelConfig(_Strict):
     num_classes: int = Field(2, description="2: the harness detects B-lines (binary); others are refused")
     drop_rate: float = Field(0.2, ge=0.0, lt=1.0)
     classifier_init_std: float | None = Field(
-        None, ge=0.0, le=1.0,
+        0.01, ge=0.0, le=1.0,
         description="std of a new classifier's normal initial weights (bias 0); none: timm's initialisation")
     stem: StemConfig | None = None
     diffusion_blocks: BlocksConfig | None = None
@@ -170,12 +170,12 @@ class TrainingConfig(_Strict):
     augment: bool = True
     early_stopping_patience: int | None = Field(None, ge=1)
     val_fraction: float = Field(0.2, gt=0.0, lt=0.9, description="inner validation share of training patients")
-    grad_clip_norm: float | None = Field(None, gt=0.0, description="clip the global gradient norm; none: no clipping")
+    grad_clip_norm: float | None = Field(1.0, gt=0.0, description="clip the global gradient norm; none: no clipping")
     bn_recalibration: bool = Field(
-        False, description="re-estimate BatchNorm statistics on training images before every evaluation")
+        True, description="re-estimate BatchNorm statistics on training images before every evaluation")
     bn_recalibration_images: int = Field(512, ge=2, description="training images used to re-estimate them")
     diffusion_lr_multiplier: float = Field(
-        1.0, gt=0.0, le=1000.0, description="learning rate of the diffusion parameters / training.lr")
+        30.0, gt=0.0, le=1000.0, description="learning rate of the diffusion parameters / training.lr")
     seed_offset: int = Field(0, ge=0, le=2**31 - 1,
                              description="added to every run's seed: same splits, other training randomness")
     deterministic: bool = Field(False, description="deterministic algorithms on CUDA too (slower); error if none")

@@ -76,12 +76,28 @@ def test_path_checkpoint_loads_with_stem_adapted_and_new_classifier(checkpoint, 
     assert report["unexpected"] == []
 
 
-def test_checkpoint_with_matching_classifier_loads_it(checkpoint, tmp_path: Path) -> None:
-    state, _, _ = checkpoint
-    path = tmp_path / "b0_1000.pth"
+def test_checkpoint_with_matching_classifier_loads_it(tmp_path: Path) -> None:
+    # A 2-class checkpoint (e.g. one the harness wrote) keeps its classifier: only a new
+    # classifier gets the small initialisation.
+    state = timm.create_model("efficientnet_b0", pretrained=False, in_chans=1, num_classes=2).state_dict()
+    path = tmp_path / "b0_2.pth"
     torch.save(state, path)
-    model = create_model(ModelConfig(pretrained=str(path), num_classes=1000))
+    model = create_model(ModelConfig(pretrained=str(path), classifier_init_std=0.01))
     torch.testing.assert_close(model.state_dict()["classifier.weight"], state["classifier.weight"])
+    assert not any("initialised" in str(k) for k in model.weights_report["new"])
+
+
+def test_a_new_classifier_starts_near_zero_logits() -> None:
+    # timm's own initialisation puts 2-class logits several units from 0 (first losses far above
+    # ln 2); the default small normal initialisation starts at chance.
+    torch.manual_seed(0)
+    x = torch.rand(16, 1, 64, 64) * 0.5
+    default = create_model(ModelConfig()).train()
+    timm_init = create_model(ModelConfig(classifier_init_std=None)).train()
+    with torch.no_grad():
+        assert default(x).abs().max() < 0.5
+        assert timm_init(x).std() > 1.0
+    assert float(default.classifier.bias.abs().max()) == 0.0
 
 
 def test_replaced_stem_is_new_everything_else_loads(checkpoint) -> None:

@@ -71,19 +71,19 @@ def class_weights(train_y: torch.Tensor, num_classes: int, balance: str) -> torc
 
 def chance_loss(train_y: torch.Tensor, num_classes: int, weight: torch.Tensor | None, smoothing: float) -> float:
     """The training loss of the best constant prediction: what a network that learned nothing
-    from the images reaches (ln 2 for balanced weights, the class entropy without them).
+    from the images reaches (ln 2 for balanced class weights without smoothing, the class
+    entropy without weights; smoothing, which torch weights by class, raises it a little).
 
-    With sample weights ``w_y`` and smoothed targets ``t_y``, the weighted mean cross-entropy of a
-    constant ``q`` is minimised by ``q* = Σ_y n_y w_y t_y / Σ_y n_y w_y``; its value is returned.
+    ``torch.nn.CrossEntropyLoss`` with class weights ``w``, smoothing ``ε`` and mean reduction
+    is, for constant log-probabilities ``l``, ``Σ_c a_c (-l_c)`` with
+    ``a_c = w_c ((1-ε) n_c + ε N / K) / Σ_j w_j n_j``; its minimum over the simplex is at
+    ``q = a / Σ a``, with value ``-Σ_c a_c log(a_c / Σ a)``.
     """
     counts = torch.bincount(train_y, minlength=num_classes).double()
     w = torch.ones(num_classes, dtype=torch.float64) if weight is None else weight.double().cpu()
-    targets = torch.full((num_classes, num_classes), smoothing / num_classes, dtype=torch.float64)
-    targets += torch.eye(num_classes, dtype=torch.float64) * (1.0 - smoothing)
-    mass = counts * w
-    q = (mass[:, None] * targets).sum(0) / mass.sum()
-    per_class = -(targets * q.clamp(min=1e-12).log()).sum(1)
-    return float((mass * per_class).sum() / mass.sum())
+    a = w * ((1.0 - smoothing) * counts + smoothing * counts.sum() / num_classes) / (w * counts).sum()
+    a = a[a > 0]
+    return float(-(a * (a / a.sum()).log()).sum())
 
 
 def make_criterion(weight: torch.Tensor | None, cfg: TrainingConfig, device: torch.device) -> nn.Module:
