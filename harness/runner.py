@@ -267,7 +267,7 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
         environment=_environment(), command=shlex.join(command or sys.argv),
         data_description=frames.description, data_content_hash=frames.content_hash, code_version=code,
         n_samples=len(frames), planned_runs=len(plan.runs), started_at=time.time(), cache_dir=str(cache_dir),
-        leakage={f"r{s.repeat}/f{s.fold}": s.leakage for s in splits},
+        leakage={f"r{s.repeat}/f{s.fold}": s.leakage for s in splits}, strata=suite.strata,
         model_cards=model_cards(suite),
         external={n: {"description": f.description, "content_hash": f.content_hash, "n_samples": len(f),
                       "n_groups": len(np.unique(f.groups))} for n, f in externals.items()},

@@ -36,21 +36,9 @@ from pydantic import (
 )
 
 from harness.data.config import DataConfig
+from harness.metrics import METRIC_NAMES
 from harness.search.space import ArmSearchConfig, SearchConfig, search_identity, suite_search_problems
 
-# Metric names computed by harness.metrics (kept here so the schema does not import sklearn).
-METRIC_NAMES: tuple[str, ...] = (
-    "accuracy",
-    "balanced_accuracy",
-    "precision",
-    "recall",
-    "specificity",
-    "f1",
-    "roc_auc",
-    "pr_auc",
-    "brier",
-    "log_loss",
-)
 NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
 SEED_MAX = 2**32 - 1  # numpy's SeedSequence / legacy seeding range
 _NAME_RE = re.compile(NAME_PATTERN)

@@ -116,11 +116,9 @@ BLOCKED_SCRIPT = textwrap.dedent(
     """
     import importlib.abc, sys
 
-    # Training, networks, filters and data decoding. (harness.data's package and its config /
-    # cache / frameset modules stay importable: harness.suite's schema imports the data config.)
+    # Training, networks, filters, the data package and the suite schema (which imports it).
     BLOCKED = ("harness.models", "harness.training", "harness.explain", "harness.gradcam", "harness.preprocess",
-               "harness.runner", "harness.data.simulated", "harness.data.simulator", "harness.data.covid_blues",
-               "harness.data.manifest", "harness.data.media", "harness.data.video", "harness.data.fetch",
+               "harness.runner", "harness.execute", "harness.data", "harness.suite",
                "diffusion_filters", "torch", "pytorch_grad_cam", "timm")
 
     def blocked(name):

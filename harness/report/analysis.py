@@ -63,8 +63,10 @@ class Settings:
         s = inputs.suite_dict
         rep = s.get("report", {}) or {}
         arms = inputs.arms
-        # The validated suite knows the strata its data offers; a stale one has only its list.
-        strata = list(inputs.suite.strata) if inputs.suite is not None else list(rep.get("strata") or [])
+        # The driver stores the strata (report.strata, else the data's own); a store written
+        # before it did knows only report.strata (the data's defaults live in the schema, which
+        # the report does not import).
+        strata = list(inputs.meta.get("strata") or rep.get("strata") or [])
         return cls(
             baseline=rep.get("baseline") or (arms[0] if arms else ""),
             primary=(s.get("evaluation", {}) or {}).get("primary_metric", "roc_auc"),

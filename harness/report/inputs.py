@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.metrics import METRIC_NAMES
+
 RunKey = tuple[int, int]  # (repeat, fold)
 ScoreKey = tuple[str, str, str, str]  # (arm, level, aggregation, metric)
 
@@ -78,7 +80,6 @@ class Inputs:
     store_path: Path
     meta: dict[str, Any]
     suite_dict: dict[str, Any]
-    suite: Any  # harness.suite.Suite, or None when the stored config no longer validates
     runs: pd.DataFrame
     metrics: pd.DataFrame
     predictions: pd.DataFrame
@@ -122,10 +123,6 @@ class Inputs:
     @cached_property
     def metric_names(self) -> list[str]:
         """Metrics present, in the schema's order, then unknown ones (from newer code) sorted."""
-        try:
-            from harness.suite import METRIC_NAMES
-        except Exception:  # pragma: no cover - the schema module is part of the package
-            METRIC_NAMES = ()
         present = set(self.metrics["metric"]) if len(self.metrics) else set()
         return [m for m in METRIC_NAMES if m in present] + sorted(present - set(METRIC_NAMES))
 
@@ -164,7 +161,6 @@ def read_store(out_dir: Path) -> Inputs:
             store_path=store.path,
             meta=store.meta(),
             suite_dict=suite_dict,
-            suite=None,
             runs=store.runs(),
             metrics=store.metrics(),
             predictions=store.predictions(),
@@ -176,13 +172,7 @@ def read_store(out_dir: Path) -> Inputs:
         )
     finally:
         store.close()
-    try:
-        from harness.suite import Suite
-
-        inputs.suite = Suite.model_validate(suite_dict)
-    except Exception as exc:  # an old store read by newer code: still report the numbers
-        inputs.notes.append(
-            f"The stored suite no longer validates ({type(exc).__name__}: {first_line(exc)}); "
-            "methods and figures that need it are limited."
-        )
+    if "strata" not in inputs.meta and not (suite_dict.get("report") or {}).get("strata"):
+        inputs.notes.append("This store was written before the strata were stored with it: no per-stratum "
+                            "analysis (set report.strata in the suite, or run it again into this directory).")
     return inputs
