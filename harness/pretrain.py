@@ -46,11 +46,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.data.config import SimulatedData
-from harness.suite import ModelConfig, SuiteError, TrainingConfig, apply_override, validation_lines
+from harness.suite import ModelConfig, SuiteError, TrainingConfig, read_yaml_config, validation_lines
 
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "model_card.json"
@@ -137,29 +136,8 @@ def spec_problems(spec: PretrainSpec) -> list[tuple[str, str]]:
 
 def load_spec(path: str | Path, overrides: Iterable[str] = ()) -> PretrainSpec:
     """Read, override and validate a pretraining spec; raises :class:`PretrainSpecError`."""
-    path = Path(path)
+    data = read_yaml_config(path, overrides, "pretraining spec", PretrainSpec.model_fields, PretrainSpecError)
     label = str(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PretrainSpecError([f"{label}: file not found"]) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise PretrainSpecError([f"{label}: cannot read ({type(err).__name__})"]) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise PretrainSpecError([f"{label}: {where}invalid YAML: {getattr(err, 'problem', None) or err}"]) from None
-    if not isinstance(data, dict):
-        raise PretrainSpecError([f"{label}: (top level): a pretraining spec is a mapping; accepted keys: "
-                                 + ", ".join(PretrainSpec.model_fields)])
-    lines = []
-    for assignment in overrides:
-        try:
-            apply_override(data, assignment)
-        except ValueError as err:
-            lines.append(f"{label}: {err}")
-    if lines:
-        raise PretrainSpecError(lines)
     return validate_spec(data, label)
 
 

@@ -630,32 +630,34 @@ def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
-def load_suite(path: str | Path, overrides: typing.Iterable[str] = ()) -> Suite:
-    """Read, override and validate a suite file; raises :class:`SuiteError`."""
+def read_yaml_config(path: str | Path, overrides: typing.Iterable[str], what: str, accepted: typing.Iterable[str],
+                     error: type[SuiteError] = SuiteError, what_is: str = "a mapping") -> dict[str, Any]:
+    """Read a YAML mapping (safe loader, duplicate keys refused) and apply ``key.path=value``
+    overrides; every problem is one line ``FILE: ...`` in an ``error`` (a :class:`SuiteError`).
+    ``what`` names the file's kind in messages; ``accepted`` lists its top-level keys."""
     path = Path(path)
     label = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SuiteError([f"{label}: file not found"]) from None
+        raise error([f"{label}: file not found"]) from None
     except UnicodeDecodeError as err:
         line = path.read_bytes()[: err.start].count(b"\n") + 1
-        raise SuiteError([f"{label}: line {line}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
-                          f"{err.start}); accepted: a UTF-8 encoded YAML file"]) from None
+        raise error([f"{label}: line {line}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                     f"{err.start}); accepted: a UTF-8 encoded YAML file"]) from None
     except IsADirectoryError:
-        raise SuiteError([f"{label}: is a folder; accepted: a suite YAML file"]) from None
+        raise error([f"{label}: is a folder; accepted: a {what} YAML file"]) from None
     except OSError as err:
-        raise SuiteError([f"{label}: cannot read ({err.strerror})"]) from None
+        raise error([f"{label}: cannot read ({err.strerror})"]) from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise SuiteError([f"{label}: {where}invalid YAML: {problem}"]) from None
+        raise error([f"{label}: {where}invalid YAML: {problem}"]) from None
     if not isinstance(data, dict):
-        raise SuiteError([f"{label}: (top level): a suite is a mapping of sections; accepted keys: "
-                          + ", ".join(Suite.model_fields)])
+        raise error([f"{label}: (top level): a {what} is {what_is}; accepted keys: " + ", ".join(accepted)])
     lines: list[str] = []
     for assignment in overrides:
         try:
@@ -663,7 +665,15 @@ def load_suite(path: str | Path, overrides: typing.Iterable[str] = ()) -> Suite:
         except ValueError as err:
             lines.append(f"{label}: {err}")
     if lines:
-        raise SuiteError(lines)
+        raise error(lines)
+    return data
+
+
+def load_suite(path: str | Path, overrides: typing.Iterable[str] = ()) -> Suite:
+    """Read, override and validate a suite file; raises :class:`SuiteError`."""
+    path = Path(path)
+    label = str(path)
+    data = read_yaml_config(path, overrides, "suite", Suite.model_fields, what_is="a mapping of sections")
     base_dir = path.resolve().parent
     return validate_suite(data, base_dir=base_dir, label=label, source_path=path.resolve())
 
