@@ -91,7 +91,7 @@ def test_distribution_types_and_the_arms_own_value():
     lines = check([{"name": "b"}], {"trials": 2, "space": {"training.val_fraction": {"uniform": [0.1, 0.3]}}})
     assert lines == ["S: search.space.training.val_fraction (arm b): not searchable: the inner validation split "
                      "is shared by every arm"]
-    lines = check([with_space({"name": "b"}, {"training.diffusion_lr_multiplier": {"log_uniform": [1, 10]}})],
+    lines = check([with_space({"name": "b"}, {"training.diffusion_lr_multiplier": {"log_uniform": [1, 100]}})],
                   {"trials": 2})
     assert len(lines) == 1 and "this arm has no diffusion layers" in lines[0]
     assert check([{"name": "b"}], {"trials": 2, "space": {"training.class_balance": {"choice": ["loss", "none"]}}}) \

@@ -306,12 +306,12 @@ def space_problems(suite: Any, arm: Any, where: str) -> list[tuple[str, str]]:
                 problems.append((place, message))
                 break
         else:
-            if not _contains(dist, value):
-                problems.append((place, f"{_fmt(dist)} does not contain the arm's own value {value!r}; trial 0 "
-                                        "is the suite's own configuration, so the range must hold it"))
-            elif key == "training.diffusion_lr_multiplier" and not _has_diffusion_layers(suite.arm_model(arm)):
+            if key == "training.diffusion_lr_multiplier" and not _has_diffusion_layers(suite.arm_model(arm)):
                 problems.append((place, "this arm has no diffusion layers: the diffusion learning rate changes "
                                         "nothing (trials would be wasted)"))
+            elif not _contains(dist, value):
+                problems.append((place, f"{_fmt(dist)} does not contain the arm's own value {value!r}; trial 0 "
+                                        "is the suite's own configuration, so the range must hold it"))
     return problems
 
 
