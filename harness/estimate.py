@@ -13,7 +13,9 @@ do, in the same shapes as training:
 - **evaluation**: inference per image (median of a few batches) x (validation images x epochs +
   test images), plus BatchNorm recalibration when the recipe asks for it;
 - **explain** (after the runs): sample frames through forward + backward once per arm (Grad-CAM);
-- tuning: there is none yet.
+- **tuning** (arms with a ``search:``): the final fit's training + evaluation x
+  (``harness.search.nested.search_cost_factor`` - 1), i.e. ``trials x (inner_folds - 1)`` inner fits
+  on about the same number of images, with no trial pruned (an upper bound).
 
 Arms with finished runs in the store use their mean measured run time instead. The machine's
 load average is read before measuring; when it is busy (load >= :data:`BUSY_LOAD_SHARE` x cores)
@@ -39,7 +41,7 @@ MAX_TIMED_ITERATIONS = 8
 FILTER_FRAMES = 4
 BUSY_LOAD_SHARE = 0.75
 SCATTER = 0.5  # (p75 - p25) / median above this: the steps were disturbed
-PHASES = ("preprocessing", "training", "evaluation", "explain")
+PHASES = ("preprocessing", "training", "evaluation", "tuning", "explain")
 
 
 @dataclass
@@ -99,7 +101,8 @@ class Estimate:
         parts = [f"{p} {fmt(s)}" for p, s in self.phases.items() if s > 0]
         if self.from_store:
             parts.insert(0, f"runs timed in the store {fmt(self.from_store)}")
-        out.append("  per phase: " + (", ".join(parts) or "nothing to do") + "; tuning: none configured")
+        out.append("  per phase: " + (", ".join(parts) or "nothing to do")
+                   + ("" if self.phases["tuning"] else "; tuning: none configured"))
         out += [f"  basis: {b}" for b in self.basis]
         load = ", ".join(f"{x:.2f}" for x in self.load)
         out.append(f"  measured under load average {load} (1/5/15 min) on {self.cores} cores"
@@ -295,11 +298,24 @@ def estimate(suite: Any, plan: Any, store: Any, frames: Any = None, cache_dir: A
                          f"median of {TIMED_STEPS} after {WARMUP_STEPS} warm-up), "
                          f"{1000 * t['infer'].median:.1f} ms per image in evaluation"
                          + (f", {1000 * per_frame.median:.1f} ms per frame of filtering" if per_frame else ""))
+    _add_tuning(est, suite)
     pre, train = est.phases["preprocessing"], est.phases["training"]
     if pre > max(600.0, train):
         est.warnings.append(f"preprocessing alone is estimated at {pre / 3600:.1f} h, more than the training; "
                             "check the filters' iterations and window sizes")
     return est
+
+
+def _add_tuning(est: Estimate, suite: Any) -> None:
+    """Tuning repeats each run's fit on inner folds: price it from the fits just estimated."""
+    from harness.search.nested import search_cost_factor
+
+    extra = search_cost_factor(suite) - 1.0
+    if extra <= 0:
+        return
+    for totals in (est.phases, est.quiet):
+        totals["tuning"] = extra * (totals["training"] + totals["evaluation"])
+    est.basis.append(f"tuning: x{extra:g} the final fits' training and evaluation (no trial pruned: an upper bound)")
 
 
 def _cached(frames: Any, arm: Any, cache_dir: Any) -> bool:
