@@ -236,8 +236,9 @@ def _imagenet_model(arch: str, in_chans: int, num_classes: int, drop_rate: float
         raise ModelError(
             f"model.pretrained: imagenet weights for {arch} are unavailable: {where} "
             f"({type(exc).__name__}: {_shorten(reason)}); use a local weights file instead "
-            f"(--set model.pretrained=/path/to/{arch}.safetensors, a timm state dict .pth/.pt/.safetensors) "
-            "or train from scratch (--set model.pretrained=none)"
+            f"(--set model.pretrained=/path/to/{arch}.safetensors, a timm state dict .pth/.pt/.safetensors), "
+            "e.g. in-domain weights made here by `python -m harness pretrain suites/pretrain-simulated.yaml "
+            "--out DIR` (then DIR/weights.safetensors)"
         ) from None
     finally:
         hub.HF_HUB_OFFLINE = previous
@@ -329,12 +330,17 @@ def diffusion_modules(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if isinstance(m, kinds)}
 
 
-def learned_params(model: nn.Module) -> dict[str, list[float]]:
-    """Diffusion parameters in human units (kappa, step, ...) as ``{"<module>.<param>": [...]}``."""
+def learned_params(model: nn.Module, with_mix: bool = False) -> dict[str, list[float]]:
+    """Diffusion parameters in human units (kappa, step, ...) as ``{"<module>.<param>": [...]}``;
+    ``with_mix`` adds each diffusion stem's 1x1 mixing weights (``<module>.mix``, out x in,
+    row-major), which are kept once per run rather than every epoch."""
     out: dict[str, list[float]] = {}
     for name, module in diffusion_modules(model).items():
         for key, values in module.learned_params().items():
             out[f"{name}.{key}"] = values
+        mix = getattr(module, "mix", None)
+        if with_mix and isinstance(mix, nn.Conv2d):
+            out[f"{name}.mix"] = [float(v) for v in mix.weight.detach().flatten().cpu()]
     return out
 
 

@@ -106,7 +106,11 @@ def test_learnable_stem_trains_and_records_its_parameters() -> None:
     assert len(first["conv_stem.kappa"]) == 32
     # Parameters move between epochs; the final ones are the selected epoch's.
     assert not np.allclose(first["conv_stem.kappa"], second["conv_stem.kappa"])
+    # The final parameters are the selected epoch's, plus the stem's 1x1 mixing weights (kept per run).
+    mix = r.learned_params.pop("conv_stem.mix")
+    assert len(mix) == 32 * 32
     assert r.learned_params == r.history[r.best_epoch - 1].learned_params
+    assert "conv_stem.mix" not in r.initial_params
 
 
 def test_non_finite_loss_is_a_clear_error() -> None:

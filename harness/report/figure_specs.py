@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import numpy as np
+
 from harness.report import figures, samples, tuning
 from harness.report.analysis import Analysis
-from harness.report.inputs import first_line
 from harness.report.curves import RunCurve, run_curves, tail_spread
-from harness.report.learned import LearnedParameters, learned_parameters, parameter_changes
+from harness.report.inputs import first_line
+from harness.report.learned import LearnedParameters, learned_parameters, param_kind, parameter_changes
 from harness.report.strata import StrataTable
 from harness.report.timing import TIMING_COLUMNS
 
@@ -140,7 +142,13 @@ def timing_figure(data: FigureData) -> FigureResult:
 
 def learned_figure(data: FigureData) -> FigureResult:
     learned = data.learned
-    return figures.learned_parameters(learned.final, learned.trajectory, data.colors), None
+    changes = parameter_changes(data.analysis.inputs.done)
+    initial: dict[str, dict[str, list[float]]] = {}
+    for arm, params in changes.initial.items():
+        for name, values in params.items():
+            initial.setdefault(arm, {}).setdefault(param_kind(name), []).extend(values.tolist())
+    means = {arm: {k: float(np.mean(v)) for k, v in d.items()} for arm, d in initial.items()}
+    return figures.learned_parameters(learned.final, learned.trajectory, data.colors, means), None
 
 
 def has_learned(data: FigureData) -> bool:
@@ -223,7 +231,8 @@ SPECS: tuple[FigureSpec, ...] = (
         "learned",
         "Learned diffusion parameters",
         "Left: the values each learnable arm ended with, pooled over its layers and runs. Right: their mean per "
-        "epoch (thin: each run). summary.json lists every layer's parameters.",
+        "epoch (thin: each run; dashed: the initial value). summary.json lists every layer's parameters, and "
+        "every run's 1 × 1 mixing weights of a diffusion stem (the 'mix' row).",
         learned_figure,
         shown=has_learned,
     ),

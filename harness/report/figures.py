@@ -317,12 +317,14 @@ def learned_parameters(
     final: Mapping[str, Mapping[str, np.ndarray]],
     trajectories: Mapping[str, Mapping[str, np.ndarray]],
     colors: Mapping[str, str],
+    initial: Mapping[str, Mapping[str, float]] | None = None,
 ) -> str:
     """What the learnable arms learned: distribution at the end and trajectory per epoch.
 
     ``final[arm][param]`` is the flat array of that parameter's values at the end of training,
     pooled over runs (e.g. the 32 kappas of the stem x runs); ``trajectories[arm][param]`` is an
-    (epochs, runs) array of the parameter's mean per epoch.  One row per parameter name; the
+    (epochs, runs) array of the parameter's mean per epoch; ``initial[arm][param]`` the mean
+    initial value, drawn as a dashed reference line.  One row per parameter name; the
     trajectory column is left out when no run has more than one epoch.
     """
     names = sorted({p for arm in final for p in final[arm]} | {p for arm in trajectories for p in trajectories[arm]})
@@ -332,7 +334,7 @@ def learned_parameters(
     for i, name in enumerate(names):
         _final_values(axes[i][0], final, name, colors)
         if with_traj:
-            _trajectory(axes[i][1], trajectories, name, colors)
+            _trajectory(axes[i][1], trajectories, name, colors, initial or {})
     fig.tight_layout()
     return to_data_uri(fig)
 
@@ -361,10 +363,14 @@ def _final_values(ax: Any, final: Mapping[str, Mapping[str, np.ndarray]], name: 
 
 
 def _trajectory(
-    ax: Any, trajectories: Mapping[str, Mapping[str, np.ndarray]], name: str, colors: Mapping[str, str]
+    ax: Any, trajectories: Mapping[str, Mapping[str, np.ndarray]], name: str, colors: Mapping[str, str],
+    initial: Mapping[str, Mapping[str, float]],
 ) -> None:
-    """One parameter's mean per epoch: thin lines per run, a thick one for their mean."""
+    """One parameter's mean per epoch: thin lines per run, a thick one for their mean, dashed: initial."""
     for arm in trajectories:
+        start = initial.get(arm, {}).get(name)
+        if start is not None and np.isfinite(start):
+            ax.axhline(start, color=colors.get(arm, "0.5"), ls="--", lw=0.9, alpha=0.8)
         traj = trajectories[arm].get(name)
         if traj is None or np.size(traj) == 0:
             continue

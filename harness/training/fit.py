@@ -196,6 +196,7 @@ class _Run:
                 break
         assert best.state is not None
         self.model.load_state_dict(best.state)
+        best.learned_params = learned_params(self.model, with_mix=True)  # the selected epoch's, + mixing
         return self._finish(best, history, want_state_dict)
 
     def _epoch(self, epoch: int) -> EpochRecord:
