@@ -77,6 +77,9 @@ TINY = {
         {"name": "baseline-copy"},
         {"name": "identity-filter", "preprocess": [{"median": {"size": 1}}]},
         {"name": "noise-floor", "training": {"seed_offset": 1}},
+        {"name": "conv-stem-reinit", "model": {"stem": {"type": "conv"}}},
+        {"name": "diffusion-stem-frozen",
+         "model": {"stem": {"type": "diffusion", "mode": "replace", "iterations": 1, "trainable": False}}},
     ],
 }
 
@@ -95,3 +98,9 @@ def test_copies_and_identity_arms_give_bit_identical_metrics(tmp_path: Path) -> 
     np.testing.assert_array_equal(by_arm["baseline"], by_arm["identity-filter"])
     # Another training seed on the same splits changes the numbers (the seed-noise control).
     assert not np.array_equal(by_arm["baseline"], by_arm["noise-floor"])
+    # The shipped controls run: a fresh stem, and a diffusion stem that keeps its initial values.
+    runs = ResultsStore(tmp_path / "out", readonly=True).runs(status="done").set_index("run_id")
+    assert {"conv-stem-reinit", "diffusion-stem-frozen"} <= set(runs["arm"])
+    frozen = runs.loc["diffusion-stem-frozen/r0/f0"]
+    for name, start in frozen["initial_params"].items():
+        np.testing.assert_allclose(frozen["learned_params"][name], start, rtol=1e-6)
