@@ -48,7 +48,8 @@ class FigureData:
     @cached_property
     def curves(self) -> dict[str, list[RunCurve]]:
         inputs = self.analysis.inputs
-        return run_curves(inputs.done, inputs.epochs)
+        curves = run_curves(inputs.done, inputs.epochs)
+        return {arm: curves[arm] for arm in self.analysis.ran if arm in curves}  # suite order
 
     @cached_property
     def learned(self) -> LearnedParameters:
