@@ -429,6 +429,18 @@ def _check_pipeline(steps: list[dict[str, Any]], where: str) -> list[tuple[str, 
     return problems
 
 
+def _override_problems(i: int, section: str, base: BaseModel, override: dict[str, Any]) -> list[tuple[str, str]]:
+    """Problems of arm ``i``'s partial ``section`` override once deep-merged over the suite's."""
+    if not override:
+        return []
+    schema = type(base)
+    try:
+        schema.model_validate(deep_merge(base.model_dump(mode="json"), override))
+    except ValidationError as err:
+        return [(_format_loc(("arms", i, section, *e["loc"])), _describe(e, schema, e["loc"])) for e in err.errors()]
+    return []
+
+
 def semantic_problems(suite: Suite) -> list[tuple[str, str]]:
     """Cross-field checks: arm names unique, pipelines valid, arm models valid, baseline exists."""
     problems: list[tuple[str, str]] = []
@@ -441,24 +453,12 @@ def semantic_problems(suite: Suite) -> list[tuple[str, str]]:
         problems += _check_pipeline(arm.preprocess, f"arms[{i}].preprocess")
         if arm.on_the_fly and not arm.preprocess:
             problems.append((f"arms[{i}].on_the_fly", "on_the_fly needs a preprocess pipeline"))
-        if arm.model:
-            merged = deep_merge(suite.model.model_dump(mode="json"), arm.model)
-            try:
-                ModelConfig.model_validate(merged)
-            except ValidationError as err:
-                problems += [(_format_loc(("arms", i, "model", *e["loc"])), _describe(e, ModelConfig, e["loc"]))
-                             for e in err.errors()]
+        problems += _override_problems(i, "model", suite.model, arm.model)
         if "val_fraction" in arm.training:
             problems.append((f"arms[{i}].training.val_fraction",
                              "the inner validation split is shared by every arm; set training.val_fraction "
                              "at the top level"))
-        if arm.training:
-            merged = deep_merge(suite.training.model_dump(mode="json"), arm.training)
-            try:
-                TrainingConfig.model_validate(merged)
-            except ValidationError as err:
-                problems += [(_format_loc(("arms", i, "training", *e["loc"])), _describe(e, TrainingConfig, e["loc"]))
-                             for e in err.errors()]
+        problems += _override_problems(i, "training", suite.training, arm.training)
     if not problems:  # the search space is checked against valid arm configurations
         problems += suite_search_problems(suite)
     names = [a.name for a in suite.arms]

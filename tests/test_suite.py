@@ -182,3 +182,21 @@ def test_shipped_suites_validate(name, monkeypatch):
     assert {"baseline", "perona-malik", "coherence-enhancing", "edge-enhancing", "nonlocal-means", "srad",
             "gaussian", "learnable-stem", "diffusion-prepend", "diffusion-blocks"} <= names
     assert suite.baseline == "baseline"
+
+
+def test_arm_training_overrides_merge_and_are_checked(tmp_path: Path) -> None:
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["arms"].append({"name": "noise-floor", "training": {"seed_offset": 1, "lr": 0.01}})
+    suite = load_suite(write(tmp_path, data))
+    merged = suite.arm_training("noise-floor")
+    assert (merged.seed_offset, merged.lr, merged.epochs) == (1, 0.01, 1)
+    assert suite.arm_training("baseline") == suite.training
+    # The override changes that arm's run identity only.
+    plain = load_suite(write(tmp_path, BASE, "plain.yaml"))
+    assert suite.run_config_hash("baseline") == plain.run_config_hash("baseline")
+    assert suite.run_config_hash("noise-floor") != suite.run_config_hash("baseline")
+    data["arms"][-1]["training"] = {"lr": -1, "val_fraction": 0.3}
+    lines = errors(tmp_path, data)
+    assert any("arms[3].training.lr: Input should be greater than 0 (got -1)" in line for line in lines)
+    assert any("arms[3].training.val_fraction: the inner validation split is shared by every arm" in line
+               for line in lines)
