@@ -573,10 +573,13 @@ def test_report_modules_hold_no_module_level_cache() -> None:
 
     import harness.report
 
+    checked, offenders = [], []
     for info in pkgutil.iter_modules(harness.report.__path__):
         if info.name == "samples":  # not this test's concern: it reads the store's explanations
             continue
         module = importlib.import_module(f"harness.report.{info.name}")
-        for name, value in vars(module).items():
-            if name.startswith("_") and not name.startswith("__") and isinstance(value, (dict, list, set)):
-                raise AssertionError(f"harness.report.{info.name}.{name} is module-level mutable state")
+        checked.append(info.name)
+        offenders += [f"harness.report.{info.name}.{name}" for name, value in vars(module).items()
+                      if name.startswith("_") and not name.startswith("__") and isinstance(value, (dict, list, set))]
+    assert {"analysis", "inputs", "figure_specs", "outputs"} <= set(checked)
+    assert offenders == [], f"module-level mutable state: {offenders}"
