@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from harness.suite import SuiteError, validation_lines
+from harness.suite import SuiteError, read_yaml_config, validation_lines
 
 LEVELS = (("frame", "none"), ("video", "mean"), ("video", "max"), ("patient", "mean"), ("patient", "max"))
 
@@ -38,14 +37,8 @@ def load_data_section(path: Path) -> tuple[Any, Path, int, Any]:
     from harness.suite import load_suite
 
     label = str(path)
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SuiteError([f"{label}: file not found"]) from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise SuiteError([f"{label}: cannot read a YAML mapping ({type(err).__name__})"]) from None
-    if not isinstance(raw, dict):
-        raise SuiteError([f"{label}: (top level): accepted: a suite or a data section (a mapping with 'source')"])
+    raw = read_yaml_config(path, (), "data file", ("a suite (with arms)", "a data section (with source)",
+                                                   "data + seed"))
     if "arms" in raw:
         suite = load_suite(path)
         return suite.data, suite.base_dir, suite.seed, suite
@@ -95,19 +88,24 @@ def build_model(weights: Path, suite: Any = None, arm: str | None = None):
 
 
 def predict(model, images: np.ndarray, batch_size: int = 128, on_the_fly=None) -> np.ndarray:
-    """Probability of B-lines per image (N, H, W) float32 in [0, 1]."""
+    """Probability of B-lines per image (N, H, W) float32 in [0, 1], as a run predicts its test fold
+    (:func:`harness.training.epochs.predict_logits`); an on-the-fly filter is applied chunk by chunk."""
     import torch
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = model.to(device).eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            x = torch.from_numpy(np.array(images[i:i + batch_size], dtype=np.float32)).unsqueeze(1)
-            if on_the_fly is not None:
+    from harness.training.device import Precision, resolve_device
+    from harness.training.epochs import predict_logits, probabilities
+
+    device = resolve_device("auto")
+    model = model.to(device)
+    precision = Precision.for_run(device, channels_last=False, amp=False)
+    logits = []
+    for i in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.array(images[i:i + batch_size], dtype=np.float32)).unsqueeze(1)
+        if on_the_fly is not None:
+            with torch.no_grad():
                 x = on_the_fly(x)
-            out.append(torch.softmax(model(x.to(device)).float(), dim=1)[:, 1].cpu().numpy())
-    return np.concatenate(out) if out else np.empty(0)
+        logits.append(predict_logits(model, x, precision, device, batch_size))
+    return probabilities(torch.cat(logits), 2) if logits else np.empty(0)
 
 
 def _by_key(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], float]:
@@ -153,7 +151,8 @@ def evaluate(weights: str | Path, data: str | Path, out_dir: str | Path | None =
     from harness.data import load_frames
     from harness.data.cache import default_cache_dir
     from harness.metrics import run_metrics
-    from harness.pretrain import file_sha256, read_model_card
+    from harness.pretrain import read_model_card
+    from harness.versions import file_sha256
 
     t0 = time.perf_counter()
     weights, data = Path(weights), Path(data)

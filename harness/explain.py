@@ -23,7 +23,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import pandas as pd
 
 from harness.store import ResultsStore
 from harness.suite import Suite, pipeline_config, sha256_of
+from harness.versions import file_sha256
 
 EXPLAIN_VERSION = 1  # part of every key: bump when what is computed changes
 PER_CLASS = 2
@@ -264,14 +264,6 @@ def arm_cams(model_cfg: Any, checkpoint: Path, images: np.ndarray) -> list[np.nd
         return compute_cams(model.eval(), torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).unsqueeze(1))
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _unit(images: np.ndarray) -> np.ndarray:
     images = np.asarray(images)
     return images.astype(np.float32) / np.float32(255.0) if images.dtype == np.uint8 else images.astype(np.float32)
@@ -287,4 +279,4 @@ def _describe(exc: BaseException) -> str:
 
 
 __all__ = ["ExplainSummary", "arm_cams", "checkpoint_of", "checkpoint_run", "choose", "explain_suite",
-           "file_sha256", "filter_frames"]
+           "filter_frames"]

@@ -396,10 +396,23 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
     model.load_state_dict(state, strict=True)
 
 
+def save_weights(state: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write a state dict as safetensors, atomically (a temporary file, then a rename). Values
+    become torch tensors, so 0-d ones such as BatchNorm's step counter keep their shape and the
+    file loads back with :func:`load_weights` or as ``model.pretrained``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: torch.as_tensor(v).detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+    tmp.replace(path)
+
+
 def output_size(size: int) -> int:
     """Spatial size after EfficientNet-B0's stride-2 ``conv_stem`` (3x3, padding 1)."""
     return (size - 1) // 2 + 1
 
 
 __all__ = ["INPUT_MEAN", "INPUT_STD", "ModelError", "NormalizedConv2d", "as_model_config", "check_weights", "create_model", "diffusion_modules",
-           "learned_params", "load_weights", "output_size"]
+           "learned_params", "load_weights", "output_size", "save_weights"]

@@ -36,7 +36,6 @@ Example spec (``tests/data/pretrain-tiny.yaml``)::
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import itertools
 import json
 import sys
@@ -49,7 +48,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.data.config import SimulatedData
+from harness.models import save_weights
 from harness.suite import ModelConfig, SuiteError, TrainingConfig, read_yaml_config, validation_lines
+from harness.versions import file_sha256
 
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "model_card.json"
@@ -191,25 +192,6 @@ def load_mix(spec: PretrainSpec, cache_dir: Path | None) -> tuple[Any, list[Simu
 # --------------------------------------------------------------------------- weights and card
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def save_weights(state: dict[str, Any], path: Path) -> None:
-    """A state dict as safetensors (torch tensors: 0-d BatchNorm counters keep their shape), atomically."""
-    import torch
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: torch.as_tensor(v).detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
-    tmp.replace(path)
-
-
 def read_model_card(weights: str | Path) -> dict[str, Any] | None:
     """The ``model_card.json`` beside a weights file, or None; a card written for another file gets a note."""
     weights = Path(weights).expanduser()
@@ -338,4 +320,4 @@ def main(args: Any) -> int:
 
 
 __all__ = ["CARD_FILE", "WEIGHTS_FILE", "PretrainSpec", "PretrainSpecError", "load_spec",
-           "pretrain", "read_model_card", "save_weights", "validate_spec"]
+           "pretrain", "read_model_card", "validate_spec"]

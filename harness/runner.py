@@ -174,16 +174,10 @@ class RunSummary:
 
 
 def _save_checkpoint(out_dir: Path, arm: str, state: dict[str, Any]) -> str:
-    """Write the weights as torch tensors (0-d tensors such as BatchNorm's step counter keep
-    their shape, so the file loads back as ``model.pretrained``)."""
-    import torch
-    from safetensors.torch import save_file
+    from harness.models import save_weights
 
     path = out_dir / "checkpoints" / f"{arm}.safetensors"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: torch.as_tensor(v).detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
-    tmp.replace(path)
+    save_weights(state, path)
     return str(path.relative_to(out_dir))
 
 

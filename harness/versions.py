@@ -92,4 +92,14 @@ def filters_version() -> str:
     return version_of(FILTER_SOURCES)
 
 
-__all__ = ["CODE_SOURCES", "FILTER_SOURCES", "code_version", "filters_version", "source_digest", "version_of"]
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (weights, checkpoints), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+__all__ = ["CODE_SOURCES", "FILTER_SOURCES", "code_version", "file_sha256", "filters_version", "source_digest",
+           "version_of"]

@@ -21,11 +21,6 @@ DATA = {"source": "simulated", "patients": 6, "frames_per_patient": 4, "frames_p
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
 def weights(tmp_path_factory, cache_dir) -> Path:
     out = tmp_path_factory.mktemp("pre")
     spec = load_spec(Path(__file__).parent / "data" / "pretrain-tiny.yaml")

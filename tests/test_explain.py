@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import yaml
 
-from harness.explain import explain_suite, file_sha256
+from harness.explain import explain_suite
 from harness.runner import load_suite_frames, run_suite
 from harness.store import ResultsStore
 from harness.suite import load_suite
+from harness.versions import file_sha256
 
 ROOT = Path(__file__).resolve().parent.parent
 PM = [{"perona_malik": {"iterations": 2, "kappa": 0.1, "step": 0.2}}]

@@ -19,11 +19,6 @@ from harness.suite import SuiteError, load_suite
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
 def manifest_set(root: Path, patients: int = 4, images: int = 2) -> Path:
     """A tiny image manifest: bright vertical lines (B-line-like) in positive images, 2 images per patient."""
     root.mkdir(parents=True, exist_ok=True)

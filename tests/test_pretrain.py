@@ -26,11 +26,6 @@ CARD_FIELDS = ("format", "name", "weights", "data", "split", "recipe", "seed", "
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
 def pretrained(tmp_path_factory, cache_dir) -> Path:
     out = tmp_path_factory.mktemp("pretrained")
     assert main(["pretrain", str(TINY_SPEC), "--out", str(out), "--cache-dir", str(cache_dir)]) == 0

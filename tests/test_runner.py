@@ -44,11 +44,6 @@ def write_suite(tmp_path: Path, arms=None, **changes) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
 def _filters_ready() -> bool:
     import diffusion_filters
 
