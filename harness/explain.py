@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.preprocess import apply_pipeline, to_unit
 from harness.store import ResultsStore
 from harness.suite import Suite, pipeline_config, sha256_of
 from harness.versions import file_sha256
@@ -141,7 +142,7 @@ def _explain_arm(suite: Suite, arm: Any, out_dir: Path, store: ResultsStore, cho
     if stored_key == key:
         return False, None
     note, failed = None, False
-    processed, cams = _unit(chosen.raw), [None] * len(chosen.ids)
+    processed, cams = to_unit(chosen.raw), [None] * len(chosen.ids)
     if not chosen.ids:
         note = "no frame to show (no stored predictions match the data)"
     else:
@@ -239,10 +240,8 @@ def filter_frames(steps: Sequence[dict[str, Any]], images: np.ndarray) -> np.nda
     """``images`` (N, H, W) after the pipeline ``steps``, float32 in [0, 1], exactly as training's
     inputs (:func:`harness.preprocess.apply_pipeline`); an empty pipeline only scales uint8."""
     if not steps:
-        return _unit(images)
+        return to_unit(images)
     import diffusion_filters
-
-    from harness.preprocess import apply_pipeline
 
     out = np.empty(images.shape, dtype=np.float32)
     apply_pipeline(diffusion_filters.Pipeline.from_config(list(steps)).eval(), images, out)
@@ -262,11 +261,6 @@ def arm_cams(model_cfg: Any, checkpoint: Path, images: np.ndarray) -> list[np.nd
     with torch.random.fork_rng():
         torch.manual_seed(0)
         return compute_cams(model.eval(), torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).unsqueeze(1))
-
-
-def _unit(images: np.ndarray) -> np.ndarray:
-    images = np.asarray(images)
-    return images.astype(np.float32) / np.float32(255.0) if images.dtype == np.uint8 else images.astype(np.float32)
 
 
 def _short(sample_id: str, width: int = 22) -> str:

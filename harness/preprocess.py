@@ -66,7 +66,8 @@ def _build(steps: list[dict[str, Any]]) -> torch.nn.Module:
     return diffusion_filters.Pipeline.from_config(steps).eval()
 
 
-def _to_unit(images: np.ndarray) -> np.ndarray:
+def to_unit(images: np.ndarray) -> np.ndarray:
+    """uint8 frames as float32 intensities in [0, 1] (other dtypes: float32 as they are)."""
     return np.asarray(images, dtype=np.float32) / np.float32(255.0) if images.dtype == np.uint8 \
         else np.asarray(images, dtype=np.float32)
 
@@ -86,7 +87,7 @@ def apply_pipeline(module: torch.nn.Module, images: np.ndarray, out: np.ndarray,
     """Filter ``images`` (N, H, W) into ``out`` (N, H, W) float32, batch by batch."""
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            x = torch.from_numpy(_to_unit(images[start:start + batch_size])).unsqueeze(1)
+            x = torch.from_numpy(to_unit(images[start:start + batch_size])).unsqueeze(1)
             y = module(x)
             if not torch.all(torch.isfinite(y)):
                 raise FloatingPointError(f"preprocessing produced NaN/Inf in frames {start}..{start + len(x) - 1}")
@@ -97,7 +98,7 @@ def preprocess_frames(images: np.ndarray, content_hash: str, steps: list[dict[st
                       cache_dir: str | Path, batch_size: int = 64) -> Preprocessed:
     """The frames after ``steps`` (cached); an empty pipeline just scales uint8 to [0, 1]."""
     if not steps:
-        return Preprocessed(_to_unit(images), "none", 0.0, len(images), cached=False, mode="none")
+        return Preprocessed(to_unit(images), "none", 0.0, len(images), cached=False, mode="none")
     phash = pipeline_hash(steps)
     if not content_hash:
         raise ValueError("preprocess_frames: the frames have no content_hash to key the cache")

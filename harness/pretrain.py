@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.data.config import SimulatedData
 from harness.models import save_weights
+from harness.preprocess import to_unit
 from harness.suite import ModelConfig, SuiteError, TrainingConfig, read_yaml_config, validation_lines
 from harness.versions import file_sha256
 
@@ -252,7 +253,7 @@ def pretrain(spec: PretrainSpec, out_dir: str | Path, cache_dir: str | Path | No
          f"train {len(split.train_idx)} / select {len(split.val_idx)} / held out {len(split.test_idx)} frames")
 
     def take(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return (np.asarray(frames.images[idx], dtype=np.float32) / 255.0), frames.labels[idx].astype(np.int64)
+        return to_unit(frames.images[idx]), frames.labels[idx].astype(np.int64)
 
     data = RunData(*take(split.train_idx), *take(split.val_idx), *take(split.test_idx))
 
