@@ -32,7 +32,7 @@ from harness.report.comparisons import (
     rank_arms,
 )
 from harness.report.inputs import Inputs
-from harness.report.learned import learned_summary
+from harness.report.learned import ParameterChanges, learned_summary, parameter_changes
 from harness.report.methods import failed_runs, leakage
 from harness.report.strata import StrataTable, stratify
 from harness.report.timing import Cost, timing
@@ -179,6 +179,7 @@ class Analysis:
     cost: Cost
     strata: list[StrataTable]
     learned: dict[str, dict[str, dict[str, Any]]]  # arm -> parameter -> mean, std, min, max, n
+    changes: ParameterChanges  # diffusion parameters before and after training, per run
     leakage: dict[str, Any]
     failed_runs: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
@@ -283,6 +284,7 @@ def analyse(inputs: Inputs) -> Analysis:
         if has_strata
         else [],
         learned=learned_summary(inputs.done, inputs.epochs),
+        changes=parameter_changes(inputs.done),
         leakage=leakage(inputs),
         failed_runs=failed_runs(inputs),
         notes=[*inputs.notes, *level_notes, *log.notes, *_unpaired_notes(log.unpaired, baseline)],

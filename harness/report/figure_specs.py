@@ -18,7 +18,7 @@ from harness.report import figures, samples, tuning
 from harness.report.analysis import Analysis
 from harness.report.curves import RunCurve, run_curves, tail_spread
 from harness.report.inputs import first_line
-from harness.report.learned import LearnedParameters, learned_parameters, param_kind, parameter_changes
+from harness.report.learned import LearnedParameters, learned_parameters, param_kind
 from harness.report.strata import StrataTable
 from harness.report.timing import TIMING_COLUMNS
 
@@ -143,7 +143,7 @@ def timing_figure(data: FigureData) -> FigureResult:
 
 def learned_figure(data: FigureData) -> FigureResult:
     learned = data.learned
-    changes = parameter_changes(data.analysis.inputs.done)
+    changes = data.analysis.changes
     initial: dict[str, dict[str, list[float]]] = {}
     for arm, params in changes.initial.items():
         for name, values in params.items():
@@ -171,7 +171,7 @@ def has_curves(data: FigureData) -> bool:
 
 
 def drift_figure(data: FigureData) -> FigureResult:
-    changes = parameter_changes(data.analysis.inputs.done)
+    changes = data.analysis.changes
     if not changes.final:
         return None, "The initial values of the diffusion parameters were not recorded (an older store)."
     return figures.parameter_drift(changes.drift(), changes.initial), None

@@ -16,7 +16,7 @@ from harness.report._json import jsonable
 from harness.report.analysis import Analysis, ArmSummary
 from harness.report.comparisons import Comparison, PredictionTest
 from harness.report.external import summary as external_summary
-from harness.report.learned import learned_record, parameter_changes
+from harness.report.learned import learned_record
 from harness.report.strata import StrataTable
 from harness.report.tuning import tuning
 
@@ -41,7 +41,7 @@ def summary(analysis: Analysis) -> dict[str, Any]:
     inputs, st = analysis.inputs, analysis.settings
     s = inputs.suite_dict
     pred_by_arm = {p.arm: p for p in analysis.prediction_tests}
-    learned = learned_record(parameter_changes(inputs.done))
+    learned = learned_record(analysis.changes)
     return {
         "suite": {
             "name": s.get("name"),
