@@ -54,7 +54,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from . import _compile
 from ._describe import fmt_param

@@ -52,7 +52,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ._describe import fmt_param
 from ._filter import Filter, apply_filter

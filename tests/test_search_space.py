@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from harness.search.space import apply_params, arm_space
 from harness.suite import SuiteError, validate_suite
 
