@@ -18,7 +18,11 @@ Control with the environment variable ``DIFFUSION_FILTERS_COMPILE`` or :func:`se
   later processes);
 * ``"1"`` / ``"on"``: compile every gradient-free call on any device, and every training call
   on CPU;
-* ``"0"`` / ``"off"``: never compile.
+* ``"0"`` / ``"off"``: never compile, and no C kernel either: the eager torch scheme everywhere
+  (the reference the fast paths are tested against).
+
+Gradient-free float32 CPU calls of Perona–Malik run a C kernel instead of either, where one can be
+built (:func:`use_native`, :mod:`diffusion_filters._native`).
 
 If compilation fails (no C++ compiler, unsupported platform) a warning is issued once and the
 eager scheme is used from then on; results are the same either way (to float rounding).
@@ -34,7 +38,8 @@ import torch
 
 from . import _inductor_fast_exp
 
-__all__ = ["AUTO_MIN_WORK", "GRAD_MIN_WORK", "compile_mode", "run_compiled", "set_compile", "use_compiled"]
+__all__ = ["AUTO_MIN_WORK", "GRAD_MIN_WORK", "compile_mode", "run_compiled", "set_compile", "use_compiled",
+           "use_native"]
 
 AUTO_MIN_WORK = 2**25
 """Pixel-iterations (B*C*H*W*iterations) from which a gradient-free call compiles in ``"auto"``
@@ -80,6 +85,13 @@ def use_compiled(x: torch.Tensor, iterations: int, *, needs_grad: bool = False) 
     if _mode == "on":
         return True
     return x.device.type == "cpu" and work >= AUTO_MIN_WORK
+
+
+def use_native(x: torch.Tensor, iterations: int) -> bool:
+    """Whether a gradient-free call on ``x`` may take a C kernel (:mod:`diffusion_filters._native`):
+    float32 on a CPU, unless the compile mode is ``"off"`` (the eager torch reference everywhere)."""
+    return _mode != "off" and iterations > 0 and x.device.type == "cpu" and x.dtype == torch.float32 \
+        and min(x.shape[-2], x.shape[-1]) >= 2
 
 
 def run_compiled(

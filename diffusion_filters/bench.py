@@ -1,6 +1,6 @@
 """Throughput benchmark of every registered filter against reference implementations.
 
-    python -m diffusion_filters.bench [--quick] [--json PATH] [--batch 32] [--size 256]
+    python -m diffusion_filters.bench [--quick] [--json PATH] [--batch 32] [--size 256] [--device cpu|cuda]
 
 For one batch of ``--batch`` single-channel ``--size`` x ``--size`` float32 images (a synthetic
 ultrasound-like phantom: smooth tissue regions and bright lines under multiplicative Rayleigh
@@ -89,6 +89,8 @@ def make_batch(n: int = 32, size: int = 256, seed: int = 0) -> np.ndarray:
 def _timer(fn: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
     fn()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()  # a CUDA call returns before its kernels finish
     return time.perf_counter() - t0
 
 
@@ -133,13 +135,15 @@ def _anchor_runs(batch: np.ndarray) -> dict[str, tuple[str, Callable[[], Any] | 
     return runs
 
 
-def run_bench(batch_size: int = 32, size: int = 256, repeats: int = 5, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Measure every filter and anchor; return a JSON-serialisable dict (see :func:`main`)."""
+def run_bench(batch_size: int = 32, size: int = 256, repeats: int = 5, log: Callable[[str], None] = print,
+              device: str = "cpu") -> dict[str, Any]:
+    """Measure every filter (on ``device``) and anchor (CPU libraries); return a JSON-serialisable dict."""
     import diffusion_filters as df
+    from diffusion_filters._native import native_status
 
     load_before = _loadavg()
     batch = make_batch(batch_size, size)
-    x = torch.from_numpy(batch)
+    x = torch.from_numpy(batch).to(device)
     names = df.available()
 
     timed: dict[str, tuple[str, str, Callable[[], Any], str]] = {}  # key -> (kind, params, fn, note)
@@ -196,6 +200,8 @@ def run_bench(batch_size: int = 32, size: int = 256, repeats: int = 5, log: Call
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(x.device) if x.device.type == "cuda" else "cpu",
+        "native_kernels": native_status() if x.device.type == "cpu" else {},
         "torch": torch.__version__,
         "batch": [batch_size, 1, size, size],
         "repeats": repeats,
@@ -236,6 +242,8 @@ def format_table(res: dict[str, Any]) -> str:
         f"Batch {res['batch']} float32, {res['date']}, CPU: {res['cpu']} ({res['threads']} threads), "
         f"torch {res['torch']}, best of {res['repeats']} rounds, "
         f"1-min load average before/after: {res['load_average_1min'][0]}/{res['load_average_1min'][1]}",
+        f"Filters on: {res.get('device', 'cpu')}; C kernels: "
+        + (", ".join(f"{k} {v.split(':')[0]}" for k, v in res.get("native_kernels", {}).items()) or "not used"),
         "",
         head,
         sep,
@@ -261,13 +269,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=32, help="images per batch (default 32)")
     parser.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the filters run (the anchors are CPU libraries; default cpu)")
     args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available to torch here; accepted: cpu")
     if args.batch < 1 or args.size < 16:
         parser.error("--batch must be >= 1 and --size >= 16")
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
     if repeats < 1:
         parser.error("--repeats must be >= 1")
-    res = run_bench(args.batch, args.size, repeats)
+    res = run_bench(args.batch, args.size, repeats, device=args.device)
     print(format_table(res))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:

@@ -41,9 +41,11 @@ Parameters (validated and canonicalised by the spec ``_SPEC``; the same rules as
 ``spacing``     None or numbers in [1e-6, 1e6]  pixel spacing ``(h_y, h_x)``
 =============== =============================== ===========================================
 
-Performance: gradient-free calls on large CPU batches run a ``torch.compile``-fused scheme on
-cache-sized chunks (policy: :mod:`diffusion_filters._compile`); calls needing gradients (learnable
-``kappa``/``step`` or input) run the same scheme eagerly with autograd.
+Performance: gradient-free float32 calls on a CPU run a C kernel that does every iteration of a
+plane while the plane is in cache (:mod:`diffusion_filters._native`, built at first use); where it
+cannot be built, large batches run a ``torch.compile``-fused scheme on cache-sized chunks (policy:
+:mod:`diffusion_filters._compile`); calls needing gradients (learnable ``kappa``/``step`` or input)
+run the same scheme with autograd.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from . import _compile
+from . import _compile, _native
 from ._describe import fmt_param
 from ._filter import Filter, apply_filter
 from ._image import as_param
@@ -296,6 +298,33 @@ def _compiled_iterations(
     return e.reshape(n, 1, h, w)
 
 
+_NATIVE_KINDS = {"exponential": 0, "rational": 1, "tukey": 2, "mixture": 3}
+
+
+def _native_iterations(
+    planes: torch.Tensor, iterations: int, kind: str, step: torch.Tensor, wyx: tuple[float, float],
+    params: tuple[torch.Tensor, ...],
+) -> torch.Tensor | None:
+    """All ``iterations`` on float32 CPU ``planes`` (n, 1, H, W) by the C kernel, every iteration of a
+    plane while it is in cache (:mod:`diffusion_filters._native`); None where the kernel is unavailable."""
+    lib = _native.library("perona_malik")
+    if lib is None:
+        return None
+    n, _, h, w = planes.shape
+    out = planes.clone(memory_format=torch.contiguous_format)
+
+    def per_plane(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(n).to(torch.float32).contiguous()
+
+    s = per_plane(step)
+    nq = per_plane(-1.0 / (params[0] * params[0]))  # -1 / kappa^2, as the compiled fluxes take it
+    shape = per_plane(params[1]) if kind == "mixture" else None
+    rows = torch.empty(3 * (w + 1), dtype=torch.float32)
+    lib.pm_planes(out.data_ptr(), n, h, w, iterations, _NATIVE_KINDS[kind], s.data_ptr(), nq.data_ptr(),
+                  None if shape is None else shape.data_ptr(), wyx[0], wyx[1], rows.data_ptr())
+    return out
+
+
 def _diffuse(
     u: torch.Tensor,
     iterations: int,
@@ -316,10 +345,15 @@ def _diffuse(
             u = _pm_step(u, flux, step, wy, wx, params)
         return u
     compiled = _compile.use_compiled(u, iterations) and min(u.shape[-2], u.shape[-1]) >= 2
+    native = _compile.use_native(u, iterations)
     wyx = (1.0, 1.0) if spacing is None else (1.0 / spacing[0], 1.0 / spacing[1])
 
     def run(planes: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
         s, rest = p["step"], tuple(p[f"p{i}"] for i in range(len(params)))
+        if native:
+            out = _native_iterations(planes, iterations, kind, s, wyx, rest)
+            if out is not None:  # None: no C compiler (warned once); the torch paths below
+                return out
         n_eager = iterations
         if compiled and iterations >= _K:
             out = _compiled_iterations(planes, iterations // _K, kind, s, wyx, rest)

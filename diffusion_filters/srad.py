@@ -53,6 +53,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from . import _compile, _native
 from ._describe import fmt_param
 from ._filter import Filter, apply_filter
 from ._image import as_param
@@ -147,9 +148,34 @@ def _kernel(t: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
     needs_grad = torch.is_grad_enabled() and any(v is not None and v.requires_grad for v in (t, s, q))
     if needs_grad:
         return _run(t, s, q, iterations)
-    # Gradient-free: cache-sized plane chunks on a thread per core (q0 is estimated per plane).
+    # Gradient-free: cache-sized plane chunks on a thread per core (q0 is estimated per plane); the C
+    # kernel where it applies, else the torch scheme.
     tensors = {"step": s} if q is None else {"step": s, "q0": q}
-    return run_planes(t, tensors, lambda planes, pp: _run(planes, pp["step"], pp.get("q0"), iterations))
+    native = _compile.use_native(t, iterations)
+
+    def run(planes: torch.Tensor, pp: dict[str, Any]) -> torch.Tensor:
+        out = _native_iterations(planes, iterations, pp["step"], pp.get("q0")) if native else None
+        return out if out is not None else _run(planes, pp["step"], pp.get("q0"), iterations)
+
+    return run_planes(t, tensors, run)
+
+
+def _native_iterations(planes: torch.Tensor, iterations: int, step: torch.Tensor,
+                       q0: torch.Tensor | None) -> torch.Tensor | None:
+    """All ``iterations`` on float32 CPU ``planes`` (n, 1, H, W) by the C kernel, every iteration of a
+    plane while it is in cache (:mod:`diffusion_filters._native`); None where it is unavailable."""
+    lib = _native.library("srad")
+    if lib is None:
+        return None
+    n, _, h, w = planes.shape
+    out = planes.clone(memory_format=torch.contiguous_format)
+    s = step.reshape(n).to(torch.float32).contiguous()
+    q0sq = None if q0 is None else (q0 * q0).reshape(n).to(torch.float32).contiguous()
+    blocks = (h // min(h, BLOCK)) * (w // min(w, BLOCK))
+    scratch = torch.empty(h * w + 2 * w + blocks, dtype=torch.float32)
+    lib.srad_planes(out.data_ptr(), n, h, w, iterations, s.data_ptr(), None if q0sq is None else q0sq.data_ptr(),
+                    scratch.data_ptr())
+    return out
 
 
 def srad(x: Any, *, iterations: int, step: float | torch.Tensor, q0: float | torch.Tensor | None = None) -> Any:

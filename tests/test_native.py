@@ -1,0 +1,129 @@
+"""The C kernel of Perona–Malik (diffusion_filters._native): the same scheme as the torch paths,
+built at first use, and a clear fallback or error where it cannot be built."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import diffusion_filters as df
+from diffusion_filters import _compile, _native
+
+medpy_smoothing = pytest.importorskip("medpy.filter.smoothing")
+
+
+@pytest.fixture()
+def fresh_native(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """An empty build cache and no library loaded yet in this process."""
+    monkeypatch.setenv("DIFFUSION_FILTERS_CACHE", str(tmp_path))
+    monkeypatch.setattr(_native, "_libraries", {})
+    monkeypatch.setattr(_native, "_failures", {})
+
+
+def _eager(fn, *args, **kw):
+    previous = _compile.compile_mode()
+    _compile.set_compile("off")  # the eager torch reference: no compiled path, no C kernel
+    try:
+        return fn(*args, **kw)
+    finally:
+        _compile.set_compile(previous)
+
+
+def _speckle(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    base = np.clip(rng.normal(0.4, 0.2, (n, 1, h, w)), 0, 1)
+    return torch.from_numpy((base * rng.rayleigh(0.8, base.shape)).clip(0, 1).astype(np.float32))
+
+
+def test_native_kernel_is_built_and_used() -> None:
+    status = _native.native_status()["perona_malik"]
+    assert status.startswith("in use: "), status
+    x = _speckle(3, 20, 33)
+    assert _compile.use_native(x, 5)
+    assert not _compile.use_native(x.double(), 5) and not _compile.use_native(x, 0)
+
+
+@pytest.mark.parametrize("conductance", ["exponential", "rational", "tukey"])
+@pytest.mark.parametrize("spacing", [None, (1.0, 2.5)])
+def test_native_equals_the_eager_scheme(conductance: str, spacing) -> None:
+    x = _speckle(5, 37, 29)
+    kappa = torch.tensor([0.03, 0.1, 0.3, 1.0, 5.0]).view(5, 1, 1, 1)  # per image: the clamp, both regimes
+    step = torch.tensor([0.05, 0.1, 0.15, 0.2, 0.25]).view(5, 1, 1, 1) * (1.0 if spacing is None else 1.3)
+    kw = dict(iterations=13, kappa=kappa, step=step, conductance=conductance, spacing=spacing)
+    out = df.perona_malik(x, **kw)
+    ref = _eager(df.perona_malik, x, **kw)
+    assert torch.allclose(out, ref, atol=2e-6, rtol=0)
+    assert not torch.equal(out, x)
+
+
+def test_native_mixture_equals_the_eager_scheme() -> None:
+    x = _speckle(2, 24, 40).repeat(1, 3, 1, 1)
+    kw = dict(iterations=6, kappa=torch.tensor([0.05, 0.2, 0.8]).view(1, 3, 1, 1), step=0.2,
+              shape=torch.tensor([0.0, 0.5, 1.0]).view(1, 3, 1, 1))
+    assert torch.allclose(df.perona_malik_mixture(x, **kw), _eager(df.perona_malik_mixture, x, **kw), atol=2e-6)
+
+
+@pytest.mark.parametrize("option,conductance", [(1, "exponential"), (2, "rational"), (3, "tukey")])
+def test_native_equals_medpy(option: int, conductance: str) -> None:
+    x = _speckle(4, 64, 48, seed=3)
+    out = df.perona_malik(x, iterations=20, kappa=0.1, step=0.2, conductance=conductance).numpy()
+    ref = np.stack([medpy_smoothing.anisotropic_diffusion(x[i, 0].numpy(), niter=20, kappa=0.1, gamma=0.2,
+                                                          option=option) for i in range(4)])
+    assert np.abs(out[:, 0] - ref).max() < 1e-5
+
+
+def test_large_values_and_tiny_kappa_stay_finite() -> None:
+    x = _speckle(2, 16, 16) * 1e4
+    out = df.perona_malik(x, iterations=5, kappa=1e-9, step=0.25)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out, _eager(df.perona_malik, x, iterations=5, kappa=1e-9, step=0.25), atol=1e-3)
+
+
+def test_missing_compiler_falls_back_with_one_warning(fresh_native, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    x = _speckle(2, 20, 20)
+    with pytest.warns(RuntimeWarning, match="native kernel 'perona_malik' unavailable") as record:
+        out = df.perona_malik(x, iterations=4, kappa=0.1, step=0.2)
+    assert len([r for r in record if "native kernel" in str(r.message)]) == 1
+    assert torch.allclose(out, _eager(df.perona_malik, x, iterations=4, kappa=0.1, step=0.2), atol=2e-6)
+    assert _native.native_status()["perona_malik"].startswith("unavailable: ")
+
+
+def test_require_mode_raises_one_line(fresh_native, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    monkeypatch.setenv("DIFFUSION_FILTERS_NATIVE", "require")
+    with pytest.raises(_native.NativeBuildError) as info:
+        df.perona_malik(_speckle(1, 8, 8), iterations=2, kappa=0.1, step=0.2)
+    assert "\n" not in str(info.value) and "/nonexistent/cc" in str(info.value)
+
+
+def test_off_mode_and_bad_mode(fresh_native, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("DIFFUSION_FILTERS_NATIVE", "off")
+    df.perona_malik(_speckle(1, 8, 8), iterations=2, kappa=0.1, step=0.2)
+    assert not list(tmp_path.rglob("*.so")) and _native.native_status()["perona_malik"].startswith("off")
+    monkeypatch.setenv("DIFFUSION_FILTERS_NATIVE", "fast")
+    with pytest.raises(ValueError, match="DIFFUSION_FILTERS_NATIVE='fast' is invalid; accepted: auto, off, require"):
+        _native.native_mode()
+
+
+def test_build_is_cached_and_atomic(fresh_native, tmp_path) -> None:
+    first = _native._build("perona_malik")
+    assert first.parent == tmp_path / "native" and first.is_file()
+    assert _native._build("perona_malik") == first  # no rebuild
+    assert not list(first.parent.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 37, 29), (2, 2, 64, 64), (1, 1, 3, 3), (1, 1, 5, 9)])
+@pytest.mark.parametrize("q0", [None, 0.3])
+def test_native_srad_equals_the_eager_scheme(shape: tuple[int, ...], q0: float | None) -> None:
+    """Same operations in the same order: equal to float rounding (the block median included)."""
+    x = _speckle(shape[0] * shape[1], shape[2], shape[3], seed=5).reshape(shape)
+    x[0, 0, : shape[2] // 3] = 0.0  # a black band (blocks left out of the q0 estimate)
+    step = torch.linspace(0.05, 0.25, shape[0] * shape[1]).reshape(shape[0], shape[1], 1, 1)
+    out = df.srad(x, iterations=15, step=step, q0=q0)
+    assert torch.allclose(out, _eager(df.srad, x, iterations=15, step=step, q0=q0), atol=1e-6, rtol=0)
+
+
+def test_native_srad_is_used() -> None:
+    assert _native.native_status()["srad"].startswith("in use: ")
