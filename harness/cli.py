@@ -7,6 +7,7 @@ prints one line per problem on stderr and exits with status 2; failed runs exit 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -46,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="build report.html (+ summary.json, metrics.csv) from a results directory")
     rep.add_argument("dir", type=Path)
     rep.add_argument("-o", "--output", type=Path, help="HTML file (default: DIR/report.html)")
+    rep.add_argument("--markdown", type=Path, metavar="PAGE",
+                     help="also rewrite the generated block of this Markdown page (between its "
+                          "'<!-- harness report: begin/end -->' lines; a new file gets the block alone) "
+                          "and write PAGE-stem-forest.png beside it (e.g. docs/results.md)")
 
     pre = sub.add_parser("pretrain", help="pretrain the network on simulated data -> weights.safetensors + "
                          "model_card.json (harness.pretrain)")
@@ -140,20 +145,39 @@ def cmd_report(args: argparse.Namespace) -> int:
         _err(f"-o {args.output}: a folder; accepted: an HTML file path (summary.json and metrics.csv go beside it)")
         return EXIT_BAD_INPUT
     from harness.report import build_report
+    from harness.report.markdown import MarkdownPageError, check_page
 
+    if args.markdown is not None:
+        try:
+            check_page(args.markdown)
+        except MarkdownPageError as err:
+            _err(str(err))
+            return EXIT_BAD_INPUT
     beside = args.output.resolve().parent if args.output is not None else args.dir.resolve()
     existing = [n for n in ("summary.json", "metrics.csv") if (beside / n).is_file()] \
         if beside != args.dir.resolve() else []
     try:
-        path = build_report(args.dir, output=args.output)
+        path = build_report(args.dir, output=args.output, markdown=args.markdown,
+                            markdown_command=_report_command(args))
     except Exception as err:  # the results are untouched; say what failed in one line
         _err(f"report failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
         return EXIT_FAILED_RUNS
     print(f"report: {path}")
+    if args.markdown is not None:
+        print(f"markdown: {args.markdown} (generated block) and its forest plot beside it")
     if beside != args.dir.resolve():  # build_report writes them beside the HTML: say so, never silently
         replaced = f" (replaced the existing {', '.join(existing)})" if existing else ""
         print(f"summary.json and metrics.csv: written to {beside}{replaced}")
     return EXIT_OK
+
+
+def _report_command(args: argparse.Namespace) -> str:
+    parts = ["python -m harness report", shlex.quote(str(args.dir))]
+    if args.output is not None:
+        parts += ["-o", shlex.quote(str(args.output))]
+    if args.markdown is not None:
+        parts += ["--markdown", shlex.quote(str(args.markdown))]
+    return " ".join(parts)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
