@@ -127,3 +127,20 @@ def test_native_srad_equals_the_eager_scheme(shape: tuple[int, ...], q0: float |
 
 def test_native_srad_is_used() -> None:
     assert _native.native_status()["srad"].startswith("in use: ")
+
+
+@pytest.mark.parametrize("shape,patch,search,sigma", [
+    ((3, 1, 40, 37), 7, 11, 0.0), ((2, 2, 64, 70), 5, 11, 0.05), ((1, 1, 20, 20), 1, 5, 0.0),
+    ((1, 1, 31, 33), 15, 3, 0.02), ((1, 1, 12, 12), 3, 1, 0.0), ((1, 1, 150, 130), 7, 21, 0.0),
+    ((1, 1, 60, 60), 31, 5, 0.0),
+])
+def test_native_nonlocal_means_equals_the_eager_scheme(shape, patch: int, search: int, sigma: float) -> None:
+    """Every patch/search geometry (box sums by doubling, the running column sums, the pair symmetry)."""
+    x = _speckle(shape[0] * shape[1], shape[2], shape[3], seed=11).reshape(shape)
+    kw = dict(patch_size=patch, search_size=search, h=0.1, sigma=sigma)
+    out = df.nonlocal_means(x, **kw)
+    assert torch.allclose(out, _eager(df.nonlocal_means, x, **kw), atol=2e-6, rtol=0)
+
+
+def test_native_nonlocal_means_is_used() -> None:
+    assert _native.native_status()["nonlocal_means"].startswith("in use: ")

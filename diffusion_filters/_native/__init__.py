@@ -41,7 +41,8 @@ FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffin
 exponential (inputs are checked finite before any kernel runs, outputs after); no ``-ffast-math``,
 which would also let the compiler reorder the scheme's arithmetic."""
 
-_SOURCES = {"perona_malik": "perona_malik.c", "srad": "srad.c"}
+_SOURCES = {"perona_malik": "perona_malik.c", "srad": "srad.c", "nonlocal_means": "nonlocal_means.c"}
+_HEADERS = ("fastmath.h",)  # included by the sources: part of every build's identity
 _MODES = ("auto", "off", "require")
 _libraries: dict[str, ctypes.CDLL | None] = {}
 _failures: dict[str, str] = {}
@@ -105,6 +106,11 @@ def _declare(name: str, lib: ctypes.CDLL) -> None:
     elif name == "srad":
         lib.srad_planes.restype = i
         lib.srad_planes.argtypes = [p, lg, i, i, i, p, p, p]
+    elif name == "nonlocal_means":
+        lib.nlm_scratch_size.restype = lg
+        lib.nlm_scratch_size.argtypes = [i, i, i, i]
+        lib.nlm_planes.restype = i
+        lib.nlm_planes.argtypes = [p, p, lg, i, i, i, i, f, f, p]
 
 
 def _compiler() -> str:
@@ -137,8 +143,10 @@ def _build(name: str) -> Path:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as err:
         raise NativeBuildError(f"{cc} --version failed: {err}") from err
+    headers = [source.with_name(hname).read_text() for hname in _HEADERS]
     key = hashlib.sha256(
-        "\0".join([source.read_text(), " ".join(FLAGS), version, platform.machine(), _cpu_signature()]).encode()
+        "\0".join([source.read_text(), *headers, " ".join(FLAGS), version, platform.machine(), _cpu_signature()])
+        .encode()
     ).hexdigest()[:16]
     target = _cache_dir() / f"{name}-{key}.so"
     if target.is_file():
