@@ -21,11 +21,14 @@
 
 #include "fastmath.h"
 
-static inline float flux(float d, float nq, float shape, int kind) {
+#define LOG2E 1.44269504088896341f
+
+/* nq2 = nq log2(e): the exponential's argument in base 2 (exp2_neg: no range reduction). */
+static inline float flux(float d, float nq, float nq2, float shape, int kind) {
     float q = d * d * nq;
     switch (kind) {
     case 0:
-        return exp_neg(fmaxf(q, -80.0f)) * d;
+        return exp2_neg(fmaxf(d * d * nq2, -80.0f * LOG2E)) * d;
     case 1:
         return d / (1.0f - q);
     case 2: {
@@ -42,6 +45,7 @@ static inline float flux(float d, float nq, float shape, int kind) {
 static inline void plane(float *restrict u, int h, int w, int iterations, float step, float nq, float shape,
                          float wy, float wx, float *restrict rows, int kind) {
     float *fy_prev = rows, *fy_cur = rows + w, *fx = rows + 2 * w + 1; /* fx[-1] == 0 */
+    const float nq2 = nq * LOG2E;
     fx[-1] = 0.0f;
     fx[w - 1] = 0.0f;
     for (int it = 0; it < iterations; ++it) {
@@ -51,12 +55,12 @@ static inline void plane(float *restrict u, int h, int w, int iterations, float 
             if (i + 1 < h) {
                 const float *restrict below = row + w;
                 for (int j = 0; j < w; ++j)
-                    fy_cur[j] = flux(below[j] - row[j], nq, shape, kind) * wy;
+                    fy_cur[j] = flux(below[j] - row[j], nq, nq2, shape, kind) * wy;
             } else {
                 memset(fy_cur, 0, sizeof(float) * (size_t)w);
             }
             for (int j = 0; j < w - 1; ++j)
-                fx[j] = flux(row[j + 1] - row[j], nq, shape, kind) * wx;
+                fx[j] = flux(row[j + 1] - row[j], nq, nq2, shape, kind) * wx;
             for (int j = 0; j < w; ++j)
                 row[j] = row[j] + step * ((fy_cur[j] - fy_prev[j]) + (fx[j] - fx[j - 1]));
             float *t = fy_prev;
