@@ -157,8 +157,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     existing = [n for n in ("summary.json", "metrics.csv") if (beside / n).is_file()] \
         if beside != args.dir.resolve() else []
     try:
-        path = build_report(args.dir, output=args.output, markdown=args.markdown,
-                            markdown_command=_report_command(args))
+        extra = {} if args.markdown is None else {"markdown": args.markdown, "markdown_command": _report_command(args)}
+        path = build_report(args.dir, output=args.output, **extra)
     except Exception as err:  # the results are untouched; say what failed in one line
         _err(f"report failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
         return EXIT_FAILED_RUNS
