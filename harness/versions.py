@@ -93,12 +93,9 @@ def filters_version() -> str:
 
 
 def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (weights, checkpoints), read in 1 MiB blocks."""
-    digest = hashlib.sha256()
+    """SHA-256 of a file's bytes (its identity: frame caches, weights, checkpoints)."""
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 __all__ = ["CODE_SOURCES", "FILTER_SOURCES", "code_version", "file_sha256", "filters_version", "source_digest",

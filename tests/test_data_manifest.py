@@ -260,7 +260,7 @@ def test_media_keys_depend_on_content(tmp_path: Path) -> None:
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     write_image(a, 10)
     write_image(b, 10)
-    from harness.data.cache import file_sha256
+    from harness.versions import file_sha256
 
     assert file_sha256(a) == file_sha256(b)
     write_image(b, 11)

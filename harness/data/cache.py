@@ -26,12 +26,6 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "lus-harness"
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes (the file's identity for caching)."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def hash_json(obj: Any) -> str:
     """SHA-256 of the canonical JSON of ``obj``."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from harness.data import video
-from harness.data.cache import FrameCache, file_sha256, hash_json, source_hash
+from harness.data.cache import FrameCache, hash_json, source_hash
+from harness.versions import file_sha256
 from harness.data.frameset import DataError, FrameSet
 
 
