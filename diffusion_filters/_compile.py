@@ -21,8 +21,8 @@ Control with the environment variable ``DIFFUSION_FILTERS_COMPILE`` or :func:`se
 * ``"0"`` / ``"off"``: never compile, and no C kernel either: the eager torch scheme everywhere
   (the reference the fast paths are tested against).
 
-Gradient-free float32 CPU calls of Perona–Malik run a C kernel instead of either, where one can be
-built (:func:`use_native`, :mod:`diffusion_filters._native`).
+Gradient-free float32 CPU calls of Perona–Malik, SRAD and non-local means run C kernels instead,
+where they can be built (:func:`use_native`, :mod:`diffusion_filters._native`).
 
 If compilation fails (no C++ compiler, unsupported platform) a warning is issued once and the
 eager scheme is used from then on; results are the same either way (to float rounding).
@@ -87,7 +87,7 @@ def use_compiled(x: torch.Tensor, iterations: int, *, needs_grad: bool = False) 
     return x.device.type == "cpu" and work >= AUTO_MIN_WORK
 
 
-def use_native(x: torch.Tensor, iterations: int) -> bool:
+def use_native(x: torch.Tensor, iterations: int = 1) -> bool:
     """Whether a gradient-free call on ``x`` may take a C kernel (:mod:`diffusion_filters._native`):
     float32 on a CPU, unless the compile mode is ``"off"`` (the eager torch reference everywhere)."""
     return _mode != "off" and iterations > 0 and x.device.type == "cpu" and x.dtype == torch.float32 \

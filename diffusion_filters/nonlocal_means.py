@@ -181,8 +181,7 @@ def _native_planes(u: torch.Tensor, s: int, k: int, h: float, sigma: float) -> t
     out = torch.empty((n, hh, ww), dtype=torch.float32)
     box = s - 1
     shift = 2.0 * sigma * sigma * (box * box) / (s * s * h * h)
-    scratch = torch.empty(lib.nlm_scratch_size(hh, ww, s, k), dtype=torch.float32)
-    lib.nlm_planes(p.data_ptr(), out.data_ptr(), n, hh, ww, s, k, 1.0 / (s * h), shift, scratch.data_ptr())
+    _native.call(lib, "nlm_planes", p, out, n, hh, ww, s, k, 1.0 / (s * h), shift)
     return out
 
 
@@ -300,7 +299,7 @@ def _kernel(t: torch.Tensor, p: Mapping[str, Any]) -> torch.Tensor:
     needs_grad = torch.is_grad_enabled() and (t.requires_grad or (isinstance(h, torch.Tensor) and h.requires_grad))
     if not needs_grad and not isinstance(h, torch.Tensor):
         # Gradient-free, scalar h: the C kernel where it applies, else the in-place torch loop.
-        native = _compile.use_native(t, 1)
+        native = _compile.use_native(t)
 
         def run_free(planes: torch.Tensor, _: dict[str, Any]) -> torch.Tensor:
             out = _native_planes(planes[:, 0], s, k, h, sf) if native else None

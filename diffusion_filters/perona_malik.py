@@ -312,16 +312,10 @@ def _native_iterations(
         return None
     n, _, h, w = planes.shape
     out = planes.clone(memory_format=torch.contiguous_format)
-
-    def per_plane(t: torch.Tensor) -> torch.Tensor:
-        return t.reshape(n).to(torch.float32).contiguous()
-
-    s = per_plane(step)
-    nq = per_plane(-1.0 / (params[0] * params[0]))  # -1 / kappa^2, as the compiled fluxes take it
-    shape = per_plane(params[1]) if kind == "mixture" else None
-    rows = torch.empty(3 * (w + 1), dtype=torch.float32)
-    lib.pm_planes(out.data_ptr(), n, h, w, iterations, _NATIVE_KINDS[kind], s.data_ptr(), nq.data_ptr(),
-                  None if shape is None else shape.data_ptr(), wyx[0], wyx[1], rows.data_ptr())
+    nq = _native.plane_values(-1.0 / (params[0] * params[0]), n)  # -1 / kappa^2, as the compiled fluxes take it
+    shape = _native.plane_values(params[1], n) if kind == "mixture" else None
+    _native.call(lib, "pm_planes", out, n, h, w, iterations, _NATIVE_KINDS[kind], _native.plane_values(step, n), nq,
+                 shape, wyx[0], wyx[1])
     return out
 
 

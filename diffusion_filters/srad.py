@@ -169,12 +169,8 @@ def _native_iterations(planes: torch.Tensor, iterations: int, step: torch.Tensor
         return None
     n, _, h, w = planes.shape
     out = planes.clone(memory_format=torch.contiguous_format)
-    s = step.reshape(n).to(torch.float32).contiguous()
-    q0sq = None if q0 is None else (q0 * q0).reshape(n).to(torch.float32).contiguous()
-    blocks = (h // min(h, BLOCK)) * (w // min(w, BLOCK))
-    scratch = torch.empty(h * w + 2 * w + blocks, dtype=torch.float32)
-    lib.srad_planes(out.data_ptr(), n, h, w, iterations, s.data_ptr(), None if q0sq is None else q0sq.data_ptr(),
-                    scratch.data_ptr())
+    q0sq = None if q0 is None else _native.plane_values(q0 * q0, n)
+    _native.call(lib, "srad_planes", out, n, h, w, iterations, _native.plane_values(step, n), q0sq)
     return out
 
 

@@ -144,3 +144,11 @@ def test_native_nonlocal_means_equals_the_eager_scheme(shape, patch: int, search
 
 def test_native_nonlocal_means_is_used() -> None:
     assert _native.native_status()["nonlocal_means"].startswith("in use: ")
+
+
+def test_call_checks_the_kernel_status() -> None:
+    lib = _native.library("perona_malik")
+    u, one = torch.zeros(1, 1, 4, 4), torch.ones(1)
+    _native.call(lib, "pm_planes", u, 1, 4, 4, 1, 0, one, -one, None, 1.0, 1.0)  # a valid call: no error
+    with pytest.raises(RuntimeError, match="pm_planes returned -1"):
+        _native.call(lib, "pm_planes", u, 1, 4, 4, 1, 9, one, -one, None, 1.0, 1.0)  # kind 9 does not exist

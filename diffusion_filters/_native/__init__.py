@@ -32,7 +32,9 @@ import tempfile
 import warnings
 from pathlib import Path
 
-__all__ = ["ENV", "FLAGS", "NativeBuildError", "library", "native_mode", "native_status"]
+import torch
+
+__all__ = ["ENV", "FLAGS", "NativeBuildError", "call", "library", "native_mode", "native_status", "plane_values"]
 
 ENV = "DIFFUSION_FILTERS_NATIVE"
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffinite-math-only", "-std=c11",
@@ -84,6 +86,21 @@ def library(name: str) -> ctypes.CDLL | None:
     return lib
 
 
+def plane_values(t: torch.Tensor, n: int) -> torch.Tensor:
+    """A per-plane parameter (``(n, 1, 1, 1)`` or any shape of ``n`` values) as contiguous float32 for C."""
+    return t.reshape(n).to(torch.float32).contiguous()
+
+
+def call(lib: ctypes.CDLL, entry: str, *args: object) -> None:
+    """Call ``lib.entry(*args)`` (tensors are passed as data pointers, None as NULL) and check its status."""
+    fn = getattr(lib, entry)
+    rc = fn(*(a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args))
+    if rc == -2:
+        raise MemoryError(f"diffusion_filters: {entry}: the C kernel could not allocate its scratch buffers")
+    if rc != 0:
+        raise RuntimeError(f"diffusion_filters: {entry} returned {rc} (invalid arguments)")
+
+
 def native_status() -> dict[str, str]:
     """Per kernel: ``"in use: PATH"``, ``"off"`` or ``"unavailable: REASON"`` (builds it if needed)."""
     out = {}
@@ -102,15 +119,13 @@ def _declare(name: str, lib: ctypes.CDLL) -> None:
     f, p, i, lg = ctypes.c_float, ctypes.c_void_p, ctypes.c_int, ctypes.c_long
     if name == "perona_malik":
         lib.pm_planes.restype = i
-        lib.pm_planes.argtypes = [p, lg, i, i, i, i, p, p, p, f, f, p]
+        lib.pm_planes.argtypes = [p, lg, i, i, i, i, p, p, p, f, f]
     elif name == "srad":
         lib.srad_planes.restype = i
-        lib.srad_planes.argtypes = [p, lg, i, i, i, p, p, p]
+        lib.srad_planes.argtypes = [p, lg, i, i, i, p, p]
     elif name == "nonlocal_means":
-        lib.nlm_scratch_size.restype = lg
-        lib.nlm_scratch_size.argtypes = [i, i, i, i]
         lib.nlm_planes.restype = i
-        lib.nlm_planes.argtypes = [p, p, lg, i, i, i, i, f, f, p]
+        lib.nlm_planes.argtypes = [p, p, lg, i, i, i, i, f, f]
 
 
 def _compiler() -> str:

@@ -12,15 +12,9 @@
  */
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "fastmath.h"
-
-/* Scratch floats plane() needs: numerator and denominator (h x w each), a ring of s rows of
- * squared differences, the running column sums and three rows for the horizontal box sums (each at
- * most w + k + s long). */
-long nlm_scratch_size(int h, int w, int s, int k) {
-    return 2L * h * w + (long)(s + 4) * (w + k + s);
-}
 
 /* Windows of `size` consecutive values of x (length n): out[c] = sum_{q < size} x[c + q] for
  * c < n - size + 1, by binary doubling (floor(log2 size) + popcount(size) - 1 vector additions, as
@@ -131,12 +125,17 @@ static void plane(const float *restrict p, float *restrict out, int h, int w, in
     for (size_t m = 0; m < (size_t)h * w; ++m) out[m] = num[m] / den[m];
 }
 
-/* n planes: padded (n, h + 2 pad, w + 2 pad) in, out (n, h, w); scratch: nlm_scratch_size() floats. */
-int nlm_planes(const float *padded, float *out, long n, int h, int w, int s, int k, float inv, float shift,
-               float *scratch) {
+/* n planes: padded (n, h + 2 pad, w + 2 pad) in, out (n, h, w). The scratch: numerator and
+ * denominator (h x w each), a ring of s rows of squared differences, the running column sums and
+ * three rows for the horizontal box sums (each at most w + k + s long). Returns 0, or -2 if it
+ * cannot be allocated. */
+int nlm_planes(const float *padded, float *out, long n, int h, int w, int s, int k, float inv, float shift) {
     const int pad = s / 2 + k / 2;
     const size_t in_size = (size_t)(h + 2 * pad) * (w + 2 * pad);
+    float *scratch = malloc(sizeof(float) * (2 * (size_t)h * w + (size_t)(s + 4) * (w + k + s)));
+    if (!scratch) return -2;
     for (long m = 0; m < n; ++m)
         plane(padded + m * in_size, out + m * (size_t)h * w, h, w, s, k, inv, shift, scratch);
+    free(scratch);
     return 0;
 }

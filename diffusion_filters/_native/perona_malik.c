@@ -17,6 +17,7 @@
  *   kind 3 mixture      (shape exp(max(d^2 nq, -80)) + (1 - shape) / (1 - d^2 nq)) d
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fastmath.h"
@@ -85,10 +86,10 @@ KIND(plane_rational, 1)
 KIND(plane_tukey, 2)
 KIND(plane_mixture, 3)
 
-/* n planes of h x w, contiguous, in place; per-plane step, nq and shape; rows: 3 * (w + 1) floats.
- * Returns 0, or -1 for an unknown kind. */
+/* n planes of h x w, contiguous, in place; per-plane step, nq and shape (NULL: 1).
+ * Returns 0; -1 for an unknown kind; -2 if the row buffers cannot be allocated. */
 int pm_planes(float *u, long n, int h, int w, int iterations, int kind, const float *step, const float *nq,
-              const float *shape, float wy, float wx, float *rows) {
+              const float *shape, float wy, float wx) {
     void (*fn)(float *, int, int, int, float, float, float, float, float, float *);
     switch (kind) {
     case 0: fn = plane_exponential; break;
@@ -97,7 +98,10 @@ int pm_planes(float *u, long n, int h, int w, int iterations, int kind, const fl
     case 3: fn = plane_mixture; break;
     default: return -1;
     }
+    float *rows = malloc(sizeof(float) * 3 * ((size_t)w + 1));
+    if (!rows) return -2;
     for (long k = 0; k < n; ++k)
         fn(u + k * (size_t)h * w, h, w, iterations, step[k], nq[k], shape ? shape[k] : 1.0f, wy, wx, rows);
+    free(rows);
     return 0;
 }

@@ -10,6 +10,7 @@
  * Why hand-written: see perona_malik.c. Built at first use by diffusion_filters/_native/__init__.py.
  */
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define EPS_MEAN 1e-6f
@@ -116,10 +117,13 @@ static void plane(float *restrict u, int h, int w, int iterations, float step, f
 }
 
 /* n planes of h x w, contiguous, in place; per-plane step and q0^2 (q0sq NULL: estimated every
- * iteration); scratch as plane() needs. */
-int srad_planes(float *u, long n, int h, int w, int iterations, const float *step, const float *q0sq,
-                float *scratch) {
+ * iteration). Returns 0, or -2 if the scratch cannot be allocated. */
+int srad_planes(float *u, long n, int h, int w, int iterations, const float *step, const float *q0sq) {
+    const size_t blocks = (size_t)(h / (h < 8 ? h : 8)) * (size_t)(w / (w < 8 ? w : 8));
+    float *scratch = malloc(sizeof(float) * ((size_t)h * w + 2 * (size_t)w + blocks));
+    if (!scratch) return -2;
     for (long k = 0; k < n; ++k)
         plane(u + k * (size_t)h * w, h, w, iterations, step[k], q0sq ? q0sq[k] : 0.0f, q0sq == NULL, scratch);
+    free(scratch);
     return 0;
 }
