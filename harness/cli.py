@@ -145,20 +145,17 @@ def cmd_report(args: argparse.Namespace) -> int:
         _err(f"-o {args.output}: a folder; accepted: an HTML file path (summary.json and metrics.csv go beside it)")
         return EXIT_BAD_INPUT
     from harness.report import build_report
-    from harness.report.markdown import MarkdownPageError, check_page
+    from harness.report.markdown import MarkdownPageError
 
-    if args.markdown is not None:
-        try:
-            check_page(args.markdown)
-        except MarkdownPageError as err:
-            _err(str(err))
-            return EXIT_BAD_INPUT
     beside = args.output.resolve().parent if args.output is not None else args.dir.resolve()
     existing = [n for n in ("summary.json", "metrics.csv") if (beside / n).is_file()] \
         if beside != args.dir.resolve() else []
     try:
         extra = {} if args.markdown is None else {"markdown": args.markdown, "markdown_command": _report_command(args)}
         path = build_report(args.dir, output=args.output, **extra)
+    except MarkdownPageError as err:  # raised before anything is written
+        _err(str(err))
+        return EXIT_BAD_INPUT
     except Exception as err:  # the results are untouched; say what failed in one line
         _err(f"report failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
         return EXIT_FAILED_RUNS

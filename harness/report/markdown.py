@@ -24,6 +24,8 @@ from pathlib import Path
 from harness.report.analysis import Analysis, MetricSummary, Verdict
 from harness.report.comparisons import Comparison
 from harness.report.figure_specs import FigureData, forest_figure
+from harness.report.inputs import Inputs
+from harness.report.methods import reproduce_command
 
 BEGIN = "<!-- harness report: begin"
 END = "<!-- harness report: end -->"
@@ -86,7 +88,7 @@ def render_block(analysis: Analysis, command: str, forest_png: str | None, fores
         f"**Study** `{suite.get('name', '')}`: {' '.join(str(suite.get('description', '')).split())}",
         "",
         f"- **Data**: {inputs.meta.get('data_description', 'not recorded')}",
-        f"- **Command**: `{_command(inputs)}`",
+        f"- **Command**: `{reproduce_command(inputs)}`",
         f"- **Runs**: {_runs(analysis)}",
         f"- **Wall time**: {_wall_time(inputs)}",
         f"- **Code version** {inputs.meta.get('code_version', '?')}; {_machine(inputs.meta)}",
@@ -188,7 +190,7 @@ def _runs(analysis: Analysis) -> str:
             f"patient-grouped folds × {ev.get('repeats', 1)} repeat(s))")
 
 
-def _wall_time(inputs) -> str:
+def _wall_time(inputs: Inputs) -> str:
     """From the first run's start to the last run's end (an interrupted and resumed study includes the gap)."""
     runs = inputs.done
     if not len(runs) or runs["started_at"].isna().all() or runs["finished_at"].isna().all():
@@ -199,7 +201,7 @@ def _wall_time(inputs) -> str:
     return f"{int(minutes // 60)} h {minutes % 60:02.0f} min (first run started {when} → last run finished)"
 
 
-def _machine(meta: dict) -> str:
+def _machine(meta: dict[str, object]) -> str:
     env = meta.get("environment") or {}
     if not isinstance(env, dict):
         return "machine not recorded"
@@ -211,7 +213,3 @@ def _machine(meta: dict) -> str:
     return "machine: " + ", ".join(parts)
 
 
-def _command(inputs) -> str:
-    from harness.report.methods import reproduce_command
-
-    return reproduce_command(inputs)
