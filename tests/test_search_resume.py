@@ -66,12 +66,14 @@ def _trials(work: Path) -> list[tuple]:
     return [(t.number, t.state.name, dict(t.params), t.value, dict(t.user_attrs)) for t in study.trials]
 
 
-def test_kill_9_mid_study_then_resume(tmp_path):
+
+def _run_and_kill(out: Path) -> None:
+    """Run this file's study in a subprocess on ``out`` and ``kill -9`` it once a trial hangs at KILL_AT_CALL."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, str(HERE), str(tmp_path), str(KILL_AT_CALL)], cwd=ROOT, env=env)
+    proc = subprocess.Popen([sys.executable, str(HERE), str(out), str(KILL_AT_CALL)], cwd=ROOT, env=env)
     try:
         deadline = time.time() + 240
-        while not (tmp_path / "hanging").exists():
+        while not (out / "hanging").exists():
             assert proc.poll() is None, "the study ended before it could be killed"
             assert time.time() < deadline, "the study did not reach the kill point in time"
             time.sleep(0.2)
@@ -80,6 +82,9 @@ def test_kill_9_mid_study_then_resume(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+def test_kill_9_mid_study_then_resume(tmp_path):
+    _run_and_kill(tmp_path)
     before = _trials(tmp_path)
     states = [s for _, s, *_ in before]
     assert states == ["COMPLETE", "COMPLETE", "RUNNING"], states
@@ -115,18 +120,7 @@ def test_a_resumed_study_samples_what_an_uninterrupted_one_would(tmp_path):
     resumed.mkdir()
     clean = tmp_path / "clean"
     clean.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, str(HERE), str(resumed), str(KILL_AT_CALL)], cwd=ROOT, env=env)
-    try:
-        deadline = time.time() + 240
-        while not (resumed / "hanging").exists():
-            assert proc.poll() is None and time.time() < deadline
-            time.sleep(0.2)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _run_and_kill(resumed)
     a = _tune(resumed, None)
     b = _tune(clean, None)
     finished = [t for t in a["trials"] if t["state"] != "fail"]

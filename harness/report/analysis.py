@@ -7,7 +7,7 @@ disagree. The statistics themselves are :mod:`harness.stats`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness import stats
@@ -92,16 +92,7 @@ class MetricSummary:
     ci95_bounded_method: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "mean": self.mean,
-            "std": self.std,
-            "ci95": self.ci95,
-            "ci95_bootstrap": self.ci95_bootstrap,
-            "ci95_bounded": self.ci95_bounded,
-            "ci95_bounded_method": self.ci95_bounded_method,
-            "n": self.n,
-            "per_run": self.per_run,
-        }
+        return asdict(self)
 
 
 @dataclass
