@@ -21,7 +21,7 @@ Control with the environment variable ``DIFFUSION_FILTERS_COMPILE`` or :func:`se
 * ``"0"`` / ``"off"``: never compile, and no C kernel either: the eager torch scheme everywhere
   (the reference the fast paths are tested against).
 
-Gradient-free float32 CPU calls of Perona–Malik, SRAD and non-local means run C kernels instead,
+Gradient-free float32 CPU calls of Perona–Malik, SRAD, non-local means, CED and EED run C kernels instead,
 where they can be built (:func:`use_native`, :mod:`diffusion_filters._native`).
 
 If compilation fails (no C++ compiler, unsupported platform) a warning is issued once and the

@@ -27,7 +27,9 @@ import math
 import torch
 
 __all__ = [
+    "DIVERGENCE_SCALE",
     "GAUSS_TRUNCATE",
+    "gaussian_radius",
     "gaussian_smooth",
     "scharr_divergence",
     "scharr_divergence_unscaled",
@@ -36,6 +38,9 @@ __all__ = [
     "structure_tensor_anisotropy",
     "symmetric_pad",
 ]
+
+DIVERGENCE_SCALE = 10.0 / 32.0
+"""``scharr_divergence = raw * DIVERGENCE_SCALE`` (:func:`scharr_divergence_unscaled`)."""
 
 GAUSS_TRUNCATE = 3.0
 """Gaussian kernels have radius ``int(GAUSS_TRUNCATE * sigma + 0.5)`` pixels (scipy's rule)."""
@@ -164,6 +169,13 @@ def _smooth_axis_blocked(x: torch.Tensor, weights: list[float], dim: int) -> tor
     return out[..., :n, :] if extra else out
 
 
+def gaussian_radius(sigma: Scalar) -> int:
+    """Radius of :func:`gaussian_smooth`'s kernel: ``int(3 sigma + 0.5)`` (at least 1) for the largest
+    ``sigma`` (a tensor sigma shares one radius), 0 where every sigma is 0 (no smoothing)."""
+    smax = float(sigma.detach().max()) if isinstance(sigma, torch.Tensor) else float(sigma)
+    return 0 if smax <= 0.0 else max(1, int(GAUSS_TRUNCATE * smax + 0.5))
+
+
 def gaussian_smooth(x: torch.Tensor, sigma: Scalar) -> torch.Tensor:
     """Separable Gaussian smoothing ``K_sigma * x`` with half-sample symmetric boundaries.
 
@@ -176,10 +188,9 @@ def gaussian_smooth(x: torch.Tensor, sigma: Scalar) -> torch.Tensor:
     ``int(3 sigma + 0.5)`` and normalised to sum 1 (so constants are preserved exactly); this
     equals ``scipy.ndimage.gaussian_filter(x, sigma, mode="reflect", truncate=3)``.
     """
-    smax = float(sigma.detach().max()) if isinstance(sigma, torch.Tensor) else float(sigma)
-    if smax <= 0.0:
+    radius = gaussian_radius(sigma)
+    if radius == 0:
         return x
-    radius = max(1, int(GAUSS_TRUNCATE * smax + 0.5))
     weights = _gaussian_weights(sigma, radius)
     if (
         not isinstance(sigma, torch.Tensor)
@@ -255,7 +266,7 @@ def scharr_divergence_unscaled(j1: torch.Tensor, j2: torch.Tensor) -> tuple[torc
     raw.narrow(-2, 1, h - 2).add_(t2.narrow(-2, 2, h - 2)).sub_(t2.narrow(-2, 0, h - 2))
     raw.narrow(-2, 0, 1).add_(t2.narrow(-2, 1, 1)).add_(t2.narrow(-2, 0, 1))
     raw.narrow(-2, h - 1, 1).sub_(t2.narrow(-2, h - 2, 1)).sub_(t2.narrow(-2, h - 1, 1))
-    return raw, 10.0 / 32.0
+    return raw, DIVERGENCE_SCALE
 
 
 def structure_tensor(

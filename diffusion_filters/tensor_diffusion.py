@@ -32,6 +32,11 @@ Guarantees of the scheme (proved in docs/theory-tensor-nlm.md, asserted in the t
   the grey-value range; < 2% for EED with sigma = 1, lam = 0.05). Binary images with pixel
   staircases reach ~15%.
 
+Implementation: the torch functions below are the reference and the path for gradients;
+gradient-free float32 CPU calls run every iteration of a plane in a C kernel
+(``_native/tensor_diffusion.c``: the same operations, equal within float rounding) while the plane
+is in cache (:mod:`diffusion_filters._native`; measurements in docs/filter-performance.md).
+
 Parameters (specs ``_CED_SPEC`` / ``_EED_SPEC``, the same type rules as every filter):
 ``iterations`` integer in [0, 10000]; ``step`` in (0, 0.99]; ``sigma``, ``rho`` in [0, 100] pixels
 (Gaussian kernels of radius ``int(3 sigma + 0.5)``); ``alpha`` in (0, 1]; ``lam`` in [1e-6, 1e3]
@@ -48,13 +53,21 @@ from typing import Any
 
 import torch
 
+from . import _compile, _native
 from ._describe import fmt_param
 from ._filter import Filter, apply_filter
 from ._image import as_param
 from ._scheduler import run_planes
 from ._spec import ITERATIONS_MAX, SIGMA_MAX, FilterSpec, Param
 from .registry import register_filter
-from .structure_tensor import gaussian_smooth, scharr_divergence_unscaled, scharr_gradient, structure_tensor_anisotropy
+from .structure_tensor import (
+    DIVERGENCE_SCALE as _DIVERGENCE_SCALE,
+    gaussian_radius,
+    gaussian_smooth,
+    scharr_divergence_unscaled,
+    scharr_gradient,
+    structure_tensor_anisotropy,
+)
 
 __all__ = [
     "CED_C_DEFAULT",
@@ -260,28 +273,62 @@ def _run(
     iterations: int,
     params: dict[str, Scalar],
     tensor_fn_of: Callable[[dict[str, Scalar]], TensorFn],
+    constants: tuple[float, int],
 ) -> torch.Tensor:
     """The planewise run shared by both filters.
 
     ``params`` (``"step"`` among them) become per-plane values; ``tensor_fn_of(p)`` builds the
-    diffusion-tensor function of one chunk of planes from its values ``p``.
+    diffusion-tensor function of one chunk of planes from its values ``p``. ``constants`` are
+    ``(C, m)``. Gradient-free float32 CPU calls run every iteration of a plane in the C kernel.
     """
     plane_params = {k: _param(v, t, k, name) for k, v in params.items()}
     needs_grad = torch.is_grad_enabled() and (
         t.requires_grad or any(isinstance(v, torch.Tensor) and v.requires_grad for v in plane_params.values())
     )
+    native = not needs_grad and _compile.use_native(t, iterations)
 
     def run(u: torch.Tensor, p: dict[str, Scalar]) -> torch.Tensor:
+        if native:
+            out = _native_iterations(u, name, iterations, p, *constants)
+            if out is not None:  # None: no C compiler (warned once); the torch scheme below
+                return out
         return tensor_diffusion(u, tensor_fn_of(p), iterations, p["step"])
 
     return run_planes(t, plane_params, run, autograd=needs_grad)
+
+
+_NATIVE_KINDS = {"coherence_enhancing": 0, "edge_enhancing": 1}
+
+
+def _native_iterations(
+    planes: torch.Tensor, name: str, iterations: int, p: dict[str, Scalar], c_val: float, m: int
+) -> torch.Tensor | None:
+    """All ``iterations`` on float32 CPU ``planes`` (n, 1, H, W) by the C kernel, every iteration of a
+    plane while it is in cache (:mod:`diffusion_filters._native`); None where it is unavailable.
+
+    The Gaussian radii are those :func:`gaussian_smooth` takes for the same chunk of planes.
+    """
+    lib = _native.library("tensor_diffusion")
+    if lib is None:
+        return None
+    n, _, h, w = planes.shape
+    out = planes.clone(memory_format=torch.contiguous_format)
+    ced = name == _CED_SPEC.name
+    step = p["step"]
+    coef = step * _DIVERGENCE_SCALE if isinstance(step, torch.Tensor) else float(step) * _DIVERGENCE_SCALE
+    second = p["rho"] if ced else p["lam"]
+    values = [_native.plane_values(v, n) for v in (coef, p["sigma"], second)]
+    alpha = _native.plane_values(p["alpha"], n) if ced else None
+    _native.call(lib, "tensor_planes", out, n, h, w, iterations, _NATIVE_KINDS[name], *values, alpha,
+                 gaussian_radius(p["sigma"]), gaussian_radius(second) if ced else 0, c_val, m)
+    return out
 
 
 def _ced_kernel(t: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
     c_val, m = p["C"], p["m"]
     return _run(
         t, _CED_SPEC.name, p["iterations"], {"step": p["step"], "sigma": p["sigma"], "rho": p["rho"], "alpha": p["alpha"]},
-        lambda q: partial(ced_tensor, sigma=q["sigma"], rho=q["rho"], alpha=q["alpha"], C=c_val, m=m),
+        lambda q: partial(ced_tensor, sigma=q["sigma"], rho=q["rho"], alpha=q["alpha"], C=c_val, m=m), (c_val, m),
     )
 
 
@@ -289,7 +336,7 @@ def _eed_kernel(t: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
     c_val, m = p["C"], p["m"]
     return _run(
         t, _EED_SPEC.name, p["iterations"], {"step": p["step"], "sigma": p["sigma"], "lam": p["lam"]},
-        lambda q: partial(eed_tensor, sigma=q["sigma"], lam=q["lam"], m=m, C=c_val),
+        lambda q: partial(eed_tensor, sigma=q["sigma"], lam=q["lam"], m=m, C=c_val), (c_val, m),
     )
 
 

@@ -13,13 +13,13 @@ from diffusion_filters import bench
 
 def test_bench_table_names_every_filter_anchor_and_the_c_kernels() -> None:
     res = bench.run_bench(batch_size=2, size=32, repeats=1, log=lambda _: None)
-    assert res["device"] == "cpu" and set(res["native_kernels"]) == {"perona_malik", "srad", "nonlocal_means"}
+    assert res["device"] == "cpu" and set(res["native_kernels"]) == {"perona_malik", "srad", "nonlocal_means", "tensor_diffusion"}
     names = {r["name"] for r in res["results"]}
     assert {"perona_malik", "srad", "nonlocal_means"} <= names
     for r in res["results"]:
         assert r["images_per_s"] > 0 and all(v > 0 for v in r["ratios"].values())
     table = bench.format_table(res)
-    assert "C kernels: perona_malik in use, srad in use, nonlocal_means in use" in table
+    assert "C kernels: perona_malik in use, srad in use, nonlocal_means in use, tensor_diffusion in use" in table
     assert "coherence_enhancing / perona_malik" in table
 
 

@@ -1,5 +1,6 @@
-"""The C kernel of Perona–Malik (diffusion_filters._native): the same scheme as the torch paths,
-built at first use, and a clear fallback or error where it cannot be built."""
+"""The C kernels (diffusion_filters._native): the same schemes as the torch paths (Perona–Malik,
+SRAD, non-local means, CED and EED), built at first use, and a clear fallback or error where they
+cannot be built."""
 
 from __future__ import annotations
 
@@ -144,6 +145,54 @@ def test_native_nonlocal_means_equals_the_eager_scheme(shape, patch: int, search
 
 def test_native_nonlocal_means_is_used() -> None:
     assert _native.native_status()["nonlocal_means"].startswith("in use: ")
+
+
+_TENSOR_CASES = [
+    ("coherence_enhancing", (3, 1, 37, 29), dict(iterations=12, step=0.5, sigma=1.0, rho=4.0)),
+    ("coherence_enhancing", (2, 2, 40, 64), dict(iterations=6, step=0.9, sigma=0.0, rho=0.0, alpha=0.2, C=1e-3, m=2)),
+    ("coherence_enhancing", (1, 1, 3, 3), dict(iterations=5, step=0.5, sigma=2.0, rho=3.0)),  # radius > side
+    ("coherence_enhancing", (1, 2, 5, 70), dict(iterations=4, step=0.4, sigma=0.5, rho=6.0, m=16, C=1e-20)),
+    ("edge_enhancing", (3, 1, 37, 29), dict(iterations=12, step=0.5, sigma=1.0, lam=0.05)),
+    ("edge_enhancing", (2, 2, 33, 66), dict(iterations=6, step=0.99, sigma=0.0, lam=0.2, m=1, C=0.5)),
+    ("edge_enhancing", (1, 1, 3, 4), dict(iterations=5, step=0.5, sigma=3.0, lam=1e-6)),
+]
+
+
+@pytest.mark.parametrize("name,shape,kw", _TENSOR_CASES)
+def test_native_tensor_diffusion_equals_the_eager_scheme(name: str, shape, kw: dict) -> None:
+    """CED and EED: borders, radii beyond the image side (periodic mirror), both exponent paths."""
+    x = _speckle(shape[0] * shape[1], shape[2], shape[3], seed=7).reshape(shape)
+    fn = getattr(df, name)
+    out = fn(x, **kw)
+    ref = _eager(fn, x, **kw)
+    assert torch.allclose(out, ref, atol=2e-6, rtol=0), (out - ref).abs().max()
+    assert not torch.equal(out, x)
+
+
+@pytest.mark.parametrize("name", ["coherence_enhancing", "edge_enhancing"])
+def test_native_tensor_diffusion_takes_per_plane_parameters(name: str) -> None:
+    """Tensor parameters differ per image and channel; one Gaussian radius per chunk, as in the torch path."""
+    x = _speckle(6, 48, 40, seed=8).reshape(3, 2, 48, 40)
+    per = lambda lo, hi: torch.linspace(lo, hi, 6).reshape(3, 2, 1, 1)  # noqa: E731
+    kw = dict(iterations=8, step=per(0.1, 0.9), sigma=per(0.0, 2.0))
+    kw.update(dict(rho=per(0.5, 4.0), alpha=per(0.001, 0.5)) if name == "coherence_enhancing" else dict(lam=per(0.01, 0.3)))
+    fn = getattr(df, name)
+    assert torch.allclose(fn(x, **kw), _eager(fn, x, **kw), atol=2e-6, rtol=0)
+
+
+def test_native_tensor_diffusion_is_used_and_not_for_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffusion_filters import tensor_diffusion
+
+    assert _native.native_status()["tensor_diffusion"].startswith("in use: ")
+    calls = []
+    real = tensor_diffusion._native_iterations
+    monkeypatch.setattr(tensor_diffusion, "_native_iterations", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x = _speckle(1, 16, 16)
+    df.edge_enhancing(x, iterations=2, step=0.5, sigma=1.0, lam=0.05)
+    assert calls == [1]
+    lam = torch.tensor(0.05, requires_grad=True)
+    df.edge_enhancing(x, iterations=2, step=0.5, sigma=1.0, lam=lam).sum().backward()
+    assert calls == [1] and lam.grad is not None and torch.isfinite(lam.grad)
 
 
 def test_call_checks_the_kernel_status() -> None:

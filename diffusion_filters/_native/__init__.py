@@ -43,7 +43,8 @@ FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffin
 exponential (inputs are checked finite before any kernel runs, outputs after); no ``-ffast-math``,
 which would also let the compiler reorder the scheme's arithmetic."""
 
-_SOURCES = {"perona_malik": "perona_malik.c", "srad": "srad.c", "nonlocal_means": "nonlocal_means.c"}
+_SOURCES = {"perona_malik": "perona_malik.c", "srad": "srad.c", "nonlocal_means": "nonlocal_means.c",
+            "tensor_diffusion": "tensor_diffusion.c"}
 _HEADERS = ("fastmath.h",)  # included by the sources: part of every build's identity
 _MODES = ("auto", "off", "require")
 _libraries: dict[str, ctypes.CDLL | None] = {}
@@ -86,8 +87,11 @@ def library(name: str) -> ctypes.CDLL | None:
     return lib
 
 
-def plane_values(t: torch.Tensor, n: int) -> torch.Tensor:
-    """A per-plane parameter (``(n, 1, 1, 1)`` or any shape of ``n`` values) as contiguous float32 for C."""
+def plane_values(t: torch.Tensor | float, n: int) -> torch.Tensor:
+    """A per-plane parameter (``(n, 1, 1, 1)`` or any shape of ``n`` values, or one float for every
+    plane) as contiguous float32 for C."""
+    if not isinstance(t, torch.Tensor):
+        return torch.full((n,), float(t), dtype=torch.float32)
     return t.reshape(n).to(torch.float32).contiguous()
 
 
@@ -123,6 +127,9 @@ def _declare(name: str, lib: ctypes.CDLL) -> None:
     elif name == "srad":
         lib.srad_planes.restype = i
         lib.srad_planes.argtypes = [p, lg, i, i, i, p, p]
+    elif name == "tensor_diffusion":
+        lib.tensor_planes.restype = i
+        lib.tensor_planes.argtypes = [p, lg, i, i, i, i, p, p, p, p, i, i, f, i]
     elif name == "nonlocal_means":
         lib.nlm_planes.restype = i
         lib.nlm_planes.argtypes = [p, p, lg, i, i, i, i, f, f]

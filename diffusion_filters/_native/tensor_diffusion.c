@@ -1,0 +1,350 @@
+/* Tensor-driven diffusion (CED and EED, explicit Weickert-Scharr scheme), every iteration of one
+ * plane while it sits in cache.
+ *
+ * The same scheme as diffusion_filters.tensor_diffusion (equations there), operation by operation:
+ *   1. u_sigma = K_sigma * u            separable sampled Gaussian, half-sample symmetric borders
+ *                                       (periodic mirror when the radius exceeds the side);
+ *   2. (g_x, g_y) = G u_sigma           Weickert-Scharr 3x3 derivatives;
+ *   3. D = [[a, b], [b, c]]             CED: from K_rho * ((g_x - g_y)(g_x + g_y)) and K_rho * (g_x g_y)
+ *                                       EED: from (g_x, g_y) directly;
+ *   4. j = D G u                        the flux, from the derivatives of the unsmoothed u;
+ *   5. u += step (10/32) raw            raw = -G^T j * 32/10, the exact negative adjoint of G.
+ * A plane needs four scratch planes (u_sigma, one temporary, the two smoothed tensor fields or
+ * the two flux components, reused in turn) and a few rows; a 256x256 plane iterates in L2.
+ *
+ * Why hand-written: the torch form is some forty passes over memory per iteration (each Gaussian
+ * tap is one), and a 25-tap Gaussian (rho = 4) of two fields dominates; here every tap is one
+ * fused multiply-add on a row that sits in L1 (measurements: docs/filter-performance.md).
+ * Built at first use by diffusion_filters/_native/__init__.py.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fastmath.h"
+
+#define EXP_CUTOFF 80.0
+#define KIND_CED 0
+#define KIND_EED 1
+
+/* Half-sample symmetric index of i in [0, n): ... b a | a b c ... | c b ..., period 2n. */
+static int mirror(long i, int n) {
+    long p = 2L * n, k = i % p;
+    if (k < 0) k += p;
+    return (int)(k < n ? k : p - 1 - k);
+}
+
+/* Index table of a padded axis: t[i + r] = mirror(i, n) for i in [-r, n + r). */
+static void mirror_table(int *t, int n, int r) {
+    for (long i = -r; i < n + r; ++i) t[i + r] = mirror(i, n);
+}
+
+/* Normalised half kernel w[0..r] of the sampled Gaussian (as diffusion_filters.structure_tensor does it:
+ * in double, sigma clamped to 1e-2, then rounded to float). */
+static void gauss_weights(float sigma, int r, float *w) {
+    double s = sigma < 1e-2f ? 1e-2 : (double)sigma, s2 = 2.0 * s * s, tail = 0.0, v[r + 1];
+    for (int k = 0; k <= r; ++k) v[k] = exp(-(double)(k * k) / s2);
+    for (int k = 1; k <= r; ++k) tail += v[k];
+    double total = v[0] + 2.0 * tail;
+    for (int k = 0; k <= r; ++k) w[k] = (float)(v[k] / total);
+}
+
+/* Eight floats in a register (AVX; lowered to narrower vectors by the compiler where there is none). */
+typedef float v8 __attribute__((vector_size(32)));
+#define BLK 64 /* outputs per block of the Gaussian passes: eight registers of sums */
+
+#if defined(__FMA__)
+#include <immintrin.h>
+static inline v8 fma8(v8 a, v8 b, v8 c) { return (v8)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c); }
+#else
+static inline v8 fma8(v8 a, v8 b, v8 c) { return a * b + c; }
+#endif
+
+static inline v8 load8(const float *p) {
+    v8 v;
+    __builtin_memcpy(&v, p, sizeof v); /* an unaligned load */
+    return v;
+}
+
+/* out[j] = w0 c[j] + sum_{k=1..r} w_k (lo_k[j] + hi_k[j]) for j in [0, n): the shared core of both
+ * Gaussian passes (lo_k, hi_k are the taps' rows, set by the caller). Why explicit vectors: summing
+ * tap by tap into out[] stores every partial sum, and GCC vectorises the blocked scalar form with
+ * gathers; a block's sums kept in eight registers across the taps need one store per pixel. */
+static inline void fir_block(const float *restrict c, float *restrict out, int n, int r, const float *restrict wt,
+                             const float *const *restrict lo, const float *const *restrict hi) {
+    int j0 = 0;
+    for (; j0 + BLK <= n; j0 += BLK) {
+        v8 acc[BLK / 8];
+        for (int q = 0; q < BLK / 8; ++q) acc[q] = wt[0] * load8(c + j0 + 8 * q);
+        for (int k = 1; k <= r; ++k) {
+            const float wk = wt[k], *a = lo[k] + j0, *b = hi[k] + j0;
+            const v8 wv = {wk, wk, wk, wk, wk, wk, wk, wk};
+            for (int q = 0; q < BLK / 8; ++q) acc[q] = fma8(wv, load8(a + 8 * q) + load8(b + 8 * q), acc[q]);
+        }
+        __builtin_memcpy(out + j0, acc, sizeof acc);
+    }
+    for (; j0 < n; ++j0) {
+        float acc = wt[0] * c[j0];
+        for (int k = 1; k <= r; ++k) acc = fmaf(wt[k], lo[k][j0] + hi[k][j0], acc);
+        out[j0] = acc;
+    }
+}
+
+/* One row of the horizontal Gaussian pass (row may equal out: it is copied to pad first). taps: 2 (r + 1). */
+static void smooth_row_x(const float *row, float *out, int w, int r, const float *restrict wt,
+                         const int *restrict xt, float *restrict pad, const float **taps) {
+    for (int t = 0; t < r; ++t) { /* the mirrored borders from the table, the row itself copied (no gather) */
+        pad[t] = row[xt[t]];
+        pad[w + r + t] = row[xt[w + r + t]];
+    }
+    memcpy(pad + r, row, sizeof(float) * (size_t)w);
+    const float *c = pad + r;
+    for (int k = 1; k <= r; ++k) {
+        taps[k] = c - k;
+        taps[r + 1 + k] = c + k;
+    }
+    fir_block(c, out, w, r, wt, taps, taps + r + 1);
+}
+
+/* Row i of the vertical Gaussian pass of plane src (h x w) into out. taps: 2 (r + 1). */
+static void smooth_row_y(const float *src, float *restrict out, int i, int w, int r, const float *restrict wt,
+                         const int *restrict yt, const float **taps) {
+    for (int k = 1; k <= r; ++k) {
+        taps[k] = src + (size_t)yt[i - k + r] * w;
+        taps[r + 1 + k] = src + (size_t)yt[i + k + r] * w;
+    }
+    fir_block(src + (size_t)i * w, out, w, r, wt, taps, taps + r + 1);
+}
+
+/* K_sigma * src into dst (planes h x w; tmp: one scratch plane; pad: w + 2r floats). */
+static void smooth_plane(const float *src, float *dst, float *tmp, int h, int w, int r, const float *wt,
+                         const int *xt, const int *yt, float *pad, const float **taps) {
+    for (int i = 0; i < h; ++i) smooth_row_x(src + (size_t)i * w, tmp + (size_t)i * w, w, r, wt, xt, pad, taps);
+    for (int i = 0; i < h; ++i) smooth_row_y(tmp, dst + (size_t)i * w, i, w, r, wt, yt, taps);
+}
+
+/* The horizontal pass in place (the row is copied to pad first). */
+static void smooth_plane_x_inplace(float *p, int h, int w, int r, const float *wt, const int *xt, float *pad,
+                                   const float **taps) {
+    for (int i = 0; i < h; ++i) smooth_row_x(p + (size_t)i * w, p + (size_t)i * w, w, r, wt, xt, pad, taps);
+}
+
+/* Weickert-Scharr derivatives of row i of plane p (h x w): gx = F_x * p, gy = F_y * p (torch's order of
+ * operations); the mirrored border columns are read in place, no padded copy. */
+static inline void scharr_at(const float *restrict up, const float *restrict mid, const float *restrict dn, int jl,
+                             int j, int jr, float *restrict gx, float *restrict gy) {
+    float dx_up = up[jr] - up[jl], dx_mid = mid[jr] - mid[jl], dx_dn = dn[jr] - dn[jl];
+    float sx_up = 3.0f * (up[jl] + up[jr]) + 10.0f * up[j];
+    float sx_dn = 3.0f * (dn[jl] + dn[jr]) + 10.0f * dn[j];
+    gx[j] = (3.0f * (dx_up + dx_dn) + 10.0f * dx_mid) * (1.0f / 32.0f);
+    gy[j] = (sx_dn - sx_up) * (1.0f / 32.0f);
+}
+
+static void scharr_row(const float *p, int i, int h, int w, float *restrict gx, float *restrict gy) {
+    const float *up = p + (size_t)(i > 0 ? i - 1 : 0) * w, *mid = p + (size_t)i * w;
+    const float *dn = p + (size_t)(i + 1 < h ? i + 1 : h - 1) * w;
+    scharr_at(up, mid, dn, 0, 0, 1, gx, gy);
+    for (int j = 1; j < w - 1; ++j) scharr_at(up, mid, dn, j - 1, j, j + 1, gx, gy);
+    scharr_at(up, mid, dn, w - 2, w - 1, w - 1, gx, gy);
+}
+
+/* x^m for 1 <= m <= 31 by repeated squaring, multiplying the powers in the order of
+ * tensor_diffusion._int_power (the multiplications by 1 are exact); branch-free for vectorisation. */
+static inline float int_power(float x, int m) { /* unrolled: a loop here would keep the caller's loop scalar */
+    float r = (m & 1) ? x : 1.0f, b = x * x;
+    r = r * ((m & 2) ? b : 1.0f);
+    b = b * b;
+    r = r * ((m & 4) ? b : 1.0f);
+    b = b * b;
+    r = r * ((m & 8) ? b : 1.0f);
+    b = b * b;
+    return r * ((m & 16) ? b : 1.0f);
+}
+
+/* exp(-num / (q / scale)^m), exactly 0 for q <= thr (tensor_diffusion._exp_neg_reciprocal). */
+static inline float exp_neg_reciprocal(float q, float num, float scale, float thr, int m) {
+    float ratio = scale / fmaxf(q, thr); /* scale 1: exactly the reciprocal */
+    return exp_neg(int_power(ratio, m) * -num) * (float)(q > thr);
+}
+
+/* Row of raw = -G^T (j1, j2) * 32 / 10 (tensor_diffusion's scharr_divergence_unscaled), row i. */
+static void divergence_row(const float *j1, const float *j2, int i, int h, int w, float *restrict raw,
+                           float *restrict t1, float *restrict t2a, float *restrict t2b) {
+    const float *restrict r1 = j1 + (size_t)i * w;
+    const float *restrict u1 = j1 + (size_t)(i > 0 ? i - 1 : 0) * w;
+    const float *restrict d1 = j1 + (size_t)(i + 1 < h ? i + 1 : h - 1) * w;
+    for (int j = 0; j < w; ++j) t1[j] = (u1[j] + d1[j]) * 0.3f + r1[j]; /* [3, 10, 3] / 10 along y */
+    raw[0] = t1[1] + t1[0]; /* odd reflection at both ends along x */
+    for (int j = 1; j < w - 1; ++j) raw[j] = t1[j + 1] - t1[j - 1];
+    raw[w - 1] = -(t1[w - 2] + t1[w - 1]);
+    /* t2a, t2b: [3, 10, 3] / 10 along x of the rows the y-difference needs */
+    int ra = i == 0 ? 1 : (i == h - 1 ? h - 2 : i + 1), rb = i == 0 ? 0 : (i == h - 1 ? h - 1 : i - 1);
+    const float *restrict rows[2] = {j2 + (size_t)ra * w, j2 + (size_t)rb * w};
+    float *restrict outs[2] = {t2a, t2b};
+    for (int q = 0; q < 2; ++q) {
+        const float *restrict s = rows[q];
+        float *restrict o = outs[q];
+        o[0] = (s[0] + s[1]) * 0.3f + s[0];
+        for (int j = 1; j < w - 1; ++j) o[j] = (s[j - 1] + s[j + 1]) * 0.3f + s[j];
+        o[w - 1] = (s[w - 2] + s[w - 1]) * 0.3f + s[w - 1];
+    }
+    if (i == 0) { /* odd reflection at both ends along y */
+        for (int j = 0; j < w; ++j) raw[j] = (raw[j] + t2a[j]) + t2b[j];
+    } else if (i == h - 1) {
+        for (int j = 0; j < w; ++j) raw[j] = (raw[j] - t2a[j]) - t2b[j];
+    } else {
+        for (int j = 0; j < w; ++j) raw[j] = (raw[j] + t2a[j]) - t2b[j];
+    }
+}
+
+typedef struct {
+    int kind, m, rs, rr; /* CED or EED, exponent, radii of sigma and rho (0: no smoothing) */
+    float C;
+} Scheme;
+
+typedef struct {
+    float coef, sigma, second, alpha; /* step * 10/32; sigma; rho (CED) or lam (EED); alpha (CED) */
+} PlaneParams;
+
+typedef struct { /* scratch of one plane; the planes are h * w floats, the rows w + 2 * rmax + 2 */
+    float *s, *tmp, *f1, *f2;
+    float *pad, *gx, *gy, *ux, *uy, *t1, *t2a, *t2b, *raw;
+    float *ws, *wr;
+    int *xs, *ys, *xr, *yr;
+    const float **taps; /* 2 (rmax + 1) row pointers of a Gaussian pass */
+} Scratch;
+
+static void plane(float *u, int h, int w, int iterations, const Scheme *sc, const PlaneParams *pp, Scratch *b) {
+    const int rs = sc->rs, rr = sc->rr, m = sc->m, ced = sc->kind == KIND_CED;
+    const float C = sc->C, alpha = pp->alpha, half = (1.0f - alpha) * 0.5f;
+    if (rs) gauss_weights(pp->sigma, rs, b->ws);
+    if (rr) gauss_weights(pp->second, rr, b->wr);
+    float scale = 1.0f;
+    if (!ced) scale = (float)((double)pp->second * (double)pp->second); /* lam^2 */
+    const float thr = (float)(pow((double)C / EXP_CUTOFF, 1.0 / m) * (double)scale);
+    for (int it = 0; it < iterations; ++it) {
+        const float *us = u;
+        if (rs) {
+            smooth_plane(u, b->s, b->tmp, h, w, rs, b->ws, b->xs, b->ys, b->pad, b->taps);
+            us = b->s;
+        }
+        float *j1, *j2;
+        if (ced) {
+            for (int i = 0; i < h; ++i) { /* the two fields of the structure tensor's anisotropy */
+                scharr_row(us, i, h, w, b->gx, b->gy);
+                float *restrict f1 = b->f1 + (size_t)i * w, *restrict f2 = b->f2 + (size_t)i * w;
+                for (int j = 0; j < w; ++j) {
+                    float gx = b->gx[j], gy = b->gy[j];
+                    f1[j] = (gx - gy) * (gx + gy);
+                    f2[j] = gx * gy;
+                }
+            }
+            const float *dp = b->f1, *jp = b->f2; /* j11 - j22 and j12 */
+            j1 = b->tmp; /* free now: tmp held the horizontal pass of u_sigma, s is u_sigma or unused */
+            j2 = b->s;
+            if (rr) { /* K_rho: each field's vertical pass as a whole plane (its rows stay in L1) */
+                smooth_plane_x_inplace(b->f1, h, w, rr, b->wr, b->xr, b->pad, b->taps);
+                smooth_plane_x_inplace(b->f2, h, w, rr, b->wr, b->xr, b->pad, b->taps);
+                for (int i = 0; i < h; ++i) smooth_row_y(b->f1, b->tmp + (size_t)i * w, i, w, rr, b->wr, b->yr, b->taps);
+                for (int i = 0; i < h; ++i) smooth_row_y(b->f2, b->s + (size_t)i * w, i, w, rr, b->wr, b->yr, b->taps);
+                dp = b->tmp;
+                jp = b->s;
+                j1 = b->f1;
+                j2 = b->f2;
+            }
+            for (int i = 0; i < h; ++i) {
+                const float *restrict d = dp + (size_t)i * w, *restrict j12 = jp + (size_t)i * w;
+                scharr_row(u, i, h, w, b->ux, b->uy);
+                float *restrict o1 = j1 + (size_t)i * w, *restrict o2 = j2 + (size_t)i * w;
+                for (int j = 0; j < w; ++j) {
+                    float gap2 = fmaf(4.0f * j12[j], j12[j], d[j] * d[j]); /* (mu1 - mu2)^2 */
+                    float e = exp_neg_reciprocal(gap2, C, 1.0f, thr, m);
+                    float k = e * half;
+                    float r = k * (1.0f / sqrtf(fmaxf(gap2, thr)));
+                    float kc = r * d[j];
+                    float a = (k - kc) + alpha, c = (k + kc) + alpha, bb = r * j12[j] * -2.0f;
+                    float ux = b->ux[j], uy = b->uy[j];
+                    o1[j] = fmaf(bb, uy, a * ux);
+                    o2[j] = fmaf(c, uy, bb * ux);
+                }
+            }
+        } else {
+            j1 = b->f1;
+            j2 = b->f2;
+            for (int i = 0; i < h; ++i) {
+                scharr_row(us, i, h, w, b->gx, b->gy);
+                scharr_row(u, i, h, w, b->ux, b->uy);
+                float *restrict o1 = j1 + (size_t)i * w, *restrict o2 = j2 + (size_t)i * w;
+                for (int j = 0; j < w; ++j) {
+                    float gx = b->gx[j], gy = b->gy[j];
+                    float s2 = fmaf(gy, gy, gx * gx);
+                    float e = exp_neg_reciprocal(s2, C, scale, thr, m);
+                    float wgt = e / fmaxf(s2, thr);
+                    float wx = wgt * gx;
+                    float a = 1.0f - wx * gx, bb = -(wx * gy), c = 1.0f - wgt * gy * gy;
+                    float ux = b->ux[j], uy = b->uy[j];
+                    o1[j] = fmaf(bb, uy, a * ux);
+                    o2[j] = fmaf(c, uy, bb * ux);
+                }
+            }
+        }
+        const float coef = pp->coef;
+        for (int i = 0; i < h; ++i) {
+            divergence_row(j1, j2, i, h, w, b->raw, b->t1, b->t2a, b->t2b);
+            float *restrict row = u + (size_t)i * w;
+            for (int j = 0; j < w; ++j) row[j] = fmaf(b->raw[j], coef, row[j]);
+        }
+    }
+}
+
+/* n planes of h x w (h, w >= 3), contiguous, in place. kind: 0 CED, 1 EED. Per plane: coef = step * 10/32,
+ * sigma, second (rho for CED, lam for EED), alpha (CED; may be NULL for EED). rs, rr: Gaussian radii of
+ * sigma and rho shared by the call (0: no smoothing; rr is 0 for EED). Returns 0, -1 for invalid
+ * arguments, -2 if the scratch cannot be allocated. */
+int tensor_planes(float *u, long n, int h, int w, int iterations, int kind, const float *coef, const float *sigma,
+                  const float *second, const float *alpha, int rs, int rr, float C, int m) {
+    if (h < 3 || w < 3 || m < 1 || m > 31 || rs < 0 || rr < 0 || (kind != KIND_CED && kind != KIND_EED) ||
+        (kind == KIND_CED && !alpha))
+        return -1;
+    const int rmax = rs > rr ? rs : rr;
+    const size_t hw = (size_t)h * w, row = (size_t)w + 2 * (size_t)rmax + 2;
+    float *buf = malloc(sizeof(float) * (4 * hw + 9 * row + (size_t)rs + rr + 2));
+    int *ibuf = malloc(sizeof(int) * (2 * ((size_t)w + h) + 4 * ((size_t)rs + rr)));
+    const float **taps = malloc(sizeof(float *) * 2 * ((size_t)rmax + 1));
+    if (!buf || !ibuf || !taps) {
+        free(buf);
+        free(ibuf);
+        free(taps);
+        return -2;
+    }
+    Scratch b;
+    b.taps = taps;
+    float *p = buf;
+    b.s = p, p += hw;
+    b.tmp = p, p += hw;
+    b.f1 = p, p += hw;
+    b.f2 = p, p += hw;
+    b.pad = p, p += row;
+    float **rows[] = {&b.gx, &b.gy, &b.ux, &b.uy, &b.t1, &b.t2a, &b.t2b, &b.raw};
+    for (int q = 0; q < 8; ++q) *rows[q] = p, p += row;
+    b.ws = p, p += rs + 1;
+    b.wr = p;
+    int *ip = ibuf;
+    b.xs = ip, ip += w + 2 * rs;
+    b.ys = ip, ip += h + 2 * rs;
+    b.xr = ip, ip += w + 2 * rr;
+    b.yr = ip;
+    mirror_table(b.xs, w, rs);
+    mirror_table(b.ys, h, rs);
+    mirror_table(b.xr, w, rr);
+    mirror_table(b.yr, h, rr);
+    const Scheme sc = {kind, m, rs, rr, C};
+    for (long k = 0; k < n; ++k) {
+        PlaneParams pp = {coef[k], sigma[k], second[k], alpha ? alpha[k] : 0.0f};
+        plane(u + k * hw, h, w, iterations, &sc, &pp, &b);
+    }
+    free(buf);
+    free(ibuf);
+    free(taps);
+    return 0;
+}
