@@ -8,7 +8,8 @@ small thread pool whose workers use one intra-op thread each (``torch.set_num_th
 thread), which uses every core without barriers. Results do not depend on the number of
 workers: each chunk is computed the same way and the outputs are assembled in order.
 
-One function, :func:`run_planes`, with one option:
+:func:`for_each_chunk` is the pool itself, for kernels with several outputs per chunk (the C
+gradient of Perona–Malik); :func:`run_planes` runs a per-plane computation on it, with one option:
 
 * ``autograd=False`` (inference): runs under ``torch.no_grad``; every worker writes its chunk
   straight into a preallocated output, so no multi-threaded ``torch.cat`` is needed;
@@ -27,7 +28,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CPU_CHUNK_ELEMENTS", "run_planes"]
+__all__ = ["CPU_CHUNK_ELEMENTS", "for_each_chunk", "run_planes"]
 
 CPU_CHUNK_ELEMENTS = 1 << 17
 """Pixels per chunk on CPU (two 256x256 planes)."""
@@ -76,23 +77,37 @@ def run_planes(
     out = None if autograd else torch.empty_like(planes)
     outs: list[torch.Tensor | None] = [None] * len(starts)
 
-    def task(j: int, single_thread: bool) -> None:
-        if single_thread:
-            torch.set_num_threads(1)  # per-thread setting: the caller's thread is unaffected
-        i = starts[j]
+    def task(j: int, i: int, stop: int) -> None:
         with torch.inference_mode(inference), torch.set_grad_enabled(grad):
             y = run(*chunk(i))
             if out is None:
                 outs[j] = y
             else:
-                out[i : i + n].copy_(y)
+                out[i:stop].copy_(y)
 
-    workers = min(torch.get_num_threads(), len(starts))
-    if workers <= 1:
-        for j in range(len(starts)):
-            task(j, False)
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(lambda j: task(j, True), range(len(starts))))
+    for_each_chunk(total, n, task)
     result = out if out is not None else torch.cat(outs)  # type: ignore[arg-type]
     return result.reshape(b, c, h, w)
+
+
+def for_each_chunk(total: int, per_chunk: int, task: Callable[[int, int, int], None]) -> None:
+    """Call ``task(j, start, stop)`` for the ``j``-th chunk ``[start, stop)`` of ``range(total)``.
+
+    The chunks run on a thread pool of one worker per intra-op thread of the caller, each worker
+    with one intra-op thread of its own (the caller's setting is unaffected); one chunk, or one
+    thread, runs in the caller's thread. Tasks must write disjoint outputs.
+    """
+    starts = list(range(0, total, per_chunk))
+    workers = min(torch.get_num_threads(), len(starts))
+
+    def one(j: int, single_thread: bool) -> None:
+        if single_thread:
+            torch.set_num_threads(1)  # per-thread setting: the caller's thread is unaffected
+        task(j, starts[j], min(starts[j] + per_chunk, total))
+
+    if workers <= 1:
+        for j in range(len(starts)):
+            one(j, False)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda j: one(j, True), range(len(starts))))

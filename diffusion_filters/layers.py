@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -35,6 +36,7 @@ from torch.nn import functional as F
 
 from . import perona_malik as _pm
 from . import tensor_diffusion as _td
+from ._native.autograd import IterationsKernel, iterate_planes
 
 __all__ = [
     "KAPPA_MIN",
@@ -54,6 +56,9 @@ KAPPA_MIN: float = 1e-3
 STEP_BOUNDS: dict[str, float] = {"perona_malik": float(_pm.STEP_BOUND), "tensor": float(_td.STEP_BOUND)}
 
 _VARIANTS = ("perona_malik", "tensor")
+
+TENSOR_MIXTURE_KERNEL = IterationsKernel("tensor_diffusion", "tpm_planes", "tpm_backward")
+"""The tensor variant (:func:`_tensor_variant`) and its gradient in C."""
 
 
 def _inv_softplus(y: torch.Tensor) -> torch.Tensor:
@@ -118,20 +123,66 @@ def _tensor_variant(u: torch.Tensor, iterations: int, kappa: torch.Tensor, step:
     across edges, 1 along them (eigenvalues in (0, 1], so ``step <= 0.99`` is stable in the
     library's Weickert-Scharr scheme). Written as ``D = I - w grad u grad u^T / kappa^2`` with
     ``w = (1 - g(z)) / z`` finite at ``grad u = 0``.
+
+    Because ``D`` is built from the gradient of the same (unsmoothed) ``u`` it acts on, the flux is
+    exactly ``D G u = g(z) G u``; float32 CPU calls use that form in the library's C kernel, forward
+    and backward (:data:`TENSOR_MIXTURE_KERNEL`; equal to the torch form to float rounding). Without
+    it, large calls that need gradients run each step through ``torch.compile`` (forward and
+    backward fused), under the same policy as :func:`_pm_variant`; otherwise (or if compiling
+    fails) eager.
     """
-    from diffusion_filters.structure_tensor import scharr_gradient
-    from diffusion_filters.tensor_diffusion import tensor_diffusion
+    from diffusion_filters import _compile
 
+    if _native_tensor_applies(u, iterations):
+        return _native_tensor_iterations(u, iterations, kappa, step, shape)
     inv_k2 = 1.0 / (kappa * kappa)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u, kappa, step, shape))
+    if needs_grad and _compile.use_compiled(u, iterations, needs_grad=True):
+        v = _compiled_iterations(_tensor_mixture_step, u, iterations, step, inv_k2, shape)
+        if v is not None:
+            return v
+    for _ in range(iterations):
+        u = _tensor_mixture_step(u, step, inv_k2, shape)
+    return u
 
-    def tensor_fn(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        gx, gy = scharr_gradient(v)
-        z = torch.addcmul(gx * gx, gy, gy) * inv_k2
-        w = _conductance_ratio(z, shape) * inv_k2
-        wx = w * gx
-        return 1.0 - wx * gx, -(wx * gy), 1.0 - w * gy * gy
 
-    return tensor_diffusion(u, tensor_fn, iterations, step)
+def _native_tensor_applies(u: torch.Tensor, iterations: int) -> bool:
+    from diffusion_filters import _compile
+
+    return (u.dim() == 4 and min(u.shape[-2:]) >= 3 and _compile.use_native(u, iterations)
+            and TENSOR_MIXTURE_KERNEL.available())
+
+
+def _native_tensor_iterations(u: torch.Tensor, iterations: int, kappa: torch.Tensor, step: torch.Tensor,
+                              shape: torch.Tensor) -> torch.Tensor:
+    """:func:`_tensor_variant` by :data:`TENSOR_MIXTURE_KERNEL`, differentiable."""
+    return iterate_planes(TENSOR_MIXTURE_KERNEL, u, iterations, step, kappa, shape)
+
+
+def _tensor_mixture_step(u: torch.Tensor, step: torch.Tensor, inv_k2: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+    """One step of :func:`_tensor_variant` (``inv_k2 = 1 / kappa^2``)."""
+    from diffusion_filters.structure_tensor import scharr_gradient
+    from diffusion_filters.tensor_diffusion import tensor_diffusion_step
+
+    gx, gy = scharr_gradient(u)
+    z = torch.addcmul(gx * gx, gy, gy) * inv_k2
+    w = _conductance_ratio(z, shape) * inv_k2
+    wx = w * gx
+    return tensor_diffusion_step(u, 1.0 - wx * gx, -(wx * gy), 1.0 - w * gy * gy, step)
+
+
+def _compiled_iterations(step_fn: Callable[..., torch.Tensor], u: torch.Tensor, iterations: int,
+                         *params: torch.Tensor) -> torch.Tensor | None:
+    """``iterations`` calls of ``torch.compile(step_fn)(u, *params)``; None if compiling fails (the
+    caller then runs the eager scheme)."""
+    from diffusion_filters import _compile
+
+    v: torch.Tensor | None = u
+    for _ in range(iterations):
+        v = _compile.run_compiled(step_fn, v, *params)
+        if v is None:
+            return None
+    return v
 
 
 def _pm_mixture_step(u: torch.Tensor, step: torch.Tensor, kappa: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
@@ -145,7 +196,9 @@ def _pm_variant(u: torch.Tensor, iterations: int, kappa: torch.Tensor, step: tor
     """The library's Perona-Malik scheme with the mixed conductance.
 
     Training on CPU is memory-bound: eager autograd sweeps memory tens of times per iteration.
-    For large calls that need gradients (when, is the compile policy's decision:
+    Float32 CPU calls run forward and backward in the library's C kernel
+    (:func:`diffusion_filters.perona_malik.native_gradient_applies`). Without it (no C compiler),
+    for large calls that need gradients (when, is the compile policy's decision:
     :func:`diffusion_filters._compile.use_compiled`, threshold ``GRAD_MIN_WORK``), each iteration of
     the same scheme (the library's ``_pm_step``) runs through ``torch.compile`` (forward and
     backward fused; compiled once per process, cached on disk by inductor; speed-up in
@@ -156,12 +209,9 @@ def _pm_variant(u: torch.Tensor, iterations: int, kappa: torch.Tensor, step: tor
     from diffusion_filters.perona_malik import perona_malik_mixture
 
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u, kappa, step, shape))
-    if needs_grad and min(u.shape[-2:]) >= 3 and _compile.use_compiled(u, iterations, needs_grad=True):
-        v: torch.Tensor | None = u
-        for _ in range(iterations):
-            v = _compile.run_compiled(_pm_mixture_step, v, step, kappa, shape)
-            if v is None:
-                break
+    if (needs_grad and min(u.shape[-2:]) >= 3 and not _pm.native_gradient_applies(u, iterations)
+            and _compile.use_compiled(u, iterations, needs_grad=True)):
+        v = _compiled_iterations(_pm_mixture_step, u, iterations, step, kappa, shape)
         if v is not None:
             return v
     return perona_malik_mixture(u, iterations=iterations, kappa=kappa, step=step, shape=shape)
@@ -174,6 +224,20 @@ def _diffuse(u: torch.Tensor, params: _DiffusionParams, iterations: int, variant
     if variant == "perona_malik":
         return _pm_variant(u, iterations, kappa, step, shape)
     return _tensor_variant(u, iterations, kappa, step, shape)
+
+
+def _mix_channels_last(y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The 1x1 convolution ``weight`` (C_out, C, 1, 1) of ``y`` (B, C, H, W), returned channels-last.
+
+    Why a matmul and not ``conv2d``: the diffusion writes channels-first planes and the network runs
+    channels-last; one batched GEMM ``(B, HW, C) @ (C, C_out)`` reads the planes as they are and
+    writes the channels-last layout directly, where a 1x1 convolution converts the layouts first
+    (forward and backward 2.5x faster here; docs/filter-performance.md). Same values as
+    ``F.conv2d(y, weight)`` up to float rounding.
+    """
+    b, c, h, w = y.shape
+    out = torch.matmul(y.reshape(b, c, h * w).transpose(1, 2), weight.reshape(weight.shape[0], c).t())
+    return out.view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
 class _DiffusionLayer(nn.Module):
@@ -264,8 +328,8 @@ class DiffusionStem(_DiffusionLayer):
                 x = F.pad(x, (0, pw, 0, ph), mode="replicate")
             x = F.avg_pool2d(x, s)
         u = x.contiguous()[:, self._channel_source] if self.in_chans > 1 else x.expand(-1, self.out_chans, -1, -1)
-        y = self._run(u.contiguous(), self.params, self.iterations)
-        return self.mix(y.to(self.mix.weight.dtype))
+        y = self._run(u.contiguous(), self.params, self.iterations).to(self.mix.weight.dtype)
+        return _mix_channels_last(y, self.mix.weight)
 
     def named_diffusion_parameters(self) -> dict[str, torch.Tensor]:
         return self.params.human()

@@ -61,6 +61,7 @@ from . import _compile, _native
 from ._describe import fmt_param
 from ._filter import Filter, apply_filter
 from ._image import as_param
+from ._native.autograd import IterationsKernel, iterate_planes
 from ._scheduler import run_planes
 from ._spec import ITERATIONS_MAX, FilterSpec, Param
 from .registry import register_filter
@@ -319,6 +320,30 @@ def _native_iterations(
     return out
 
 
+_NATIVE_GRAD_SHAPE = {"mixture": None, "exponential": 1.0, "rational": 0.0}
+"""Conductances the C gradient covers, as mixtures (``None``: the mixture's own ``shape``)."""
+
+MIXTURE_KERNEL = IterationsKernel("perona_malik", "pm_mixture_planes", "pm_mixture_backward")
+"""The mixture scheme (unit spacing) and its gradient in C (:mod:`diffusion_filters._native.autograd`)."""
+
+
+def native_gradient_applies(u: torch.Tensor, iterations: int, kind: str = "mixture",
+                            spacing: tuple[float, float] | None = None) -> bool:
+    """Whether a call that needs gradients runs forward and backward in the C kernel
+    (:data:`MIXTURE_KERNEL`): float32 on a CPU, unit spacing, the exponential, rational or mixed
+    conductance, and the kernel available (:mod:`diffusion_filters._native`)."""
+    return (kind in _NATIVE_GRAD_SHAPE and (spacing is None or spacing == (1.0, 1.0)) and u.dim() == 4
+            and _compile.use_native(u, iterations) and MIXTURE_KERNEL.available())
+
+
+def _native_gradient_iterations(u: torch.Tensor, iterations: int, kind: str, step: torch.Tensor,
+                                params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """``iterations`` steps of ``u`` (B, C, H, W) by :data:`MIXTURE_KERNEL`, differentiable; the
+    exponential and rational conductances are the mixtures with shape 1 and 0."""
+    fixed = _NATIVE_GRAD_SHAPE[kind]
+    return iterate_planes(MIXTURE_KERNEL, u, iterations, step, params[0], params[1] if fixed is None else fixed)
+
+
 def _diffuse(
     u: torch.Tensor,
     iterations: int,
@@ -335,6 +360,8 @@ def _diffuse(
         wx = torch.full((1, 1, 1, 1), 1.0 / spacing[1], dtype=u.dtype, device=u.device)
     flux = _FLUXES[kind]
     if needs_grad:
+        if native_gradient_applies(u, iterations, kind, spacing):
+            return _native_gradient_iterations(u, iterations, kind, step, params)
         for _ in range(iterations):
             u = _pm_step(u, flux, step, wy, wx, params)
         return u

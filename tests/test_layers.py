@@ -279,10 +279,13 @@ def test_bad_arguments_are_named() -> None:
         DiffusionBlock(4)(torch.rand(1, 3, 8, 8))
 
 
-def test_compiled_training_path_matches_eager(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Large CPU training calls run the same scheme through torch.compile: same values and gradients."""
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_compiled_training_path_matches_eager(monkeypatch: pytest.MonkeyPatch, variant: str) -> None:
+    """Without the C kernels, large CPU training calls run the same scheme through torch.compile:
+    same values and gradients."""
     from diffusion_filters import _compile
 
+    monkeypatch.setenv("DIFFUSION_FILTERS_NATIVE", "off")  # the fallback when no C compiler exists
     x = _image(2, 12, 13)
     grads = []
     outs = []
@@ -290,7 +293,7 @@ def test_compiled_training_path_matches_eager(monkeypatch: pytest.MonkeyPatch) -
         monkeypatch.setattr(_compile, "GRAD_MIN_WORK", threshold)
         _compile.set_compile(mode)
         torch.manual_seed(0)
-        stem = DiffusionStem(out_chans=4, iterations=2)
+        stem = DiffusionStem(out_chans=4, iterations=2, variant=variant)
         out = stem(x)
         out.square().sum().backward()
         outs.append(out.detach())
@@ -299,4 +302,46 @@ def test_compiled_training_path_matches_eager(monkeypatch: pytest.MonkeyPatch) -
     assert not _compile._broken, "torch.compile failed: the compiled path was not exercised"
     torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=1e-5)
     for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("size", [(12, 13), (6, 80), (81, 7)])  # 3 x 40 and 41 x 4 after the stride
+def test_native_training_path_matches_eager(monkeypatch: pytest.MonkeyPatch, variant: str,
+                                            size: tuple[int, int]) -> None:
+    """Float32 CPU layers run forward and backward in the C kernels: same values and gradients as the
+    eager torch scheme (every parameter, the input, a stem and a block with gates)."""
+    import importlib
+
+    from diffusion_filters import _compile, _native
+    from diffusion_filters import layers as layers_mod
+
+    pm_mod = importlib.import_module("diffusion_filters.perona_malik")  # the package exports the function
+
+    assert _native.native_status()["perona_malik"].startswith("in use")
+    calls: list[str] = []
+    for mod, name in ((pm_mod, "_native_gradient_iterations"), (layers_mod, "_native_tensor_iterations")):
+        real = getattr(mod, name)
+        monkeypatch.setattr(mod, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
+    x = _image(2, *size, seed=3)
+    results = []
+    for mode in ("auto", "off"):
+        _compile.set_compile(mode)
+        try:
+            torch.manual_seed(0)
+            stem = DiffusionStem(out_chans=4, iterations=3, variant=variant)
+            block = DiffusionBlock(4, iterations=2, variant=variant, gate_init=0.5)
+            xx = x.clone().requires_grad_(True)
+            out = block(stem(xx))
+            weights = torch.linspace(-1.0, 1.0, out.numel()).view_as(out)
+            (out * weights).sum().backward()
+            grads = [p.grad.clone() for p in (*stem.params.parameters(), *block.params.parameters(), block.gate_raw)]
+            results.append((out.detach(), xx.grad.clone(), grads))
+        finally:
+            _compile.set_compile("auto")
+    assert len(calls) == 2  # the stem and the block took the C path once each (in "auto" only)
+    (out_n, gx_n, g_n), (out_e, gx_e, g_e) = results
+    torch.testing.assert_close(out_n, out_e, atol=2e-6, rtol=0)
+    torch.testing.assert_close(gx_n, gx_e, atol=2e-6, rtol=1e-5)
+    for a, b in zip(g_n, g_e):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -195,6 +195,51 @@ def test_native_tensor_diffusion_is_used_and_not_for_gradients(monkeypatch: pyte
     assert calls == [1] and lam.grad is not None and torch.isfinite(lam.grad)
 
 
+def _pm_grads(fn, x: torch.Tensor, **kw) -> list[torch.Tensor]:
+    leaves = {k: v.clone().requires_grad_(True) for k, v in kw.items() if isinstance(v, torch.Tensor)}
+    xx = x.clone().requires_grad_(True)
+    out = fn(xx, **{**kw, **leaves})
+    (out * torch.linspace(-1.0, 1.0, out.numel()).view_as(out)).sum().backward()
+    return [out.detach(), xx.grad, *(v.grad for v in leaves.values())]
+
+
+@pytest.mark.parametrize("conductance", ["exponential", "rational", "mixture"])
+def test_native_gradient_equals_eager_autograd(conductance: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Perona–Malik with gradients: the C forward and backward give the eager autograd's values."""
+    import importlib
+
+    pm_mod = importlib.import_module("diffusion_filters.perona_malik")
+    calls = []
+    real = pm_mod._native_gradient_iterations
+    monkeypatch.setattr(pm_mod, "_native_gradient_iterations", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x = _speckle(6, 23, 64, seed=9).reshape(2, 3, 23, 64)
+    kw = dict(iterations=5, kappa=torch.tensor([0.03, 0.2, 2.0]).view(1, 3, 1, 1),
+              step=torch.tensor([0.1, 0.2, 0.25]).view(1, 3, 1, 1))
+    if conductance == "mixture":
+        fn = df.perona_malik_mixture
+        kw["shape"] = torch.tensor([0.0, 0.4, 1.0]).view(1, 3, 1, 1)
+    else:
+        fn = lambda t, **k: df.perona_malik(t, conductance=conductance, **k)  # noqa: E731
+    native = _pm_grads(fn, x, **kw)
+    eager = _eager(_pm_grads, fn, x, **kw)
+    assert calls == [1]
+    for a, b in zip(native, eager):
+        torch.testing.assert_close(a, b, atol=5e-6, rtol=1e-4)
+
+
+def test_native_gradient_leaves_other_cases_to_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tukey, non-unit spacing and float64 keep the eager autograd scheme (no C gradient for them)."""
+    import importlib
+
+    pm_mod = importlib.import_module("diffusion_filters.perona_malik")
+    monkeypatch.setattr(pm_mod, "_native_gradient_iterations", lambda *a, **k: pytest.fail("C gradient used"))
+    x = _speckle(1, 12, 12)
+    kappa = torch.tensor(0.1)
+    for x_, kw in ((x, dict(conductance="tukey")), (x, dict(spacing=(1.0, 2.0))), (x.double(), {})):
+        grads = _pm_grads(df.perona_malik, x_, iterations=3, kappa=kappa.to(x_.dtype), step=0.1, **kw)
+        assert all(torch.isfinite(g).all() for g in grads)
+
+
 def test_call_checks_the_kernel_status() -> None:
     lib = _native.library("perona_malik")
     u, one = torch.zeros(1, 1, 4, 4), torch.ones(1)

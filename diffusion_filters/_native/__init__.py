@@ -45,7 +45,7 @@ which would also let the compiler reorder the scheme's arithmetic."""
 
 _SOURCES = {"perona_malik": "perona_malik.c", "srad": "srad.c", "nonlocal_means": "nonlocal_means.c",
             "tensor_diffusion": "tensor_diffusion.c"}
-_HEADERS = ("fastmath.h",)  # included by the sources: part of every build's identity
+_HEADERS = ("column_sums.h", "fastmath.h")  # included by the sources: part of every build's identity
 _MODES = ("auto", "off", "require")
 _libraries: dict[str, ctypes.CDLL | None] = {}
 _failures: dict[str, str] = {}
@@ -124,12 +124,20 @@ def _declare(name: str, lib: ctypes.CDLL) -> None:
     if name == "perona_malik":
         lib.pm_planes.restype = i
         lib.pm_planes.argtypes = [p, lg, i, i, i, i, p, p, p, f, f]
+        lib.pm_mixture_planes.restype = i
+        lib.pm_mixture_planes.argtypes = [p, lg, i, i, i, p, p, p]
+        lib.pm_mixture_backward.restype = i
+        lib.pm_mixture_backward.argtypes = [p, p, lg, i, i, i, p, p, p, p, p, p]
     elif name == "srad":
         lib.srad_planes.restype = i
         lib.srad_planes.argtypes = [p, lg, i, i, i, p, p]
     elif name == "tensor_diffusion":
         lib.tensor_planes.restype = i
         lib.tensor_planes.argtypes = [p, lg, i, i, i, i, p, p, p, p, i, i, f, i]
+        lib.tpm_planes.restype = i
+        lib.tpm_planes.argtypes = [p, lg, i, i, i, p, p, p]
+        lib.tpm_backward.restype = i
+        lib.tpm_backward.argtypes = [p, p, lg, i, i, i, p, p, p, p, p, p]
     elif name == "nonlocal_means":
         lib.nlm_planes.restype = i
         lib.nlm_planes.argtypes = [p, p, lg, i, i, i, i, f, f]

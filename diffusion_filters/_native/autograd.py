@@ -1,0 +1,97 @@
+"""Differentiable C kernels: iterated per-plane schemes with a forward and a backward entry point.
+
+A kernel pair (:class:`IterationsKernel`) runs ``iterations`` steps of a scheme whose parameters are
+one ``step``, ``kappa`` and ``shape`` per plane, and its gradient:
+
+* ``forward(u, n, h, w, iterations, step, kappa, shape)`` updates ``n`` planes of ``h x w`` in place;
+* ``backward(u0, lam, n, h, w, iterations, step, kappa, shape, dstep, dkappa, dshape)`` replaces
+  ``lam`` = dL/d(output) by dL/d(input) and writes the per-plane parameter gradients, recomputing
+  the forward states from the input ``u0`` plane by plane (in cache) instead of keeping them.
+
+:func:`iterate_planes` applies one to a ``(B, C, H, W)`` tensor through :class:`NativeIterations`,
+a ``torch.autograd.Function`` whose forward and backward run the kernel's chunks of planes on the
+scheduler's workers (:func:`diffusion_filters._scheduler.for_each_chunk`); only the input is saved.
+Used by the learnable layers' two variants (Perona–Malik mixture, tensor) on float32 CPU tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .._scheduler import CPU_CHUNK_ELEMENTS, for_each_chunk
+from . import call, library
+
+__all__ = ["IterationsKernel", "NativeIterations", "iterate_planes"]
+
+
+@dataclass(frozen=True)
+class IterationsKernel:
+    """The library and the two entry points of a differentiable iterated scheme (see the module)."""
+
+    library: str
+    forward: str
+    backward: str
+
+    def available(self) -> bool:
+        """Whether the library can be built and loaded here (see :func:`diffusion_filters._native.library`)."""
+        return library(self.library) is not None
+
+
+def _planes_per_chunk(h: int, w: int) -> int:
+    return max(1, CPU_CHUNK_ELEMENTS // (h * w))
+
+
+class NativeIterations(torch.autograd.Function):
+    """``kernel`` on planes ``(n, 1, H, W)`` with per-plane ``step``, ``kappa``, ``shape`` ``(n,)``
+    (all float32, contiguous)."""
+
+    @staticmethod
+    def forward(ctx: Any, kernel: IterationsKernel, planes: torch.Tensor, step: torch.Tensor, kappa: torch.Tensor,
+                shape: torch.Tensor, iterations: int) -> torch.Tensor:
+        lib = library(kernel.library)
+        n, _, h, w = planes.shape
+        out = planes.clone(memory_format=torch.contiguous_format)
+
+        def task(_: int, i: int, j: int) -> None:
+            call(lib, kernel.forward, out[i:j], j - i, h, w, iterations, step[i:j], kappa[i:j], shape[i:j])
+
+        for_each_chunk(n, _planes_per_chunk(h, w), task)
+        ctx.save_for_backward(planes, step, kappa, shape)
+        ctx.kernel, ctx.iterations = kernel, iterations
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        planes, step, kappa, shape = ctx.saved_tensors
+        lib = library(ctx.kernel.library)
+        n, _, h, w = planes.shape
+        lam = grad.to(torch.float32).clone(memory_format=torch.contiguous_format)
+        dstep, dkappa, dshape = (torch.empty(n, dtype=torch.float32) for _ in range(3))
+
+        def task(_: int, i: int, j: int) -> None:
+            call(lib, ctx.kernel.backward, planes[i:j], lam[i:j], j - i, h, w, ctx.iterations, step[i:j], kappa[i:j],
+                 shape[i:j], dstep[i:j], dkappa[i:j], dshape[i:j])
+
+        for_each_chunk(n, _planes_per_chunk(h, w), task)
+        return None, lam, dstep, dkappa, dshape, None
+
+
+def iterate_planes(kernel: IterationsKernel, u: torch.Tensor, iterations: int, step: torch.Tensor | float,
+                   kappa: torch.Tensor | float, shape: torch.Tensor | float) -> torch.Tensor:
+    """``kernel`` on ``u`` (B, C, H, W), float32 on a CPU; parameters are floats or tensors
+    broadcastable to ``(B, C, 1, 1)``, spread to one value per plane (autograd sums their gradients
+    back). Differentiable in ``u`` and every tensor parameter."""
+    b, c, h, w = u.shape
+    n = b * c
+
+    def per_plane(t: torch.Tensor | float) -> torch.Tensor:
+        if not isinstance(t, torch.Tensor):
+            return torch.full((n,), float(t), dtype=torch.float32)
+        return t.to(torch.float32).expand(b, c, 1, 1).reshape(n).contiguous()
+
+    planes = u.reshape(n, 1, h, w).contiguous()
+    out = NativeIterations.apply(kernel, planes, per_plane(step), per_plane(kappa), per_plane(shape), iterations)
+    return out.reshape(b, c, h, w)
