@@ -5,8 +5,8 @@ version)``: the suite's canonical config for the arm (:meth:`harness.suite.Suite
 the frames' content (``FrameSet.content_hash``) and :func:`code_version`. The preprocessing cache
 key is ``(content hash, pipeline hash, filters_version())``.
 
-What counts as "the code that computes the numbers" (:data:`CODE_SOURCES`): the filter library,
-the training package, the network, augmentation, one run, preprocessing, the splits and the
+What counts as "the code that computes the numbers" (:data:`CODE_SOURCES`): the filter library
+(its C kernels included), the training package, the network, augmentation, one run, preprocessing, the splits and the
 metrics. Not included, on purpose:
 
 - ``harness/data``: its effect is already in the data content hash (decoder and simulator
@@ -31,8 +31,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Glob patterns (relative to the repository root) of the sources in :func:`code_version`.
-CODE_SOURCES: tuple[str, ...] = (
+_FILTER_CODE: tuple[str, ...] = (
     "diffusion_filters/*.py",
+    "diffusion_filters/_native/*.py",  # the C kernels' loader (compiler flags) and their autograd
+    "diffusion_filters/_native/*.c",
+    "diffusion_filters/_native/*.h",
+)
+CODE_SOURCES: tuple[str, ...] = (
+    *_FILTER_CODE,
     "harness/training/*.py",
     "harness/models.py",
     "harness/augment.py",
@@ -42,7 +48,7 @@ CODE_SOURCES: tuple[str, ...] = (
     "harness/metrics.py",
 )
 #: The sources of :func:`filters_version` (what the preprocessing cache holds).
-FILTER_SOURCES: tuple[str, ...] = ("diffusion_filters/*.py", "harness/preprocess.py")
+FILTER_SOURCES: tuple[str, ...] = (*_FILTER_CODE, "harness/preprocess.py")
 #: Files matched above that never compute numbers (benchmark scripts).
 EXCLUDED: frozenset[str] = frozenset({"diffusion_filters/bench.py"})
 
@@ -58,8 +64,11 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
 
 
 def source_digest(path: Path) -> str:
-    """Hash of a Python file's code (syntax tree without docstrings); raw bytes if it does not parse."""
+    """Hash of a Python file's code (syntax tree without docstrings); raw bytes for other files (the
+    C kernels) and for Python that does not parse."""
     text = path.read_bytes()
+    if path.suffix != ".py":
+        return hashlib.sha256(text).hexdigest()
     try:
         payload = ast.dump(_strip_docstrings(ast.parse(text)), include_attributes=False).encode()
     except SyntaxError:

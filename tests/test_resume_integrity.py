@@ -177,6 +177,17 @@ def test_code_version_ignores_docstrings_not_code(tmp_path):
     assert source_digest(a) == source_digest(b) != source_digest(c)
 
 
+def test_the_c_kernels_are_part_of_both_code_versions():
+    """The C kernels compute numbers (filters, learnable layers): an edit to one must redo the runs
+    and the preprocessing cache, as an edit to the Python code does."""
+    from harness.versions import CODE_SOURCES, FILTER_SOURCES, ROOT, _files
+
+    for patterns in (CODE_SOURCES, FILTER_SOURCES):
+        names = {p.relative_to(ROOT).as_posix() for p in _files(patterns)}
+        assert {"diffusion_filters/_native/perona_malik.c", "diffusion_filters/_native/fastmath.h",
+                "diffusion_filters/_native/__init__.py", "diffusion_filters/_native/autograd.py"} <= names
+
+
 def test_make_plan_without_identity_keeps_the_old_contract(tmp_path):
     store = ResultsStore(tmp_path / "s")
     store.claim_run("a", 0, 0, "h", seed=0)
