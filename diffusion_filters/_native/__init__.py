@@ -125,9 +125,9 @@ def _declare(name: str, lib: ctypes.CDLL) -> None:
         lib.pm_planes.restype = i
         lib.pm_planes.argtypes = [p, lg, i, i, i, i, p, p, p, f, f]
         lib.pm_mixture_planes.restype = i
-        lib.pm_mixture_planes.argtypes = [p, lg, i, i, i, p, p, p]
+        lib.pm_mixture_planes.argtypes = [p, p, lg, i, i, i, p, p, p]
         lib.pm_mixture_backward.restype = i
-        lib.pm_mixture_backward.argtypes = [p, p, lg, i, i, i, p, p, p, p, p, p]
+        lib.pm_mixture_backward.argtypes = [p, p, p, lg, i, i, i, p, p, p, p, p, p]
     elif name == "srad":
         lib.srad_planes.restype = i
         lib.srad_planes.argtypes = [p, lg, i, i, i, p, p]
@@ -135,9 +135,9 @@ def _declare(name: str, lib: ctypes.CDLL) -> None:
         lib.tensor_planes.restype = i
         lib.tensor_planes.argtypes = [p, lg, i, i, i, i, p, p, p, p, i, i, f, i]
         lib.tpm_planes.restype = i
-        lib.tpm_planes.argtypes = [p, lg, i, i, i, p, p, p]
+        lib.tpm_planes.argtypes = [p, p, lg, i, i, i, p, p, p]
         lib.tpm_backward.restype = i
-        lib.tpm_backward.argtypes = [p, p, lg, i, i, i, p, p, p, p, p, p]
+        lib.tpm_backward.argtypes = [p, p, p, lg, i, i, i, p, p, p, p, p, p]
     elif name == "nonlocal_means":
         lib.nlm_planes.restype = i
         lib.nlm_planes.argtypes = [p, p, lg, i, i, i, i, f, f]

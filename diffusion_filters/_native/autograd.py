@@ -3,10 +3,14 @@
 A kernel pair (:class:`IterationsKernel`) runs ``iterations`` steps of a scheme whose parameters are
 one ``step``, ``kappa`` and ``shape`` per plane, and its gradient:
 
-* ``forward(u, n, h, w, iterations, step, kappa, shape)`` updates ``n`` planes of ``h x w`` in place;
-* ``backward(u0, lam, n, h, w, iterations, step, kappa, shape, dstep, dkappa, dshape)`` replaces
-  ``lam`` = dL/d(output) by dL/d(input) and writes the per-plane parameter gradients, recomputing
-  the forward states from the input ``u0`` plane by plane (in cache) instead of keeping them.
+* ``forward(u, out, n, h, w, iterations, step, kappa, shape)`` writes the result of ``n`` planes of
+  ``h x w`` to ``out``;
+* ``backward(u0, grad, lam, n, h, w, iterations, step, kappa, shape, dstep, dkappa, dshape)``
+  writes dL/d(input) to ``lam`` from ``grad`` = dL/d(output), and the per-plane parameter
+  gradients, recomputing the forward states from the input ``u0`` plane by plane (in cache)
+  instead of keeping them.
+
+Both copy a plane while it comes into cache (no separate pass over the batch for a copy).
 
 :func:`iterate_planes` applies one to a ``(B, C, H, W)`` tensor through :class:`NativeIterations`,
 a ``torch.autograd.Function`` whose forward and backward run the kernel's chunks of planes on the
@@ -53,10 +57,11 @@ class NativeIterations(torch.autograd.Function):
                 shape: torch.Tensor, iterations: int) -> torch.Tensor:
         lib = library(kernel.library)
         n, _, h, w = planes.shape
-        out = planes.clone(memory_format=torch.contiguous_format)
+        out = torch.empty_like(planes, memory_format=torch.contiguous_format)
 
         def task(_: int, i: int, j: int) -> None:
-            call(lib, kernel.forward, out[i:j], j - i, h, w, iterations, step[i:j], kappa[i:j], shape[i:j])
+            call(lib, kernel.forward, planes[i:j], out[i:j], j - i, h, w, iterations, step[i:j], kappa[i:j],
+                 shape[i:j])
 
         for_each_chunk(n, _planes_per_chunk(h, w), task)
         ctx.save_for_backward(planes, step, kappa, shape)
@@ -68,12 +73,13 @@ class NativeIterations(torch.autograd.Function):
         planes, step, kappa, shape = ctx.saved_tensors
         lib = library(ctx.kernel.library)
         n, _, h, w = planes.shape
-        lam = grad.to(torch.float32).clone(memory_format=torch.contiguous_format)
+        grad = grad.to(torch.float32).contiguous()
+        lam = torch.empty_like(grad)
         dstep, dkappa, dshape = (torch.empty(n, dtype=torch.float32) for _ in range(3))
 
         def task(_: int, i: int, j: int) -> None:
-            call(lib, ctx.kernel.backward, planes[i:j], lam[i:j], j - i, h, w, ctx.iterations, step[i:j], kappa[i:j],
-                 shape[i:j], dstep[i:j], dkappa[i:j], dshape[i:j])
+            call(lib, ctx.kernel.backward, planes[i:j], grad[i:j], lam[i:j], j - i, h, w, ctx.iterations, step[i:j],
+                 kappa[i:j], shape[i:j], dstep[i:j], dkappa[i:j], dshape[i:j])
 
         for_each_chunk(n, _planes_per_chunk(h, w), task)
         return None, lam, dstep, dkappa, dshape, None

@@ -202,25 +202,29 @@ static void mixture_step_backward(const float *restrict v, float *restrict lam, 
     }
 }
 
-/* The mixture scheme with unit spacing as the gradient kernels see it: n planes of h x w in place, per
- * plane step, kappa and shape (nq = -1 / kappa^2 computed here, as pm_mixture_backward does). Returns 0
- * or -2 without memory. */
-int pm_mixture_planes(float *u, long n, int h, int w, int iterations, const float *step, const float *kappa,
-                      const float *shape) {
+/* The mixture scheme with unit spacing as the gradient kernels see it: n planes of h x w from u to out
+ * (each plane copied while it comes into cache), per plane step, kappa and shape (nq = -1 / kappa^2
+ * computed here, as pm_mixture_backward does). Returns 0 or -2 without memory. */
+int pm_mixture_planes(const float *u, float *out, long n, int h, int w, int iterations, const float *step,
+                      const float *kappa, const float *shape) {
     float *rows = malloc(sizeof(float) * ROWS(w));
     if (!rows) return -2;
-    for (long k = 0; k < n; ++k)
-        plane_mixture(u + k * (size_t)h * w, h, w, iterations, step[k], -1.0f / (kappa[k] * kappa[k]), shape[k],
-                      1.0f, 1.0f, rows);
+    const size_t hw = (size_t)h * w;
+    for (long k = 0; k < n; ++k) {
+        memcpy(out + k * hw, u + k * hw, sizeof(float) * hw);
+        plane_mixture(out + k * hw, h, w, iterations, step[k], -1.0f / (kappa[k] * kappa[k]), shape[k], 1.0f,
+                      1.0f, rows);
+    }
     free(rows);
     return 0;
 }
 
-/* Backward of pm_mixture_planes over n planes of h x w. u0: the forward's input; lam: dL/d(output),
- * replaced by dL/d(input); per plane step, kappa and shape; out per plane: dstep, dkappa, dshape.
+/* Backward of pm_mixture_planes over n planes of h x w. u0: the forward's input; grad: dL/d(output);
+ * lam: receives dL/d(input); per plane step, kappa and shape; out per plane: dstep, dkappa, dshape.
  * Returns 0, or -2 without memory. */
-int pm_mixture_backward(const float *u0, float *lam, long n, int h, int w, int iterations, const float *step,
-                        const float *kappa, const float *shape, float *dstep, float *dkappa, float *dshape) {
+int pm_mixture_backward(const float *u0, const float *grad, float *lam, long n, int h, int w, int iterations,
+                        const float *step, const float *kappa, const float *shape, float *dstep, float *dkappa,
+                        float *dshape) {
     const size_t hw = (size_t)h * w;
     float *states = malloc(sizeof(float) * hw * (size_t)(iterations > 0 ? iterations : 1));
     float *rows = malloc(sizeof(float) * BACK_ROWS(w));
@@ -233,6 +237,7 @@ int pm_mixture_backward(const float *u0, float *lam, long n, int h, int w, int i
     }
     for (long k = 0; k < n; ++k) {
         float *l = lam + k * hw;
+        memcpy(l, grad + k * hw, sizeof(float) * hw);
         const float nqk = -1.0f / (kappa[k] * kappa[k]);
         memcpy(states, u0 + k * hw, sizeof(float) * hw);
         for (int it = 1; it < iterations; ++it) {

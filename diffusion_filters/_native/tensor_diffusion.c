@@ -441,26 +441,29 @@ static float *tpm_scratch(TpmScratch *b, int h, int w, size_t extra) {
     return buf;
 }
 
-/* n planes of h x w (h, w >= 3), in place: `iterations` steps with per-plane step, kappa and shape.
- * Returns 0, -1 for invalid sizes, -2 without memory. */
-int tpm_planes(float *u, long n, int h, int w, int iterations, const float *step, const float *kappa,
-               const float *shape) {
+/* n planes of h x w (h, w >= 3) from u to out (each plane copied while it comes into cache): `iterations`
+ * steps with per-plane step, kappa and shape. Returns 0, -1 for invalid sizes, -2 without memory. */
+int tpm_planes(const float *u, float *out, long n, int h, int w, int iterations, const float *step,
+               const float *kappa, const float *shape) {
     if (h < 3 || w < 3) return -1;
     TpmScratch b;
     float *buf = tpm_scratch(&b, h, w, 0);
     if (!buf) return -2;
+    const size_t hw = (size_t)h * w;
     for (long k = 0; k < n; ++k) {
         const float ik2 = 1.0f / (kappa[k] * kappa[k]);
-        for (int it = 0; it < iterations; ++it) tpm_step(u + k * (size_t)h * w, h, w, step[k], ik2, shape[k], &b);
+        memcpy(out + k * hw, u + k * hw, sizeof(float) * hw);
+        for (int it = 0; it < iterations; ++it) tpm_step(out + k * hw, h, w, step[k], ik2, shape[k], &b);
     }
     free(buf);
     return 0;
 }
 
-/* Gradient of tpm_planes: u0 the forward's input, lam dL/d(output) replaced by dL/d(input); out per plane
- * dstep, dkappa, dshape. Returns 0, -1 for invalid sizes, -2 without memory. */
-int tpm_backward(const float *u0, float *lam, long n, int h, int w, int iterations, const float *step,
-                 const float *kappa, const float *shape, float *dstep, float *dkappa, float *dshape) {
+/* Gradient of tpm_planes: u0 the forward's input, grad dL/d(output), lam receives dL/d(input); out per
+ * plane dstep, dkappa, dshape. Returns 0, -1 for invalid sizes, -2 without memory. */
+int tpm_backward(const float *u0, const float *grad, float *lam, long n, int h, int w, int iterations,
+                 const float *step, const float *kappa, const float *shape, float *dstep, float *dkappa,
+                 float *dshape) {
     if (h < 3 || w < 3) return -1;
     const size_t hw = (size_t)h * w;
     TpmScratch b;
@@ -476,6 +479,7 @@ int tpm_backward(const float *u0, float *lam, long n, int h, int w, int iteratio
             tpm_step(states + it * hw, h, w, step[k], ik2, shape[k], &b);
         }
         memset(acc, 0, sizeof(float) * 3 * (size_t)w);
+        memcpy(lam + k * hw, grad + k * hw, sizeof(float) * hw);
         for (int it = iterations - 1; it >= 0; --it)
             tpm_step_backward(states + it * hw, lam + k * hw, h, w, step[k], ik2, kappa[k], shape[k], acc, &b);
         store_column_sums(acc, w, dstep + k, dkappa + k, dshape + k);
