@@ -312,7 +312,7 @@ class DiffusionStem(_DiffusionLayer):
         self.variant = self._check_variant(variant)
         self.params = _DiffusionParams(*scale_space_init(out_chans), step_bound=STEP_BOUNDS[self.variant],
                                        trainable=trainable)
-        self.mix = nn.Conv2d(out_chans, out_chans, 1, bias=False)
+        self.mix = nn.Conv2d(out_chans, out_chans, 1, bias=False)  # holds the weight; applied by _mix_channels_last
         with torch.no_grad():
             self.mix.weight.copy_(torch.eye(out_chans).view(out_chans, out_chans, 1, 1))
         self.mix.weight.requires_grad_(trainable)

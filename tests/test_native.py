@@ -91,6 +91,23 @@ def test_missing_compiler_falls_back_with_one_warning(fresh_native, monkeypatch:
     assert _native.native_status()["perona_malik"].startswith("unavailable: ")
 
 
+def test_training_without_a_compiler_falls_back_to_autograd(fresh_native, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No C compiler: the learnable layers still train (eager autograd), with the one warning."""
+    from diffusion_filters.layers import DiffusionStem
+
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    x = _speckle(2, 16, 18)
+    results = []
+    for variant in ("perona_malik", "tensor"):
+        torch.manual_seed(0)
+        stem = DiffusionStem(out_chans=3, iterations=2, variant=variant)
+        with pytest.warns(RuntimeWarning, match="native kernel"):
+            out = stem(x)
+        out.square().sum().backward()
+        results.append(stem.params.kappa_raw.grad)
+    assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in results)
+
+
 def test_require_mode_raises_one_line(fresh_native, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CC", "/nonexistent/cc")
     monkeypatch.setenv("DIFFUSION_FILTERS_NATIVE", "require")
