@@ -37,10 +37,14 @@ from torch.nn import functional as F
 from . import perona_malik as _pm
 from . import tensor_diffusion as _td
 from ._native.autograd import IterationsKernel, iterate_planes
+from ._spec import SIGMA_MAX
+from .structure_tensor import gaussian_radius, gaussian_smooth, scharr_gradient
+from .tensor_diffusion import tensor_diffusion_step
 
 __all__ = [
     "KAPPA_MIN",
     "STEP_BOUNDS",
+    "TENSOR_SIGMA",
     "DiffusionBlock",
     "DiffusionPrepend",
     "DiffusionStem",
@@ -56,6 +60,11 @@ KAPPA_MIN: float = 1e-3
 STEP_BOUNDS: dict[str, float] = {"perona_malik": float(_pm.STEP_BOUND), "tensor": float(_td.STEP_BOUND)}
 
 _VARIANTS = ("perona_malik", "tensor")
+
+#: Default noise scale (pixels) of the tensor variant: the Gaussian that smooths the gradient which
+#: steers the diffusion tensor (Weickert's sigma; without it the variant is isotropic, see
+#: :func:`_tensor_variant`).
+TENSOR_SIGMA: float = 1.0
 
 TENSOR_MIXTURE_KERNEL = IterationsKernel("tensor_diffusion", "tpm_planes", "tpm_backward")
 """The tensor variant (:func:`_tensor_variant`) and its gradient in C."""
@@ -116,33 +125,34 @@ def _conductance_ratio(z: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
 
 
 def _tensor_variant(u: torch.Tensor, iterations: int, kappa: torch.Tensor, step: torch.Tensor,
-                    shape: torch.Tensor) -> torch.Tensor:
+                    shape: torch.Tensor, sigma: float) -> torch.Tensor:
     """Edge-enhancing tensor diffusion (Weickert) with the learnable Perona-Malik conductance.
 
-    ``D = I - (1 - g(|grad u|^2 / kappa^2)) n n^T``, ``n = grad u / |grad u|``: conductance ``g``
-    across edges, 1 along them (eigenvalues in (0, 1], so ``step <= 0.99`` is stable in the
-    library's Weickert-Scharr scheme). Written as ``D = I - w grad u grad u^T / kappa^2`` with
-    ``w = (1 - g(z)) / z`` finite at ``grad u = 0``.
+    ``D = I - (1 - g(|grad u_sigma|^2 / kappa^2)) n n^T``, ``n = grad u_sigma / |grad u_sigma|``,
+    ``u_sigma`` the input smoothed at the noise scale ``sigma`` (pixels): conductance ``g`` across
+    edges, 1 along them (eigenvalues in (0, 1], so ``step <= 0.99`` is stable in the library's
+    Weickert-Scharr scheme). Written as ``D = I - w grad u_sigma grad u_sigma^T / kappa^2`` with
+    ``w = (1 - g(z)) / z`` finite at ``grad u_sigma = 0``. With ``sigma = 0`` the flux is exactly
+    ``D grad u = g(z) grad u`` (``n`` is the direction of ``grad u`` itself): an isotropic scheme;
+    the smoothing is what lets the flux turn along the edges.
 
-    Because ``D`` is built from the gradient of the same (unsmoothed) ``u`` it acts on, the flux is
-    exactly ``D G u = g(z) G u``; float32 CPU calls use that form in the library's C kernel, forward
-    and backward (:data:`TENSOR_MIXTURE_KERNEL`; equal to the torch form to float rounding). Without
-    it, large calls that need gradients run each step through ``torch.compile`` (forward and
-    backward fused), under the same policy as :func:`_pm_variant`; otherwise (or if compiling
-    fails) eager.
+    Float32 CPU calls run forward and backward in the library's C kernel
+    (:data:`TENSOR_MIXTURE_KERNEL`; equal to the torch form to float rounding). Without it, large
+    calls that need gradients run each step through ``torch.compile`` (forward and backward
+    fused), under the same policy as :func:`_pm_variant`; otherwise (or if compiling fails) eager.
     """
     from diffusion_filters import _compile
 
     if _native_tensor_applies(u, iterations):
-        return _native_tensor_iterations(u, iterations, kappa, step, shape)
+        return _native_tensor_iterations(u, iterations, kappa, step, shape, sigma)
     inv_k2 = 1.0 / (kappa * kappa)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u, kappa, step, shape))
     if needs_grad and _compile.use_compiled(u, iterations, needs_grad=True):
-        v = _compiled_iterations(_tensor_mixture_step, u, iterations, step, inv_k2, shape)
+        v = _compiled_iterations(_tensor_mixture_step, u, iterations, step, inv_k2, shape, sigma)
         if v is not None:
             return v
     for _ in range(iterations):
-        u = _tensor_mixture_step(u, step, inv_k2, shape)
+        u = _tensor_mixture_step(u, step, inv_k2, shape, sigma)
     return u
 
 
@@ -154,17 +164,16 @@ def _native_tensor_applies(u: torch.Tensor, iterations: int) -> bool:
 
 
 def _native_tensor_iterations(u: torch.Tensor, iterations: int, kappa: torch.Tensor, step: torch.Tensor,
-                              shape: torch.Tensor) -> torch.Tensor:
+                              shape: torch.Tensor, sigma: float) -> torch.Tensor:
     """:func:`_tensor_variant` by :data:`TENSOR_MIXTURE_KERNEL`, differentiable."""
-    return iterate_planes(TENSOR_MIXTURE_KERNEL, u, iterations, step, kappa, shape)
+    return iterate_planes(TENSOR_MIXTURE_KERNEL, u, iterations, step, kappa, shape,
+                          (gaussian_radius(sigma), float(sigma)))
 
 
-def _tensor_mixture_step(u: torch.Tensor, step: torch.Tensor, inv_k2: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+def _tensor_mixture_step(u: torch.Tensor, step: torch.Tensor, inv_k2: torch.Tensor, shape: torch.Tensor,
+                         sigma: float) -> torch.Tensor:
     """One step of :func:`_tensor_variant` (``inv_k2 = 1 / kappa^2``)."""
-    from diffusion_filters.structure_tensor import scharr_gradient
-    from diffusion_filters.tensor_diffusion import tensor_diffusion_step
-
-    gx, gy = scharr_gradient(u)
+    gx, gy = scharr_gradient(gaussian_smooth(u, sigma))
     z = torch.addcmul(gx * gx, gy, gy) * inv_k2
     w = _conductance_ratio(z, shape) * inv_k2
     wx = w * gx
@@ -217,13 +226,15 @@ def _pm_variant(u: torch.Tensor, iterations: int, kappa: torch.Tensor, step: tor
     return perona_malik_mixture(u, iterations=iterations, kappa=kappa, step=step, shape=shape)
 
 
-def _diffuse(u: torch.Tensor, params: _DiffusionParams, iterations: int, variant: str) -> torch.Tensor:
-    """Unrolled diffusion of ``u`` (B, C, H, W), channel c with parameter set c."""
+def _diffuse(u: torch.Tensor, params: _DiffusionParams, iterations: int, variant: str,
+             sigma: float = 0.0) -> torch.Tensor:
+    """Unrolled diffusion of ``u`` (B, C, H, W), channel c with parameter set c (``sigma``: the tensor
+    variant's noise scale)."""
     kappa, step, shape = _per_channel(params.kappa()), _per_channel(params.step()), _per_channel(params.shape())
     kappa, step, shape = (t.to(u.dtype) for t in (kappa, step, shape))
     if variant == "perona_malik":
         return _pm_variant(u, iterations, kappa, step, shape)
-    return _tensor_variant(u, iterations, kappa, step, shape)
+    return _tensor_variant(u, iterations, kappa, step, shape, sigma)
 
 
 def _mix_channels_last(y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -244,18 +255,34 @@ class _DiffusionLayer(nn.Module):
     """Shared parts: variant check, float32 computation under autocast, parameter reports."""
 
     variant: str
+    sigma: float
 
-    def _check_variant(self, variant: str) -> str:
+    def _check_variant(self, variant: str, sigma: float | None) -> str:
+        """Validate ``variant`` and set ``self.sigma`` (the tensor variant's noise scale; 0 otherwise)."""
         if variant not in _VARIANTS:
             raise ValueError(f"{type(self).__name__}: variant '{variant}' is not supported "
                              f"(accepted: {', '.join(_VARIANTS)})")
+        if variant != "tensor":
+            if sigma is not None:
+                raise ValueError(f"{type(self).__name__}: sigma={sigma!r} applies to variant 'tensor' only "
+                                 f"(variant '{variant}' has no pre-smoothing)")
+            self.sigma = 0.0
+            return variant
+        value = TENSOR_SIGMA if sigma is None else sigma
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= SIGMA_MAX:
+            raise ValueError(f"{type(self).__name__}: sigma={sigma!r} is invalid; accepted: a number of pixels "
+                             f"in [0, {SIGMA_MAX:g}]")
+        self.sigma = float(value)
         return variant
 
     def _run(self, u: torch.Tensor, params: _DiffusionParams, iterations: int) -> torch.Tensor:
         # Iterated explicit schemes lose accuracy in bf16/fp16: always diffuse in float32 (or float64).
         dtype = u.dtype if u.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=u.device.type, enabled=False):
-            return _diffuse(u.to(dtype), params, iterations, self.variant)
+            return _diffuse(u.to(dtype), params, iterations, self.variant, self.sigma)
+
+    def _variant_repr(self) -> str:
+        return f"variant={self.variant}" + (f", sigma={self.sigma:g}" if self.variant == "tensor" else "")
 
     def named_diffusion_parameters(self) -> dict[str, torch.Tensor]:
         """Parameters in human units (kappa, step, shape, ...), as tensors keeping the graph."""
@@ -303,13 +330,14 @@ class DiffusionStem(_DiffusionLayer):
     """
 
     def __init__(self, in_chans: int = 1, out_chans: int = 32, iterations: int = 4,
-                 variant: str = "perona_malik", stride: int = 2, trainable: bool = True):
+                 variant: str = "perona_malik", stride: int = 2, trainable: bool = True,
+                 sigma: float | None = None):
         super().__init__()
         if in_chans < 1 or out_chans < 1 or iterations < 1 or stride < 1:
             raise ValueError(f"DiffusionStem: in_chans, out_chans, iterations and stride must be >= 1, got "
                              f"{in_chans}, {out_chans}, {iterations}, {stride}")
         self.in_chans, self.out_chans, self.iterations, self.stride = in_chans, out_chans, iterations, stride
-        self.variant = self._check_variant(variant)
+        self.variant = self._check_variant(variant, sigma)
         self.params = _DiffusionParams(*scale_space_init(out_chans), step_bound=STEP_BOUNDS[self.variant],
                                        trainable=trainable)
         self.mix = nn.Conv2d(out_chans, out_chans, 1, bias=False)  # holds the weight; applied by _mix_channels_last
@@ -336,7 +364,7 @@ class DiffusionStem(_DiffusionLayer):
 
     def extra_repr(self) -> str:
         return (f"in_chans={self.in_chans}, out_chans={self.out_chans}, iterations={self.iterations}, "
-                f"variant={self.variant}, stride={self.stride}")
+                f"{self._variant_repr()}, stride={self.stride}")
 
 
 class DiffusionPrepend(_DiffusionLayer):
@@ -348,12 +376,12 @@ class DiffusionPrepend(_DiffusionLayer):
     """
 
     def __init__(self, iterations: int = 4, variant: str = "perona_malik", trainable: bool = True,
-                 kappa: float = 0.1, step_fraction: float = 0.6, shape: float = 0.5):
+                 kappa: float = 0.1, step_fraction: float = 0.6, shape: float = 0.5, sigma: float | None = None):
         super().__init__()
         if iterations < 1:
             raise ValueError(f"DiffusionPrepend: iterations must be >= 1, got {iterations}")
         self.iterations = iterations
-        self.variant = self._check_variant(variant)
+        self.variant = self._check_variant(variant, sigma)
         self.params = _DiffusionParams(torch.tensor([kappa]), torch.tensor([step_fraction]), torch.tensor([shape]),
                                        step_bound=STEP_BOUNDS[self.variant], trainable=trainable)
 
@@ -366,7 +394,7 @@ class DiffusionPrepend(_DiffusionLayer):
         return self.params.human()
 
     def extra_repr(self) -> str:
-        return f"iterations={self.iterations}, variant={self.variant}"
+        return f"iterations={self.iterations}, {self._variant_repr()}"
 
 
 class DiffusionBlock(_DiffusionLayer):
@@ -381,14 +409,14 @@ class DiffusionBlock(_DiffusionLayer):
     """
 
     def __init__(self, channels: int, iterations: int = 2, trainable: bool = True,
-                 variant: str = "perona_malik", gate_init: float = 0.02):
+                 variant: str = "perona_malik", gate_init: float = 0.02, sigma: float | None = None):
         super().__init__()
         if channels < 1 or iterations < 1:
             raise ValueError(f"DiffusionBlock: channels and iterations must be >= 1, got {channels}, {iterations}")
         if not 0.0 < gate_init < 1.0:
             raise ValueError(f"DiffusionBlock: gate_init must lie in (0, 1), got {gate_init}")
         self.channels, self.iterations = channels, iterations
-        self.variant = self._check_variant(variant)
+        self.variant = self._check_variant(variant, sigma)
         self.params = _DiffusionParams(*scale_space_init(channels, kappa_range=(0.1, 2.0)),
                                        step_bound=STEP_BOUNDS[self.variant], trainable=trainable)
         self.gate_raw = nn.Parameter(torch.full((channels,), math.log(gate_init / (1 - gate_init))),
@@ -409,5 +437,5 @@ class DiffusionBlock(_DiffusionLayer):
         return {**self.params.human(), "gate": self.gate()}
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, iterations={self.iterations}, variant={self.variant}"
+        return f"channels={self.channels}, iterations={self.iterations}, {self._variant_repr()}"
 

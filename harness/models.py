@@ -295,12 +295,13 @@ def _apply_stem(model: nn.Module, stem: StemConfig, in_chans: int) -> None:
         model.conv_stem.requires_grad_(trainable)
     elif mode == "replace":
         model.conv_stem = DiffusionStem(in_chans=in_chans, out_chans=conv.out_channels, iterations=iterations,
-                                        variant=variant, stride=conv.stride[0], trainable=trainable)
+                                        variant=variant, stride=conv.stride[0], trainable=trainable,
+                                        sigma=stem.sigma)
     elif mode == "prepend":
         if in_chans != 1:
             raise ModelError(f"model.stem.mode: prepend needs in_chans=1 (got {in_chans})")
-        model.conv_stem = nn.Sequential(DiffusionPrepend(iterations=iterations, variant=variant, trainable=trainable),
-                                        conv)
+        model.conv_stem = nn.Sequential(DiffusionPrepend(iterations=iterations, variant=variant, trainable=trainable,
+                                                         sigma=stem.sigma), conv)
     else:
         raise ModelError(f"model.stem.mode: '{mode}' is not supported (accepted: replace, prepend)")
 

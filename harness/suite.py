@@ -80,11 +80,17 @@ class StemConfig(_Strict):
     variant: Literal["perona_malik", "tensor"] = "perona_malik"
     iterations: int = Field(4, ge=1, le=64)
     trainable: bool = True
+    #: The tensor variant's noise scale in pixels: the Gaussian that smooths the gradient steering
+    #: its diffusion tensor (None: ``diffusion_filters.layers.TENSOR_SIGMA``; 0 makes it isotropic).
+    sigma: float | None = Field(None, ge=0.0, le=100.0)
 
     @model_validator(mode="after")
     def _conv_replaces(self) -> StemConfig:
         if self.type == "conv" and self.mode != "replace":
             raise ValueError("type: conv replaces conv_stem; accepted mode: replace")
+        if self.sigma is not None and (self.type != "diffusion" or self.variant != "tensor"):
+            raise ValueError(f"sigma: {self.sigma} applies to type: diffusion, variant: tensor only "
+                             "(the noise scale of the gradient that steers its diffusion tensor)")
         return self
 
 

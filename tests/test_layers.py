@@ -13,6 +13,7 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from diffusion_filters.layers import (
+    TENSOR_SIGMA,
     KAPPA_MIN,
     STEP_BOUNDS,
     DiffusionBlock,
@@ -77,12 +78,16 @@ def test_stem_output_shape_matches_stride2_conv(size: tuple[int, int]) -> None:
 
 
 # ----------------------------------------------------------------------------- values vs references
-def _eed_reference(u: torch.Tensor, iterations: int, kappa: float, step: float) -> torch.Tensor:
+def _eed_reference(u: torch.Tensor, iterations: int, kappa: float, step: float, sigma: float) -> torch.Tensor:
     """Reference for the tensor variant with the exponential conductance, written through the
-    eigen-decomposition D = g n n^T + (I - n n^T) (a different route than the layer's closed form)."""
+    eigen-decomposition D = g n n^T + (I - n n^T) (a different route than the layer's closed form),
+    with n from the gradient of u smoothed by scipy's Gaussian (mode "reflect", truncate 3)."""
+    from scipy.ndimage import gaussian_filter
 
     def fn(v: torch.Tensor):
-        gx, gy = scharr_gradient(v)
+        vs = v if sigma == 0 else torch.from_numpy(
+            gaussian_filter(v.numpy(), sigma=(0, 0, sigma, sigma), mode="reflect", truncate=3.0))
+        gx, gy = scharr_gradient(vs)
         s2 = gx * gx + gy * gy
         g = torch.exp(-s2 / kappa**2)
         norm = torch.sqrt(s2).clamp_min(1e-300)
@@ -95,8 +100,10 @@ def _eed_reference(u: torch.Tensor, iterations: int, kappa: float, step: float) 
     return tensor_diffusion(u, fn, iterations, step)
 
 
-def test_tensor_stem_channel_equals_reference_eed() -> None:
-    stem = DiffusionStem(in_chans=1, out_chans=2, iterations=3, variant="tensor").double()
+@pytest.mark.parametrize("sigma", [None, 0.0, 2.0])
+def test_tensor_stem_channel_equals_reference_eed(sigma: float | None) -> None:
+    stem = DiffusionStem(in_chans=1, out_chans=2, iterations=3, variant="tensor", sigma=sigma).double()
+    assert stem.sigma == (TENSOR_SIGMA if sigma is None else sigma)
     with torch.no_grad():
         stem.params.shape_raw.fill_(60.0)  # shape -> 1: pure exponential conductance
     x = _image(dtype=torch.float64)
@@ -104,8 +111,63 @@ def test_tensor_stem_channel_equals_reference_eed() -> None:
     pooled = F.avg_pool2d(F.pad(x, (0, 1, 0, 0), mode="replicate"), 2)
     p = stem.learned_params()
     for c in range(2):
-        ref = _eed_reference(pooled, 3, p["kappa"][c], p["step"][c])
+        ref = _eed_reference(pooled, 3, p["kappa"][c], p["step"][c], stem.sigma)
         torch.testing.assert_close(out[:, c:c + 1], ref, atol=1e-10, rtol=1e-8)
+
+
+def test_tensor_variant_is_anisotropic_only_with_presmoothing() -> None:
+    """sigma = 0: the flux D grad u is g(z) grad u exactly (an isotropic scheme); sigma > 0 turns it
+    along the edges: a noisy straight edge keeps its contrast while the noise along it is smoothed more."""
+    from diffusion_filters.layers import _tensor_variant
+    from diffusion_filters.structure_tensor import scharr_divergence
+
+    torch.manual_seed(0)
+    edge = torch.zeros(1, 1, 48, 48, dtype=torch.float64)
+    edge[..., 24:] = 1.0
+    noisy = edge + 0.08 * torch.randn_like(edge)
+    k, s, one = (torch.tensor(v, dtype=torch.float64).view(1, 1, 1, 1) for v in (0.15, 0.5, 1.0))
+    gx, gy = scharr_gradient(noisy)
+    g = torch.exp(-(gx * gx + gy * gy) / k**2)
+    isotropic = noisy + s * scharr_divergence(g * gx, g * gy)
+    torch.testing.assert_close(_tensor_variant(noisy, 1, k, s, one, 0.0), isotropic, atol=1e-12, rtol=0)
+    assert (_tensor_variant(noisy, 1, k, s, one, 1.0) - isotropic).abs().max() > 1e-3
+    cols = [22, 23, 24, 25]  # the columns at the edge
+    along = {sigma: _tensor_variant(noisy, 20, k, s, one, sigma)[0, 0, :, cols].std(0).mean() for sigma in (0.0, 1.0)}
+    assert along[1.0] < 0.92 * along[0.0]
+    out = _tensor_variant(noisy, 20, k, s, one, 1.0)[0, 0]
+    assert float(out[:, 26:].mean() - out[:, :22].mean()) > 0.99
+
+
+@pytest.mark.parametrize("sigma", [0.0, 2.5, 12.0])  # 12: radius 36, beyond the 21 x 26 image (mirror period)
+def test_native_tensor_variant_matches_float64_autograd(sigma: float) -> None:
+    """The C forward and backward of the tensor variant (Gaussian adjoint included) against eager float64."""
+    from diffusion_filters import _compile
+    from diffusion_filters.layers import _tensor_variant
+
+    u = torch.rand(3, 4, 21, 26, generator=torch.Generator().manual_seed(4))
+    results = []
+    for dtype, mode in ((torch.float32, "auto"), (torch.float64, "off")):
+        leaves = [torch.tensor(v, dtype=dtype).view(1, 4, 1, 1).requires_grad_(True)
+                  for v in ([0.02, 0.1, 0.3, 1.0], [0.2, 0.5, 0.9, 0.99], [0.0, 0.3, 0.9, 1.0])]
+        x = u.to(dtype).clone().requires_grad_(True)
+        _compile.set_compile(mode)
+        try:
+            y = _tensor_variant(x, 4, leaves[0], leaves[1], leaves[2], sigma)
+        finally:
+            _compile.set_compile("auto")
+        (y * torch.linspace(-1, 1, y.numel(), dtype=dtype).view_as(y)).sum().backward()
+        results.append([y.detach(), x.grad, *(t.grad for t in leaves)])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a.double(), b, atol=5e-6, rtol=1e-4)
+
+
+def test_sigma_belongs_to_the_tensor_variant() -> None:
+    with pytest.raises(ValueError, match="sigma=1.0 applies to variant 'tensor' only"):
+        DiffusionStem(variant="perona_malik", sigma=1.0)
+    for bad in (-1.0, 101.0, True, "1"):
+        with pytest.raises(ValueError, match=r"sigma=.* is invalid; accepted: a number of pixels in \[0, 100\]"):
+            DiffusionBlock(4, variant="tensor", sigma=bad)
+    assert "sigma=2" in repr(DiffusionPrepend(variant="tensor", sigma=2.0))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

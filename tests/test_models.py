@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 from timm.models import adapt_input_conv
 
-from diffusion_filters.layers import DiffusionBlock, DiffusionPrepend, DiffusionStem
+from diffusion_filters.layers import TENSOR_SIGMA, DiffusionBlock, DiffusionPrepend, DiffusionStem
 from harness.models import (
     INPUT_MEAN,
     INPUT_STD,
@@ -194,7 +194,9 @@ def test_stem_output_shape_equals_conv_stem(size: int) -> None:
 
 def test_tensor_variant_and_frozen_stem() -> None:
     model = create_model(ModelConfig(stem=StemConfig(variant="tensor", iterations=1, trainable=False)))
-    assert model.conv_stem.variant == "tensor"
+    assert model.conv_stem.variant == "tensor" and model.conv_stem.sigma == TENSOR_SIGMA
+    assert create_model({"stem": {"variant": "tensor", "sigma": 2.5}}).conv_stem.sigma == 2.5
+    assert create_model({"stem": {"variant": "tensor", "mode": "prepend", "sigma": 0}}).conv_stem[0].sigma == 0.0
     assert not any(p.requires_grad for p in model.conv_stem.parameters())
     model.eval()
     assert model(torch.rand(2, 1, 32, 32)).shape == (2, 2)
@@ -207,6 +209,10 @@ def test_unsupported_values_are_named() -> None:
         create_model({"stem": {"mode": "middle"}})
     with pytest.raises(ModelError, match=r"after_stages: stage\(s\) \[9\] out of range; accepted: 0\.\.6"):
         create_model({"diffusion_blocks": {"after_stages": [9]}})
+    with pytest.raises(ModelError, match=r"sigma: 1\.0 applies to type: diffusion, variant: tensor only"):
+        create_model({"stem": {"variant": "perona_malik", "sigma": 1.0}})
+    with pytest.raises(ModelError, match=r"model\.stem\.sigma"):
+        create_model({"stem": {"variant": "tensor", "sigma": -1}})
 
 
 def test_unreachable_hub_goes_offline_at_once_and_says_both_fixes(monkeypatch: pytest.MonkeyPatch,

@@ -135,9 +135,9 @@ def _declare(name: str, lib: ctypes.CDLL) -> None:
         lib.tensor_planes.restype = i
         lib.tensor_planes.argtypes = [p, lg, i, i, i, i, p, p, p, p, i, i, f, i]
         lib.tpm_planes.restype = i
-        lib.tpm_planes.argtypes = [p, p, lg, i, i, i, p, p, p]
+        lib.tpm_planes.argtypes = [p, p, lg, i, i, i, p, p, p, i, f]
         lib.tpm_backward.restype = i
-        lib.tpm_backward.argtypes = [p, p, p, lg, i, i, i, p, p, p, p, p, p]
+        lib.tpm_backward.argtypes = [p, p, p, lg, i, i, i, p, p, p, p, p, p, i, f]
     elif name == "nonlocal_means":
         lib.nlm_planes.restype = i
         lib.nlm_planes.argtypes = [p, p, lg, i, i, i, i, f, f]

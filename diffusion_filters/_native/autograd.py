@@ -3,12 +3,14 @@
 A kernel pair (:class:`IterationsKernel`) runs ``iterations`` steps of a scheme whose parameters are
 one ``step``, ``kappa`` and ``shape`` per plane, and its gradient:
 
-* ``forward(u, out, n, h, w, iterations, step, kappa, shape)`` writes the result of ``n`` planes of
-  ``h x w`` to ``out``;
-* ``backward(u0, grad, lam, n, h, w, iterations, step, kappa, shape, dstep, dkappa, dshape)``
-  writes dL/d(input) to ``lam`` from ``grad`` = dL/d(output), and the per-plane parameter
-  gradients, recomputing the forward states from the input ``u0`` plane by plane (in cache)
-  instead of keeping them.
+* ``forward(u, out, n, h, w, iterations, step, kappa, shape, *constants)`` writes the result of
+  ``n`` planes of ``h x w`` to ``out``;
+* ``backward(u0, grad, lam, n, h, w, iterations, step, kappa, shape, dstep, dkappa, dshape,
+  *constants)`` writes dL/d(input) to ``lam`` from ``grad`` = dL/d(output), and the per-plane
+  parameter gradients, recomputing the forward states from the input ``u0`` plane by plane (in
+  cache) instead of keeping them.
+
+``constants`` are fixed (non-learned) arguments of the scheme shared by every plane of a call.
 
 Both copy a plane while it comes into cache (no separate pass over the batch for a copy).
 
@@ -54,18 +56,18 @@ class NativeIterations(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, kernel: IterationsKernel, planes: torch.Tensor, step: torch.Tensor, kappa: torch.Tensor,
-                shape: torch.Tensor, iterations: int) -> torch.Tensor:
+                shape: torch.Tensor, iterations: int, constants: tuple[int | float, ...]) -> torch.Tensor:
         lib = library(kernel.library)
         n, _, h, w = planes.shape
         out = torch.empty_like(planes, memory_format=torch.contiguous_format)
 
         def task(_: int, i: int, j: int) -> None:
             call(lib, kernel.forward, planes[i:j], out[i:j], j - i, h, w, iterations, step[i:j], kappa[i:j],
-                 shape[i:j])
+                 shape[i:j], *constants)
 
         for_each_chunk(n, _planes_per_chunk(h, w), task)
         ctx.save_for_backward(planes, step, kappa, shape)
-        ctx.kernel, ctx.iterations = kernel, iterations
+        ctx.kernel, ctx.iterations, ctx.constants = kernel, iterations, constants
         return out
 
     @staticmethod
@@ -79,17 +81,19 @@ class NativeIterations(torch.autograd.Function):
 
         def task(_: int, i: int, j: int) -> None:
             call(lib, ctx.kernel.backward, planes[i:j], grad[i:j], lam[i:j], j - i, h, w, ctx.iterations, step[i:j],
-                 kappa[i:j], shape[i:j], dstep[i:j], dkappa[i:j], dshape[i:j])
+                 kappa[i:j], shape[i:j], dstep[i:j], dkappa[i:j], dshape[i:j], *ctx.constants)
 
         for_each_chunk(n, _planes_per_chunk(h, w), task)
-        return None, lam, dstep, dkappa, dshape, None
+        return None, lam, dstep, dkappa, dshape, None, None
 
 
 def iterate_planes(kernel: IterationsKernel, u: torch.Tensor, iterations: int, step: torch.Tensor | float,
-                   kappa: torch.Tensor | float, shape: torch.Tensor | float) -> torch.Tensor:
+                   kappa: torch.Tensor | float, shape: torch.Tensor | float,
+                   constants: tuple[int | float, ...] = ()) -> torch.Tensor:
     """``kernel`` on ``u`` (B, C, H, W), float32 on a CPU; parameters are floats or tensors
     broadcastable to ``(B, C, 1, 1)``, spread to one value per plane (autograd sums their gradients
-    back). Differentiable in ``u`` and every tensor parameter."""
+    back); ``constants`` are passed to the kernel as they are. Differentiable in ``u`` and every
+    tensor parameter."""
     b, c, h, w = u.shape
     n = b * c
 
@@ -99,5 +103,6 @@ def iterate_planes(kernel: IterationsKernel, u: torch.Tensor, iterations: int, s
         return t.to(torch.float32).expand(b, c, 1, 1).reshape(n).contiguous()
 
     planes = u.reshape(n, 1, h, w).contiguous()
-    out = NativeIterations.apply(kernel, planes, per_plane(step), per_plane(kappa), per_plane(shape), iterations)
+    out = NativeIterations.apply(kernel, planes, per_plane(step), per_plane(kappa), per_plane(shape), iterations,
+                                 constants)
     return out.reshape(b, c, h, w)

@@ -352,45 +352,127 @@ int tensor_planes(float *u, long n, int h, int w, int iterations, int kind, cons
 
 /* ------------------------------------------------------------------------------------------------
  * The tensor variant of the learnable layers (diffusion_filters.layers._tensor_variant), forward and
- * gradient. There D = I - (1 - g(z)) n n^T with n = G u / |G u| and z = |G u|^2 / kappa^2 from the same,
- * unsmoothed u, so the flux is exactly D G u = g(z) G u: one step is
- *     u' = u - s G^T (g(z) G u),   g(z) = shape exp(-z) + (1 - shape) / (1 + z),
- * with G the Weickert-Scharr derivatives and -G^T their exact adjoint (divergence_row * 10/32).
- * Gradient, with lambda = dL/du', p = G u, q = g(z) p, mu = -s G lambda:
- *     dL/dp = g mu + 2 g'(z) (mu . p) p / kappa^2,        dL/du = lambda + G^T dL/dp,
- *     dL/ds = -sum (G lambda) . q,  dL/dkappa = -sum (mu . p) g'(z) 2 z / kappa,
- *     dL/dshape = sum (mu . p) (exp(-z) - 1 / (1 + z)),   g'(z) = -shape exp(-z) - (1 - shape) / (1 + z)^2.
- * The gradient recomputes the forward states plane by plane (kept in scratch: iterations planes).
- * Why by hand: inductor's fused form of this step runs at about 14 ns per pixel forward and 21 backward
+ * gradient: edge-enhancing diffusion with the layers' learnable conductance,
+ *     u' = u - s G^T j,   j = D p = p - w(z) (ps . p) ps,   p = G u,  ps = G K u,
+ *     z = |ps|^2 / kappa^2,  w = rho(z) / kappa^2,  rho(z) = (1 - g(z)) / z,
+ *     g(z) = shape exp(-z) + (1 - shape) / (1 + z),
+ * i.e. D = I - (1 - g) n n^T with n = ps / |ps| steered by the gradient of u smoothed at the noise
+ * scale sigma (K: the library's sampled Gaussian, half-sample symmetric borders). G: the
+ * Weickert-Scharr derivatives, -G^T their exact adjoint (divergence_row * 10/32).
+ * Gradient, with lambda = dL/du', mu = -s G lambda, c1 = ps . p, c2 = ps . mu:
+ *     dL/dp  = mu - w c2 ps,
+ *     dL/dps = -(2 rho'(z) c1 c2 / kappa^4) ps - w (c2 p + c1 mu),
+ *     dL/du  = lambda + G^T dL/dp + K^T G^T dL/dps,
+ *     dL/ds = -sum (G lambda) . j,  dL/dkappa = sum c1 c2 (rho' z + rho) 2 / (kappa^3),
+ *     dL/dshape = -sum c1 c2 (h(z) - 1 / (1 + z)) / kappa^2,  h(z) = (1 - exp(-z)) / z.
+ * K^T is the exact adjoint of "pad, then filter": the transposed filter on the zero-extended signal,
+ * folded back onto the samples the padding copied. The gradient recomputes the forward states plane by
+ * plane (kept in scratch: iterations planes).
+ * Why by hand: inductor's fused form of this step ran at about 14 ns per pixel forward and 21 backward
  * here (its padding is concatenations of flipped slices); every plane's iterations fit in L2. */
 
 typedef struct {
-    float g, dg, ds; /* g(z), g'(z), dg/dshape */
-} Conductance;
+    float rho, drho, dshape; /* rho(z), rho'(z), d rho / d shape */
+} Ratio;
 
-static inline Conductance mixture_conductance(float z, float shape) {
+/* rho of the mixture conductance without cancellation: h(z) = (1 - exp(-z)) / z and h'(z) by their series
+ * below z = 1/2 (truncation below 1e-8), by the closed forms above (branch-free selects). */
+static inline Ratio mixture_ratio(float z, float shape) {
     float e = exp_neg(fmaxf(-z, -80.0f)), r = 1.0f / (1.0f + z);
-    Conductance c;
-    c.g = shape * e + (1.0f - shape) * r;
-    c.dg = -shape * e - (1.0f - shape) * r * r;
-    c.ds = e - r;
-    return c;
+    float hs = 1.0f / 40320.0f;
+    hs = fmaf(hs, -z, 1.0f / 5040.0f);
+    hs = fmaf(hs, -z, 1.0f / 720.0f);
+    hs = fmaf(hs, -z, 1.0f / 120.0f);
+    hs = fmaf(hs, -z, 1.0f / 24.0f);
+    hs = fmaf(hs, -z, 1.0f / 6.0f);
+    hs = fmaf(hs, -z, 0.5f);
+    hs = fmaf(hs, -z, 1.0f);
+    float hps = 8.0f / 362880.0f; /* h'(z) = sum_{k>=1} (-1)^k k z^(k-1) / (k+1)! */
+    hps = fmaf(hps, z, -7.0f / 40320.0f);
+    hps = fmaf(hps, z, 6.0f / 5040.0f);
+    hps = fmaf(hps, z, -5.0f / 720.0f);
+    hps = fmaf(hps, z, 4.0f / 120.0f);
+    hps = fmaf(hps, z, -3.0f / 24.0f);
+    hps = fmaf(hps, z, 2.0f / 6.0f);
+    hps = fmaf(hps, z, -0.5f);
+    float zl = fmaxf(z, 0.5f), hl = (1.0f - e) / zl, hpl = (e - hl) / zl;
+    float small = (float)(z < 0.5f), large = 1.0f - small;
+    float h = small * hs + large * hl, hp = small * hps + large * hpl;
+    Ratio q;
+    q.rho = shape * h + (1.0f - shape) * r;
+    q.drho = shape * hp - (1.0f - shape) * r * r;
+    q.dshape = h - r;
+    return q;
 }
 
 typedef struct {
-    float *p1, *p2;                          /* two planes: the fluxes (forward) or dL/dp (gradient) */
-    float *gx, *gy, *lx, *ly, *raw, *t1, *t2a, *t2b; /* rows of w floats */
+    int r;                                       /* Gaussian radius of sigma (0: no smoothing, ps = p) */
+    float *ws;                                   /* its half kernel, r + 1 */
+    int *xs, *ys;                                /* mirror tables, w + 2r and h + 2r */
+    const float **taps;                          /* 2 (r + 1) row pointers */
+    float *s, *t, *p1, *p2, *q1, *q2, *rr;       /* planes: K u, a temporary, fluxes / dL/dp, dL/dps, raw */
+    float *pad, *zp, *e, *zero;                  /* rows: w + 2r, w + 4r, w + 2r, w */
+    float *gx, *gy, *sx, *sy, *lx, *ly, *raw, *t1, *t2a, *t2b; /* rows of w */
 } TpmScratch;
 
+/* K u into b->s (or u itself without smoothing). */
+static const float *tpm_smooth(const float *u, int h, int w, TpmScratch *b) {
+    if (!b->r) return u;
+    smooth_plane(u, b->s, b->t, h, w, b->r, b->ws, b->xs, b->ys, b->pad, b->taps);
+    return b->s;
+}
+
+/* One row of the adjoint of the horizontal Gaussian pass, added to out: ybar (w) -> out (w). */
+static void smooth_row_x_adjoint(const float *ybar, float *restrict out, int w, TpmScratch *b) {
+    const int r = b->r;
+    memset(b->zp, 0, sizeof(float) * 2 * (size_t)r);
+    memcpy(b->zp + 2 * r, ybar, sizeof(float) * (size_t)w);
+    memset(b->zp + 2 * r + w, 0, sizeof(float) * 2 * (size_t)r);
+    const float *c = b->zp + r;
+    for (int k = 1; k <= r; ++k) {
+        b->taps[k] = c - k;
+        b->taps[r + 1 + k] = c + k;
+    }
+    fir_block(c, b->e, w + 2 * r, r, b->ws, b->taps, b->taps + r + 1); /* e[t]: padded sample t's adjoint */
+    for (int j = 0; j < w; ++j) out[j] += b->e[r + j];
+    for (int t = 0; t < r; ++t) { /* fold the mirrored samples back */
+        out[b->xs[t]] += b->e[t];
+        out[b->xs[w + r + t]] += b->e[w + r + t];
+    }
+}
+
+/* xbar = K^T ybar (planes h x w); b->t is used as the vertical adjoint's result. */
+static void smooth_plane_adjoint_add(const float *ybar, float *xbar, int h, int w, TpmScratch *b) {
+    const int r = b->r;
+    float *a = b->t;
+    memset(a, 0, sizeof(float) * (size_t)h * w);
+    for (int t = 0; t < h + 2 * r; ++t) { /* vertical: padded row t's adjoint, folded onto row ys[t] */
+        const int i = t - r;
+        const float *c = (i >= 0 && i < h) ? ybar + (size_t)i * w : b->zero;
+        for (int k = 1; k <= r; ++k) {
+            int lo = i - k, hi = i + k;
+            b->taps[k] = (lo >= 0 && lo < h) ? ybar + (size_t)lo * w : b->zero;
+            b->taps[r + 1 + k] = (hi >= 0 && hi < h) ? ybar + (size_t)hi * w : b->zero;
+        }
+        fir_block(c, b->e, w, r, b->ws, b->taps, b->taps + r + 1);
+        float *restrict dst = a + (size_t)b->ys[t] * w;
+        for (int j = 0; j < w; ++j) dst[j] += b->e[j];
+    }
+    for (int i = 0; i < h; ++i) smooth_row_x_adjoint(a + (size_t)i * w, xbar + (size_t)i * w, w, b);
+}
+
 static void tpm_step(float *u, int h, int w, float step, float ik2, float shape, TpmScratch *b) {
+    const float *us = tpm_smooth(u, h, w, b);
     for (int i = 0; i < h; ++i) {
+        scharr_row(us, i, h, w, b->sx, b->sy);
         scharr_row(u, i, h, w, b->gx, b->gy);
-        float *restrict q1 = b->p1 + (size_t)i * w, *restrict q2 = b->p2 + (size_t)i * w;
+        float *restrict j1 = b->p1 + (size_t)i * w, *restrict j2 = b->p2 + (size_t)i * w;
         for (int j = 0; j < w; ++j) {
-            float gx = b->gx[j], gy = b->gy[j];
-            float g = mixture_conductance(fmaf(gy, gy, gx * gx) * ik2, shape).g;
-            q1[j] = g * gx;
-            q2[j] = g * gy;
+            float sx = b->sx[j], sy = b->sy[j], px = b->gx[j], py = b->gy[j];
+            float z = fmaf(sy, sy, sx * sx) * ik2;
+            float wc = mixture_ratio(z, shape).rho * ik2 * fmaf(sy, py, sx * px); /* w (ps . p) */
+            j1[j] = px - wc * sx;
+            j2[j] = py - wc * sy;
         }
     }
     const float coef = step * (10.0f / 32.0f);
@@ -405,72 +487,131 @@ static void tpm_step(float *u, int h, int w, float step, float ik2, float shape,
 static void tpm_step_backward(const float *v, float *lam, int h, int w, float step, float ik2, float kappa,
                               float shape, float *restrict acc, TpmScratch *b) {
     float *restrict as = acc, *restrict ak = acc + w, *restrict ash = acc + 2 * w;
-    const float two_ik2 = 2.0f * ik2, dk_scale = -2.0f / kappa;
+    const float dk_scale = 2.0f * ik2 / kappa, two_ik2sq = 2.0f * ik2 * ik2;
+    const float *us = tpm_smooth(v, h, w, b);
+    const int smooth = b->r > 0;
     for (int i = 0; i < h; ++i) {
         scharr_row(lam, i, h, w, b->lx, b->ly);
         scharr_row(v, i, h, w, b->gx, b->gy);
+        scharr_row(us, i, h, w, b->sx, b->sy);
         float *restrict d1 = b->p1 + (size_t)i * w, *restrict d2 = b->p2 + (size_t)i * w;
+        float *restrict e1 = b->q1 + (size_t)i * w, *restrict e2 = b->q2 + (size_t)i * w;
         for (int j = 0; j < w; ++j) {
-            float gx = b->gx[j], gy = b->gy[j], lx = b->lx[j], ly = b->ly[j];
-            float z = fmaf(gy, gy, gx * gx) * ik2;
-            Conductance c = mixture_conductance(z, shape);
-            float mx = -step * lx, my = -step * ly, mp = fmaf(my, gy, mx * gx);
-            float t = mp * c.dg * two_ik2;
-            d1[j] = fmaf(t, gx, c.g * mx);
-            d2[j] = fmaf(t, gy, c.g * my);
-            as[j] -= c.g * fmaf(ly, gy, lx * gx);
-            ak[j] += mp * c.dg * z * dk_scale;
-            ash[j] += mp * c.ds;
+            float px = b->gx[j], py = b->gy[j], sx = b->sx[j], sy = b->sy[j], lx = b->lx[j], ly = b->ly[j];
+            float z = fmaf(sy, sy, sx * sx) * ik2;
+            Ratio q = mixture_ratio(z, shape);
+            float wt = q.rho * ik2;
+            float mx = -step * lx, my = -step * ly;
+            float c1 = fmaf(sy, py, sx * px), c2 = fmaf(sy, my, sx * mx);
+            float wc1 = wt * c1, wc2 = wt * c2;
+            d1[j] = mx - wc2 * sx; /* dL/dp */
+            d2[j] = my - wc2 * sy;
+            float a = two_ik2sq * q.drho * c1 * c2; /* dL/dps = -(a ps + w (c2 p + c1 mu)) */
+            e1[j] = -fmaf(a, sx, fmaf(wc2, px, wc1 * mx));
+            e2[j] = -fmaf(a, sy, fmaf(wc2, py, wc1 * my));
+            float jx = px - wc1 * sx, jy = py - wc1 * sy;
+            as[j] -= fmaf(ly, jy, lx * jx);
+            ak[j] += c1 * c2 * fmaf(q.drho, z, q.rho) * dk_scale;
+            ash[j] -= c1 * c2 * q.dshape * ik2;
         }
     }
-    for (int i = 0; i < h; ++i) { /* dL/du = lambda + G^T dL/dp = lambda - (10/32) raw */
+    if (smooth) { /* the dL/dps part: K^T G^T dL/dps = -(10/32) K^T raw(q1, q2), into plane rr */
+        for (int i = 0; i < h; ++i) divergence_row(b->q1, b->q2, i, h, w, b->rr + (size_t)i * w, b->t1, b->t2a, b->t2b);
+        memset(b->s, 0, sizeof(float) * (size_t)h * w); /* K u is no longer needed: s holds K^T raw */
+        smooth_plane_adjoint_add(b->rr, b->s, h, w, b);
+    } else { /* ps = p: both parts go through G^T alone */
+        for (size_t t = 0; t < (size_t)h * w; ++t) {
+            b->p1[t] += b->q1[t];
+            b->p2[t] += b->q2[t];
+        }
+    }
+    for (int i = 0; i < h; ++i) { /* dL/du = lambda - (10/32) (raw(dL/dp) + K^T raw(dL/dps)) */
         divergence_row(b->p1, b->p2, i, h, w, b->raw, b->t1, b->t2a, b->t2b);
         float *restrict row = lam + (size_t)i * w;
-        for (int j = 0; j < w; ++j) row[j] = fmaf(b->raw[j], -(10.0f / 32.0f), row[j]);
+        if (smooth) {
+            const float *restrict kt = b->s + (size_t)i * w;
+            for (int j = 0; j < w; ++j) row[j] = fmaf(b->raw[j] + kt[j], -(10.0f / 32.0f), row[j]);
+        } else {
+            for (int j = 0; j < w; ++j) row[j] = fmaf(b->raw[j], -(10.0f / 32.0f), row[j]);
+        }
     }
 }
 
-static float *tpm_scratch(TpmScratch *b, int h, int w, size_t extra) {
-    const size_t hw = (size_t)h * w;
-    float *buf = malloc(sizeof(float) * (2 * hw + 8 * (size_t)w + extra));
-    if (!buf) return NULL;
-    b->p1 = buf;
-    b->p2 = buf + hw;
-    float **rows[] = {&b->gx, &b->gy, &b->lx, &b->ly, &b->raw, &b->t1, &b->t2a, &b->t2b};
-    for (int q = 0; q < 8; ++q) *rows[q] = buf + 2 * hw + (size_t)q * w;
+/* Scratch of one call: 7 planes, the rows, the kernel of sigma, extra floats for the caller
+ * (tpm_extra); the mirror tables in *ibuf and the tap pointers in b->taps (both freed by tpm_free). */
+static float *tpm_scratch(TpmScratch *b, int h, int w, int r, size_t extra, int **ibuf) {
+    const size_t hw = (size_t)h * w, rw = (size_t)w + 4 * (size_t)r + 2;
+    float *buf = malloc(sizeof(float) * (7 * hw + 14 * rw + (size_t)r + 1 + extra));
+    *ibuf = malloc(sizeof(int) * ((size_t)w + h + 4 * (size_t)r));
+    b->taps = malloc(sizeof(float *) * 2 * ((size_t)r + 1));
+    if (!buf || !*ibuf || !b->taps) {
+        free(buf);
+        free(*ibuf);
+        free(b->taps);
+        return NULL;
+    }
+    b->r = r;
+    float *p = buf;
+    float **planes[] = {&b->s, &b->t, &b->p1, &b->p2, &b->q1, &b->q2, &b->rr};
+    for (int q = 0; q < 7; ++q) *planes[q] = p, p += hw;
+    float **rows[] = {&b->pad, &b->zp, &b->e, &b->zero, &b->gx, &b->gy, &b->sx, &b->sy, &b->lx, &b->ly, &b->raw,
+                      &b->t1, &b->t2a, &b->t2b};
+    for (int q = 0; q < 14; ++q) *rows[q] = p, p += rw;
+    memset(b->zero, 0, sizeof(float) * rw);
+    b->ws = p;
+    b->xs = *ibuf;
+    b->ys = b->xs + w + 2 * r;
+    mirror_table(b->xs, w, r);
+    mirror_table(b->ys, h, r);
     return buf;
 }
 
+static void tpm_free(float *buf, int *ibuf, TpmScratch *b) {
+    free(buf);
+    free(ibuf);
+    free(b->taps);
+}
+
+static float *tpm_extra(float *buf, int h, int w, int r) { /* the caller's part of the scratch */
+    const size_t hw = (size_t)h * w, rw = (size_t)w + 4 * (size_t)r + 2;
+    return buf + 7 * hw + 14 * rw + (size_t)r + 1;
+}
+
 /* n planes of h x w (h, w >= 3) from u to out (each plane copied while it comes into cache): `iterations`
- * steps with per-plane step, kappa and shape. Returns 0, -1 for invalid sizes, -2 without memory. */
+ * steps with per-plane step, kappa and shape; sigma (radius r, 0: no smoothing) shared by the call.
+ * Returns 0, -1 for invalid arguments, -2 without memory. */
 int tpm_planes(const float *u, float *out, long n, int h, int w, int iterations, const float *step,
-               const float *kappa, const float *shape) {
-    if (h < 3 || w < 3) return -1;
+               const float *kappa, const float *shape, int r, float sigma) {
+    if (h < 3 || w < 3 || r < 0) return -1;
     TpmScratch b;
-    float *buf = tpm_scratch(&b, h, w, 0);
+    int *ibuf;
+    float *buf = tpm_scratch(&b, h, w, r, 0, &ibuf);
     if (!buf) return -2;
+    if (r) gauss_weights(sigma, r, b.ws);
     const size_t hw = (size_t)h * w;
     for (long k = 0; k < n; ++k) {
         const float ik2 = 1.0f / (kappa[k] * kappa[k]);
         memcpy(out + k * hw, u + k * hw, sizeof(float) * hw);
         for (int it = 0; it < iterations; ++it) tpm_step(out + k * hw, h, w, step[k], ik2, shape[k], &b);
     }
-    free(buf);
+    tpm_free(buf, ibuf, &b);
     return 0;
 }
 
 /* Gradient of tpm_planes: u0 the forward's input, grad dL/d(output), lam receives dL/d(input); out per
- * plane dstep, dkappa, dshape. Returns 0, -1 for invalid sizes, -2 without memory. */
+ * plane dstep, dkappa, dshape. Returns 0, -1 for invalid arguments, -2 without memory. */
 int tpm_backward(const float *u0, const float *grad, float *lam, long n, int h, int w, int iterations,
                  const float *step, const float *kappa, const float *shape, float *dstep, float *dkappa,
-                 float *dshape) {
-    if (h < 3 || w < 3) return -1;
+                 float *dshape, int r, float sigma) {
+    if (h < 3 || w < 3 || r < 0) return -1;
     const size_t hw = (size_t)h * w;
     TpmScratch b;
+    int *ibuf;
     const size_t k_states = (size_t)(iterations > 0 ? iterations : 1);
-    float *buf = tpm_scratch(&b, h, w, k_states * hw + 3 * (size_t)w);
+    float *buf = tpm_scratch(&b, h, w, r, k_states * hw + 3 * (size_t)w, &ibuf);
     if (!buf) return -2;
-    float *states = buf + 2 * hw + 8 * (size_t)w, *acc = states + k_states * hw;
+    if (r) gauss_weights(sigma, r, b.ws);
+    float *states = tpm_extra(buf, h, w, r), *acc = states + k_states * hw;
     for (long k = 0; k < n; ++k) {
         const float ik2 = 1.0f / (kappa[k] * kappa[k]);
         memcpy(states, u0 + k * hw, sizeof(float) * hw);
@@ -484,6 +625,6 @@ int tpm_backward(const float *u0, const float *grad, float *lam, long n, int h, 
             tpm_step_backward(states + it * hw, lam + k * hw, h, w, step[k], ik2, kappa[k], shape[k], acc, &b);
         store_column_sums(acc, w, dstep + k, dkappa + k, dshape + k);
     }
-    free(buf);
+    tpm_free(buf, ibuf, &b);
     return 0;
 }
