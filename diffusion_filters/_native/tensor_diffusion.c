@@ -483,6 +483,34 @@ static void tpm_step(float *u, int h, int w, float step, float ik2, float shape,
     }
 }
 
+/* One row of the backward's pointwise part: dL/dp into d1, d2, dL/dps into e1, e2, the parameter sums
+ * into as, ak, ash (a function of its own: with restrict parameters GCC vectorises it without the alias
+ * checks it would need for the rows reached through the scratch struct). */
+static void tpm_row_backward(const float *restrict rpx, const float *restrict rpy, const float *restrict rsx,
+                             const float *restrict rsy, const float *restrict rlx, const float *restrict rly, int w,
+                             float step, float ik2, float shape, float dk_scale, float two_ik2sq, float *restrict d1,
+                             float *restrict d2, float *restrict e1, float *restrict e2, float *restrict as,
+                             float *restrict ak, float *restrict ash) {
+    for (int j = 0; j < w; ++j) {
+        float px = rpx[j], py = rpy[j], sx = rsx[j], sy = rsy[j], lx = rlx[j], ly = rly[j];
+        float z = fmaf(sy, sy, sx * sx) * ik2;
+        Ratio q = mixture_ratio(z, shape);
+        float wt = q.rho * ik2;
+        float mx = -step * lx, my = -step * ly;
+        float c1 = fmaf(sy, py, sx * px), c2 = fmaf(sy, my, sx * mx);
+        float wc1 = wt * c1, wc2 = wt * c2;
+        d1[j] = mx - wc2 * sx; /* dL/dp */
+        d2[j] = my - wc2 * sy;
+        float a = two_ik2sq * q.drho * c1 * c2; /* dL/dps = -(a ps + w (c2 p + c1 mu)) */
+        e1[j] = -fmaf(a, sx, fmaf(wc2, px, wc1 * mx));
+        e2[j] = -fmaf(a, sy, fmaf(wc2, py, wc1 * my));
+        float jx = px - wc1 * sx, jy = py - wc1 * sy;
+        as[j] -= fmaf(ly, jy, lx * jx);
+        ak[j] += c1 * c2 * fmaf(q.drho, z, q.rho) * dk_scale;
+        ash[j] -= c1 * c2 * q.dshape * ik2;
+    }
+}
+
 /* One step backward: v the state the step started from, lam (in: dL/du', out: dL/du); acc: 3 w sums. */
 static void tpm_step_backward(const float *v, float *lam, int h, int w, float step, float ik2, float kappa,
                               float shape, float *restrict acc, TpmScratch *b) {
@@ -494,26 +522,9 @@ static void tpm_step_backward(const float *v, float *lam, int h, int w, float st
         scharr_row(lam, i, h, w, b->lx, b->ly);
         scharr_row(v, i, h, w, b->gx, b->gy);
         scharr_row(us, i, h, w, b->sx, b->sy);
-        float *restrict d1 = b->p1 + (size_t)i * w, *restrict d2 = b->p2 + (size_t)i * w;
-        float *restrict e1 = b->q1 + (size_t)i * w, *restrict e2 = b->q2 + (size_t)i * w;
-        for (int j = 0; j < w; ++j) {
-            float px = b->gx[j], py = b->gy[j], sx = b->sx[j], sy = b->sy[j], lx = b->lx[j], ly = b->ly[j];
-            float z = fmaf(sy, sy, sx * sx) * ik2;
-            Ratio q = mixture_ratio(z, shape);
-            float wt = q.rho * ik2;
-            float mx = -step * lx, my = -step * ly;
-            float c1 = fmaf(sy, py, sx * px), c2 = fmaf(sy, my, sx * mx);
-            float wc1 = wt * c1, wc2 = wt * c2;
-            d1[j] = mx - wc2 * sx; /* dL/dp */
-            d2[j] = my - wc2 * sy;
-            float a = two_ik2sq * q.drho * c1 * c2; /* dL/dps = -(a ps + w (c2 p + c1 mu)) */
-            e1[j] = -fmaf(a, sx, fmaf(wc2, px, wc1 * mx));
-            e2[j] = -fmaf(a, sy, fmaf(wc2, py, wc1 * my));
-            float jx = px - wc1 * sx, jy = py - wc1 * sy;
-            as[j] -= fmaf(ly, jy, lx * jx);
-            ak[j] += c1 * c2 * fmaf(q.drho, z, q.rho) * dk_scale;
-            ash[j] -= c1 * c2 * q.dshape * ik2;
-        }
+        tpm_row_backward(b->gx, b->gy, b->sx, b->sy, b->lx, b->ly, w, step, ik2, shape, dk_scale, two_ik2sq,
+                         b->p1 + (size_t)i * w, b->p2 + (size_t)i * w, b->q1 + (size_t)i * w, b->q2 + (size_t)i * w,
+                         as, ak, ash);
     }
     if (smooth) { /* the dL/dps part: K^T G^T dL/dps = -(10/32) K^T raw(q1, q2), into plane rr */
         for (int i = 0; i < h; ++i) divergence_row(b->q1, b->q2, i, h, w, b->rr + (size_t)i * w, b->t1, b->t2a, b->t2b);
