@@ -38,8 +38,8 @@ import torch
 
 from . import _inductor_fast_exp
 
-__all__ = ["AUTO_MIN_WORK", "GRAD_MIN_WORK", "compile_mode", "run_compiled", "set_compile", "use_compiled",
-           "use_native"]
+__all__ = ["AUTO_MIN_WORK", "GRAD_MIN_WORK", "compile_mode", "run_compiled", "run_compiled_iterations",
+           "set_compile", "use_compiled", "use_native"]
 
 AUTO_MIN_WORK = 2**25
 """Pixel-iterations (B*C*H*W*iterations) from which a gradient-free call compiles in ``"auto"``
@@ -144,6 +144,18 @@ def run_compiled(
             stacklevel=3,
         )
         return None
+
+
+def run_compiled_iterations(step_fn: Callable[..., torch.Tensor], u: torch.Tensor, iterations: int,
+                            *params: object) -> torch.Tensor | None:
+    """``iterations`` calls ``u = torch.compile(step_fn)(u, *params)`` (:func:`run_compiled`); None
+    if compiling fails (the caller then runs its eager scheme)."""
+    v: torch.Tensor | None = u
+    for _ in range(iterations):
+        v = run_compiled(step_fn, v, *params)
+        if v is None:
+            return None
+    return v
 
 
 def _compiled_fn(fn: Callable[..., torch.Tensor], cpp_wrapper: bool, fast_exp: bool = False) -> Callable[..., torch.Tensor]:

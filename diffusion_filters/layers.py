@@ -28,7 +28,6 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -148,7 +147,7 @@ def _tensor_variant(u: torch.Tensor, iterations: int, kappa: torch.Tensor, step:
     inv_k2 = 1.0 / (kappa * kappa)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u, kappa, step, shape))
     if needs_grad and _compile.use_compiled(u, iterations, needs_grad=True):
-        v = _compiled_iterations(_tensor_mixture_step, u, iterations, step, inv_k2, shape, sigma)
+        v = _compile.run_compiled_iterations(_tensor_mixture_step, u, iterations, step, inv_k2, shape, sigma)
         if v is not None:
             return v
     for _ in range(iterations):
@@ -180,49 +179,19 @@ def _tensor_mixture_step(u: torch.Tensor, step: torch.Tensor, inv_k2: torch.Tens
     return tensor_diffusion_step(u, 1.0 - wx * gx, -(wx * gy), 1.0 - w * gy * gy, step)
 
 
-def _compiled_iterations(step_fn: Callable[..., torch.Tensor], u: torch.Tensor, iterations: int,
-                         *params: torch.Tensor) -> torch.Tensor | None:
-    """``iterations`` calls of ``torch.compile(step_fn)(u, *params)``; None if compiling fails (the
-    caller then runs the eager scheme)."""
-    from diffusion_filters import _compile
-
-    v: torch.Tensor | None = u
-    for _ in range(iterations):
-        v = _compile.run_compiled(step_fn, v, *params)
-        if v is None:
-            return None
-    return v
-
-
-def _pm_mixture_step(u: torch.Tensor, step: torch.Tensor, kappa: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
-    from diffusion_filters.perona_malik import _flux_mixture, _pm_step
-
-    return _pm_step(u, _flux_mixture, step, None, None, (kappa, shape))
-
-
 def _pm_variant(u: torch.Tensor, iterations: int, kappa: torch.Tensor, step: torch.Tensor,
                 shape: torch.Tensor) -> torch.Tensor:
-    """The library's Perona-Malik scheme with the mixed conductance.
+    """The library's Perona-Malik scheme with the mixed conductance
+    (:func:`diffusion_filters.perona_malik.perona_malik_mixture`).
 
-    Training on CPU is memory-bound: eager autograd sweeps memory tens of times per iteration.
-    Float32 CPU calls run forward and backward in the library's C kernel
-    (:func:`diffusion_filters.perona_malik.native_gradient_applies`). Without it (no C compiler),
-    for large calls that need gradients (when, is the compile policy's decision:
-    :func:`diffusion_filters._compile.use_compiled`, threshold ``GRAD_MIN_WORK``), each iteration of
-    the same scheme (the library's ``_pm_step``) runs through ``torch.compile`` (forward and
-    backward fused; compiled once per process, cached on disk by inductor; speed-up in
-    docs/filter-performance.md). Set ``DIFFUSION_FILTERS_COMPILE=off`` to disable; a failing
-    compiler falls back to eager.
+    Training on CPU is memory-bound: eager autograd sweeps memory tens of times per iteration, so
+    the library runs float32 CPU training calls forward and backward in its C kernel
+    (:func:`diffusion_filters.perona_malik.native_gradient_applies`) and, without a C compiler,
+    compiles each step of large calls (the compile policy: :func:`diffusion_filters._compile.use_compiled`,
+    threshold ``GRAD_MIN_WORK``; speed-ups in docs/filter-performance.md).
     """
-    from diffusion_filters import _compile
     from diffusion_filters.perona_malik import perona_malik_mixture
 
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u, kappa, step, shape))
-    if (needs_grad and min(u.shape[-2:]) >= 3 and not _pm.native_gradient_applies(u, iterations)
-            and _compile.use_compiled(u, iterations, needs_grad=True)):
-        v = _compiled_iterations(_pm_mixture_step, u, iterations, step, kappa, shape)
-        if v is not None:
-            return v
     return perona_malik_mixture(u, iterations=iterations, kappa=kappa, step=step, shape=shape)
 
 

@@ -308,16 +308,11 @@ def _native_iterations(
 ) -> torch.Tensor | None:
     """All ``iterations`` on float32 CPU ``planes`` (n, 1, H, W) by the C kernel, every iteration of a
     plane while it is in cache (:mod:`diffusion_filters._native`); None where the kernel is unavailable."""
-    lib = _native.library("perona_malik")
-    if lib is None:
-        return None
-    n, _, h, w = planes.shape
-    out = planes.clone(memory_format=torch.contiguous_format)
+    n = planes.shape[0]
     nq = _native.plane_values(-1.0 / (params[0] * params[0]), n)  # -1 / kappa^2, as the compiled fluxes take it
     shape = _native.plane_values(params[1], n) if kind == "mixture" else None
-    _native.call(lib, "pm_planes", out, n, h, w, iterations, _NATIVE_KINDS[kind], _native.plane_values(step, n), nq,
-                 shape, wyx[0], wyx[1])
-    return out
+    return _native.run_in_place("perona_malik", "pm_planes", planes, iterations, _NATIVE_KINDS[kind],
+                                _native.plane_values(step, n), nq, shape, wyx[0], wyx[1])
 
 
 _NATIVE_GRAD_SHAPE = {"mixture": None, "exponential": 1.0, "rational": 0.0}
@@ -344,6 +339,11 @@ def _native_gradient_iterations(u: torch.Tensor, iterations: int, kind: str, ste
     return iterate_planes(MIXTURE_KERNEL, u, iterations, step, params[0], params[1] if fixed is None else fixed)
 
 
+def _mixture_step(u: torch.Tensor, step: torch.Tensor, kappa: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+    """One mixture step with unit spacing: the unit :func:`_diffuse` compiles for training."""
+    return _pm_step(u, _flux_mixture, step, None, None, (kappa, shape))
+
+
 def _diffuse(
     u: torch.Tensor,
     iterations: int,
@@ -362,6 +362,12 @@ def _diffuse(
     if needs_grad:
         if native_gradient_applies(u, iterations, kind, spacing):
             return _native_gradient_iterations(u, iterations, kind, step, params)
+        if kind == "mixture" and min(u.shape[-2:]) >= 3 and _compile.use_compiled(u, iterations, needs_grad=True):
+            # No C kernel (no compiler): large training calls of the layers' mixture compile each step,
+            # forward and backward fused (docs/filter-performance.md); eager if compiling fails.
+            v = _compile.run_compiled_iterations(_mixture_step, u, iterations, step, *params)
+            if v is not None:
+                return v
         for _ in range(iterations):
             u = _pm_step(u, flux, step, wy, wx, params)
         return u

@@ -164,14 +164,9 @@ def _native_iterations(planes: torch.Tensor, iterations: int, step: torch.Tensor
                        q0: torch.Tensor | None) -> torch.Tensor | None:
     """All ``iterations`` on float32 CPU ``planes`` (n, 1, H, W) by the C kernel, every iteration of a
     plane while it is in cache (:mod:`diffusion_filters._native`); None where it is unavailable."""
-    lib = _native.library("srad")
-    if lib is None:
-        return None
-    n, _, h, w = planes.shape
-    out = planes.clone(memory_format=torch.contiguous_format)
+    n = planes.shape[0]
     q0sq = None if q0 is None else _native.plane_values(q0 * q0, n)
-    _native.call(lib, "srad_planes", out, n, h, w, iterations, _native.plane_values(step, n), q0sq)
-    return out
+    return _native.run_in_place("srad", "srad_planes", planes, iterations, _native.plane_values(step, n), q0sq)
 
 
 def srad(x: Any, *, iterations: int, step: float | torch.Tensor, q0: float | torch.Tensor | None = None) -> Any:

@@ -308,20 +308,15 @@ def _native_iterations(
 
     The Gaussian radii are those :func:`gaussian_smooth` takes for the same chunk of planes.
     """
-    lib = _native.library("tensor_diffusion")
-    if lib is None:
-        return None
-    n, _, h, w = planes.shape
-    out = planes.clone(memory_format=torch.contiguous_format)
+    n = planes.shape[0]
     ced = name == _CED_SPEC.name
     step = p["step"]
     coef = step * _DIVERGENCE_SCALE if isinstance(step, torch.Tensor) else float(step) * _DIVERGENCE_SCALE
     second = p["rho"] if ced else p["lam"]
     values = [_native.plane_values(v, n) for v in (coef, p["sigma"], second)]
     alpha = _native.plane_values(p["alpha"], n) if ced else None
-    _native.call(lib, "tensor_planes", out, n, h, w, iterations, _NATIVE_KINDS[name], *values, alpha,
-                 gaussian_radius(p["sigma"]), gaussian_radius(second) if ced else 0, c_val, m)
-    return out
+    return _native.run_in_place("tensor_diffusion", "tensor_planes", planes, iterations, _NATIVE_KINDS[name], *values,
+                                alpha, gaussian_radius(p["sigma"]), gaussian_radius(second) if ced else 0, c_val, m)
 
 
 def _ced_kernel(t: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:

@@ -348,6 +348,9 @@ def test_compiled_training_path_matches_eager(monkeypatch: pytest.MonkeyPatch, v
     from diffusion_filters import _compile
 
     monkeypatch.setenv("DIFFUSION_FILTERS_NATIVE", "off")  # the fallback when no C compiler exists
+    compiled: list[int] = []
+    real = _compile.run_compiled_iterations
+    monkeypatch.setattr(_compile, "run_compiled_iterations", lambda *a, **k: compiled.append(1) or real(*a, **k))
     x = _image(2, 12, 13)
     grads = []
     outs = []
@@ -361,6 +364,7 @@ def test_compiled_training_path_matches_eager(monkeypatch: pytest.MonkeyPatch, v
         outs.append(out.detach())
         grads.append([p.grad.clone() for p in stem.params.parameters()])
     _compile.set_compile("auto")
+    assert compiled == [1], "the compiled path was not taken (exactly once: below the threshold it is eager)"
     assert not _compile._broken, "torch.compile failed: the compiled path was not exercised"
     torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=1e-5)
     for a, b in zip(*grads):

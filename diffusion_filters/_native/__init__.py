@@ -34,7 +34,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ENV", "FLAGS", "NativeBuildError", "call", "library", "native_mode", "native_status", "plane_values"]
+__all__ = ["ENV", "FLAGS", "NativeBuildError", "call", "library", "native_mode", "native_status", "plane_values",
+           "run_in_place"]
 
 ENV = "DIFFUSION_FILTERS_NATIVE"
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffinite-math-only", "-std=c11",
@@ -103,6 +104,19 @@ def call(lib: ctypes.CDLL, entry: str, *args: object) -> None:
         raise MemoryError(f"diffusion_filters: {entry}: the C kernel could not allocate its scratch buffers")
     if rc != 0:
         raise RuntimeError(f"diffusion_filters: {entry} returned {rc} (invalid arguments)")
+
+
+def run_in_place(name: str, entry: str, planes: torch.Tensor, *args: object) -> torch.Tensor | None:
+    """``entry(out, n, H, W, *args)`` of library ``name`` on a contiguous copy ``out`` of the float32
+    CPU ``planes`` (n, 1, H, W), which the kernel updates in place; None where the library is
+    unavailable (the caller runs its torch path)."""
+    lib = library(name)
+    if lib is None:
+        return None
+    n, _, h, w = planes.shape
+    out = planes.clone(memory_format=torch.contiguous_format)
+    call(lib, entry, out, n, h, w, *args)
+    return out
 
 
 def native_status() -> dict[str, str]:

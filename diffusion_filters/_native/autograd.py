@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from .._scheduler import CPU_CHUNK_ELEMENTS, for_each_chunk
-from . import call, library
+from . import call, library, plane_values
 
 __all__ = ["IterationsKernel", "NativeIterations", "iterate_planes"]
 
@@ -98,9 +98,7 @@ def iterate_planes(kernel: IterationsKernel, u: torch.Tensor, iterations: int, s
     n = b * c
 
     def per_plane(t: torch.Tensor | float) -> torch.Tensor:
-        if not isinstance(t, torch.Tensor):
-            return torch.full((n,), float(t), dtype=torch.float32)
-        return t.to(torch.float32).expand(b, c, 1, 1).reshape(n).contiguous()
+        return plane_values(t.expand(b, c, 1, 1) if isinstance(t, torch.Tensor) else t, n)
 
     planes = u.reshape(n, 1, h, w).contiguous()
     out = NativeIterations.apply(kernel, planes, per_plane(step), per_plane(kappa), per_plane(shape), iterations,

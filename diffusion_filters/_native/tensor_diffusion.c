@@ -413,6 +413,7 @@ typedef struct {
     float *s, *t, *p1, *p2, *q1, *q2, *rr;       /* planes: K u, a temporary, fluxes / dL/dp, dL/dps, raw */
     float *pad, *zp, *e, *zero;                  /* rows: w + 2r, w + 4r, w + 2r, w */
     float *gx, *gy, *sx, *sy, *lx, *ly, *raw, *t1, *t2a, *t2b; /* rows of w */
+    float *extra;                                /* the caller's part of the scratch */
 } TpmScratch;
 
 /* K u into b->s (or u itself without smoothing). */
@@ -548,8 +549,8 @@ static void tpm_step_backward(const float *v, float *lam, int h, int w, float st
     }
 }
 
-/* Scratch of one call: 7 planes, the rows, the kernel of sigma, extra floats for the caller
- * (tpm_extra); the mirror tables in *ibuf and the tap pointers in b->taps (both freed by tpm_free). */
+/* Scratch of one call: 7 planes, the rows, the kernel of sigma, `extra` floats for the caller
+ * (b->extra); the mirror tables in *ibuf and the tap pointers in b->taps (both freed by tpm_free). */
 static float *tpm_scratch(TpmScratch *b, int h, int w, int r, size_t extra, int **ibuf) {
     const size_t hw = (size_t)h * w, rw = (size_t)w + 4 * (size_t)r + 2;
     float *buf = malloc(sizeof(float) * (7 * hw + 14 * rw + (size_t)r + 1 + extra));
@@ -570,6 +571,7 @@ static float *tpm_scratch(TpmScratch *b, int h, int w, int r, size_t extra, int 
     for (int q = 0; q < 14; ++q) *rows[q] = p, p += rw;
     memset(b->zero, 0, sizeof(float) * rw);
     b->ws = p;
+    b->extra = p + r + 1;
     b->xs = *ibuf;
     b->ys = b->xs + w + 2 * r;
     mirror_table(b->xs, w, r);
@@ -581,11 +583,6 @@ static void tpm_free(float *buf, int *ibuf, TpmScratch *b) {
     free(buf);
     free(ibuf);
     free(b->taps);
-}
-
-static float *tpm_extra(float *buf, int h, int w, int r) { /* the caller's part of the scratch */
-    const size_t hw = (size_t)h * w, rw = (size_t)w + 4 * (size_t)r + 2;
-    return buf + 7 * hw + 14 * rw + (size_t)r + 1;
 }
 
 /* n planes of h x w (h, w >= 3) from u to out (each plane copied while it comes into cache): `iterations`
@@ -622,7 +619,7 @@ int tpm_backward(const float *u0, const float *grad, float *lam, long n, int h, 
     float *buf = tpm_scratch(&b, h, w, r, k_states * hw + 3 * (size_t)w, &ibuf);
     if (!buf) return -2;
     if (r) gauss_weights(sigma, r, b.ws);
-    float *states = tpm_extra(buf, h, w, r), *acc = states + k_states * hw;
+    float *states = b.extra, *acc = states + k_states * hw;
     for (long k = 0; k < n; ++k) {
         const float ik2 = 1.0f / (kappa[k] * kappa[k]);
         memcpy(states, u0 + k * hw, sizeof(float) * hw);
