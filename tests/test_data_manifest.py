@@ -164,6 +164,18 @@ def _manifest(root: Path, rows: str) -> None:
     (root / "labels.csv").write_text("file,b_lines,patient,severity\n" + rows)
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG signature, an 8-bit grayscale IHDR declaring ``width`` x ``height``, and IEND (no pixel data)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + \
+        chunk(b"IEND", b"")
+
+
 def _bad(dataset: Path, kind: str) -> str:
     """Make one bad row of ``kind``; return the text the error must contain."""
     good = "images/p1_b.png,no,p1,0\n"
@@ -190,6 +202,13 @@ def _bad(dataset: Path, kind: str) -> str:
         (dataset / "images" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
         _manifest(dataset, good + "images/bad.png,yes,p9,1\n")
         return "bad.png: cannot read the image"
+    if kind in ("decompression bomb", "above the bomb warning"):
+        # a PNG whose header declares 20000 x 20000 (over twice Pillow's limit: an error) or 10000 x 10000
+        # pixels (over the limit: a warning); a few bytes on disk, gigabytes if decoded
+        side = 20000 if kind == "decompression bomb" else 10000
+        (dataset / "images" / "huge.png").write_bytes(_png_header(side, side))
+        _manifest(dataset, good + "images/huge.png,yes,p9,1\n")
+        return "huge.png: image too large to decode safely (Image size ("
     if kind == "unknown label":
         _manifest(dataset, good + "images/p3_a.jpg,maybe,p3,1\n")
         return "labels.csv row 3 (column 'b_lines'): label 'maybe' is not understood; accepted: yes/no, 1/0, true/false"
@@ -214,7 +233,7 @@ def _bad(dataset: Path, kind: str) -> str:
 
 
 BAD = ["missing", "corrupt", "truncated", "truncated after its index", "unreadable image", "unknown label", "escape", "absolute", "symlink",
-       "unsupported"]
+       "unsupported", "decompression bomb", "above the bomb warning"]
 
 
 @pytest.mark.parametrize("kind", BAD)

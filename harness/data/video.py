@@ -13,6 +13,7 @@ the aspect ratio is kept, then resized with area averaging.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,15 +97,23 @@ def read_video(path: Path, frame_step: int, max_frames: int | None) -> tuple[lis
 
 
 def read_image(path: Path) -> np.ndarray:
-    """One grayscale uint8 image (16-bit and float images are scaled to 0..255)."""
+    """One grayscale uint8 image (16-bit and float images are scaled to 0..255).
+
+    An image whose header declares more pixels than Pillow's decompression-bomb limit
+    (``PIL.Image.MAX_IMAGE_PIXELS``, where Pillow starts to warn) is refused before it is decoded."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                data = np.asarray(img, dtype=np.float64)
-                top = data.max() if data.max() > 0 else 1.0
-                return np.clip(data / top * 255.0, 0, 255).astype(np.uint8)
-            return np.asarray(img.convert("L"), dtype=np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                    data = np.asarray(img, dtype=np.float64)
+                    top = data.max() if data.max() > 0 else 1.0
+                    return np.clip(data / top * 255.0, 0, 255).astype(np.uint8)
+                return np.asarray(img.convert("L"), dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: image too large to decode safely ({exc}); accepted: an image of at most "
+                        f"{Image.MAX_IMAGE_PIXELS} pixels (Pillow's decompression-bomb limit)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{path}: cannot read the image ({exc.__class__.__name__}: {exc}); "
                         f"accepted: a readable {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} file") from None
