@@ -5,7 +5,9 @@ different data set, decoding or filter parameter misses, and so does a change to
 or to this module (:func:`harness.versions.filters_version`; docstring edits do not count); a
 renamed suite or arm hits. Entries are float32
 ``.npy`` files opened memory-mapped (read-only), with a JSON sidecar holding the seconds the
-computation took and the number of images, so every later run reports the true cost.
+computation took and the number of images, so every later run reports the true cost, and the
+``.npy`` file's checksum, verified when it is read (an entry changed on disk is recomputed, with one
+warning line naming the file; :func:`harness.data.cache.matches_checksum`).
 
 Frames are filtered in batches with ``torch.no_grad`` and clipped to [0, 1] (the training
 contract's input range; diffusion keeps values within the input range up to rounding, other
@@ -31,7 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.data.cache import CHECKSUM_KEY, matches_checksum
 from harness.suite import pipeline_config, sha256_of
+from harness.versions import file_sha256
 
 CACHE_KIND = "preprocessed"
 
@@ -109,10 +113,11 @@ def preprocess_frames(images: np.ndarray, content_hash: str, steps: list[dict[st
         if npy.exists() and meta.exists():
             try:
                 info = json.loads(meta.read_text())
-                array = np.load(npy, mmap_mode="r", allow_pickle=False)
-                if array.shape == images.shape:
-                    return Preprocessed(array, phash, float(info["seconds"]), int(info["n_images"]), cached=True)
-            except (OSError, ValueError, KeyError):
+                if matches_checksum(npy, info[CHECKSUM_KEY]):
+                    array = np.load(npy, mmap_mode="r", allow_pickle=False)
+                    if array.shape == images.shape:
+                        return Preprocessed(array, phash, float(info["seconds"]), int(info["n_images"]), cached=True)
+            except (OSError, ValueError, KeyError, TypeError):
                 pass  # a damaged entry is recomputed
         module = _build(steps)
         tmp = folder / f"{key}.{os.getpid()}.tmp.npy"
@@ -122,10 +127,11 @@ def preprocess_frames(images: np.ndarray, content_hash: str, steps: list[dict[st
         seconds = time.perf_counter() - t0
         out.flush()
         del out
+        checksum = file_sha256(tmp)
         os.replace(tmp, npy)
         meta.write_text(json.dumps({"seconds": seconds, "n_images": int(len(images)),
                                     "pipeline": pipeline_config(steps), "frames": content_hash,
-                                    "threads": torch.get_num_threads()}))
+                                    "threads": torch.get_num_threads(), CHECKSUM_KEY: checksum}))
     return Preprocessed(np.load(npy, mmap_mode="r", allow_pickle=False), phash, seconds, len(images), cached=False)
 
 

@@ -36,6 +36,23 @@ def test_matches_pipeline_and_caches(tmp_path, images):
     assert len(list((tmp_path / "preprocessed").rglob("*.npy"))) == 2
 
 
+def test_preprocessed_frames_changed_on_disk_are_recomputed(tmp_path, images, capsys):
+    """Issue 21: a cached entry changed in place (same size, valid header) is recomputed, with one line."""
+    first = np.array(preprocess_frames(images, "hash-a", STEPS, tmp_path).images)
+    (npy,) = (tmp_path / "preprocessed").rglob("*.npy")
+    arr = np.load(npy, mmap_mode="r+")
+    arr[:] = 1.0 - arr  # same size, same header, other pixels
+    arr.flush()
+    del arr
+    capsys.readouterr()
+    again = preprocess_frames(images, "hash-a", STEPS, tmp_path)
+    assert not again.cached
+    np.testing.assert_array_equal(np.asarray(again.images), first)
+    warned = [line for line in capsys.readouterr().err.splitlines() if "checksum" in line]
+    assert len(warned) == 1 and str(npy) in warned[0]
+    assert preprocess_frames(images, "hash-a", STEPS, tmp_path).cached  # rebuilt: the next read hits
+
+
 def test_empty_pipeline_and_on_the_fly(tmp_path, images):
     plain = preprocess_frames(images, "h", [], tmp_path)
     np.testing.assert_array_equal(plain.images, images.astype(np.float32) / 255)
