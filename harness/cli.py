@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the plan and a time estimate; train nothing")
     run.add_argument("--no-report", action="store_true", help="do not build the report at the end")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--replace-other-suite", action="store_true",
+                     help="run into an --out that holds another suite's results store (that suite's runs are kept "
+                          "but set aside as stale; without this flag such an --out is refused)")
 
     val = sub.add_parser("validate", help="check a suite without running it")
     val.add_argument("suite", type=Path)
@@ -112,7 +115,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = args.out or Path("reports") / suite.name
     summary = run_suite(suite, out, executor=args.executor, workers=args.workers, address=args.address,
                         dry_run=args.dry_run, report=not args.no_report, cache_dir=args.cache_dir,
-                        progress=not args.no_progress, command=["python", "-m", "harness", *sys.argv[1:]])
+                        progress=not args.no_progress, command=["python", "-m", "harness", *sys.argv[1:]],
+                        replace_other_suite=args.replace_other_suite)
     if args.dry_run:
         return EXIT_OK
     print(f"{summary.done} runs done, {summary.skipped} already done, {len(summary.failed)} failed; results in {out}")

@@ -7,7 +7,10 @@ the same whichever executor ran the work.
 - ``LocalExecutor``: one run after the other in this process.
 - ``ProcessExecutor(workers)``: ``concurrent.futures.ProcessPoolExecutor`` with the ``spawn``
   start method (fork is unsafe with torch threads); each worker uses ``cores // workers``
-  torch threads so the workers share the machine instead of oversubscribing it.
+  torch threads so the workers share the machine instead of oversubscribing it. Workers die with
+  their driver however it ends (:func:`die_with_parent`: the parent-death signal on Linux and a
+  watchdog thread everywhere), and a driver that stops early (Ctrl-C, SIGTERM, an error) ends them
+  at once instead of waiting for their runs.
 - ``RayExecutor(address)``: ``ray.init(address=...)`` (an existing cluster, ``"auto"``, or a new
   local instance when ``address`` is None); each run is a Ray task.
 """
@@ -17,6 +20,9 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -46,11 +52,60 @@ class LocalExecutor:
         pass
 
 
-def _init_worker(threads: int) -> None:
+#: Seconds between two looks of a worker's watchdog at its driver.
+WATCHDOG_SECONDS = 1.0
+#: ``prctl`` option: the signal a process gets when its parent dies (``<linux/prctl.h>``).
+_PR_SET_PDEATHSIG = 1
+
+
+def _init_worker(threads: int, parent_pid: int | None = None) -> None:
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     import torch
 
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def die_with_parent(parent_pid: int, interval: float = WATCHDOG_SECONDS) -> None:
+    """End this (worker) process when the process ``parent_pid`` ends, however it ends (even ``kill -9``).
+
+    On Linux the kernel sends SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``); everywhere
+    a daemon thread looks every ``interval`` seconds and exits the process once the parent is gone (the
+    worker was re-parented, or the pid no longer exists). A worker holds nothing to save: only the
+    driver writes the results store.
+    """
+    _set_parent_death_signal()
+    if not _parent_alive(parent_pid):  # the parent died before the signal was armed
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid, interval), name="harness-parent-watchdog",
+                     daemon=True).start()
+
+
+def _set_parent_death_signal() -> bool:
+    """``prctl(PR_SET_PDEATHSIG, SIGKILL)`` on Linux; False where it is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _parent_alive(parent_pid: int) -> bool:
+    import psutil
+
+    return os.getppid() == parent_pid and psutil.pid_exists(parent_pid)
+
+
+def _watch_parent(parent_pid: int, interval: float) -> None:
+    while _parent_alive(parent_pid):
+        time.sleep(interval)
+    os._exit(1)
 
 
 class ProcessExecutor:
@@ -61,22 +116,48 @@ class ProcessExecutor:
             raise ValueError(f"--workers {workers}; accepted: an integer >= 1")
         self.workers = workers
         self.threads = max(1, (cores or os.cpu_count() or 1) // workers)
+        self._pool: cf.ProcessPoolExecutor | None = None
 
     def run(self, fn: Callable[..., Any], tasks: Sequence[Task]) -> Iterator[Outcome]:
+        """Outcomes as runs finish. Left early (an exception in the caller, Ctrl-C, SIGTERM, the
+        generator closed), the workers are ended at once: their runs are not waited for."""
         ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
-                                    initargs=(self.threads,)) as pool:
+        pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
+                                      initargs=(self.threads, os.getpid()))
+        self._pool = pool
+        finished = False
+        try:
             futures = {pool.submit(fn, *task): task for task in tasks}
-            try:
-                for future in cf.as_completed(futures):
-                    err = future.exception()
-                    yield futures[future], (None if err else future.result()), err
-            finally:
-                for future in futures:
-                    future.cancel()
+            for future in cf.as_completed(futures):
+                err = future.exception()
+                yield futures[future], (None if err else future.result()), err
+            finished = True
+        finally:
+            self._stop(pool, wait=finished)
+
+    def _stop(self, pool: cf.ProcessPoolExecutor, wait: bool) -> None:
+        """Shut ``pool`` down once: after its last outcome, normally; else ending its workers now."""
+        if self._pool is not pool:
+            return
+        self._pool = None
+        if wait:
+            pool.shutdown(wait=True)
+            return
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5)
 
     def close(self) -> None:
-        pass
+        """End the workers of a ``run`` that was left early (no-op after a complete one)."""
+        if self._pool is not None:
+            self._stop(self._pool, wait=False)
 
 
 def _call(fn: Callable[..., Any], *args: Any) -> Any:

@@ -12,10 +12,13 @@ recorded ``failed`` with its error and the suite goes on.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shlex
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -54,7 +57,7 @@ REDO_REASONS = {
     "code": "the code that computes them changed since they ran",
     "unrecorded": "the store does not say which data and code they ran with (written by an older version)",
     "failed": "they failed last time",
-    "interrupted": "they were interrupted (left 'running')",
+    "interrupted": "they were interrupted before they finished (Ctrl-C, SIGTERM or kill -9)",
     "stale": "they were set aside as stale by an earlier run",
 }
 
@@ -97,7 +100,7 @@ def redo_reasons(stored: tuple[str, tuple[str | None, ...]] | None,
     if stored is None:
         return ()
     status, have = stored
-    if status == "running":
+    if status in ("running", "interrupted"):
         return ("interrupted",)
     if status == "failed":
         return ("failed",)
@@ -198,18 +201,49 @@ def record_result(store: ResultsStore, out_dir: Path, result: RunOutcome) -> Non
                      external=getattr(result, "external", None))
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+
+def _sigterm_as_interrupt(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """While ``fn`` runs, SIGTERM raises ``KeyboardInterrupt`` as Ctrl-C does, so a driver stopped by
+    ``kill`` cleans up like one stopped by Ctrl-C: its workers end, its claimed runs are released, the
+    CLI says how to resume. Only in the main thread, and only where SIGTERM has no handler yet."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        install = threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt) if install else None
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if install:
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+    return wrapper
+
+
+@_sigterm_as_interrupt
 def run_suite(suite: Suite, out_dir: str | Path, *, executor: str = "local", workers: int = 1,
               address: str | None = None, dry_run: bool = False, report: bool = True,
               cache_dir: str | Path | None = None, fit: FitFn | None = None, progress: bool = True,
               command: list[str] | None = None, ray_init: dict[str, Any] | None = None,
-              echo: Callable[[str], None] = print) -> RunSummary:
+              echo: Callable[[str], None] = print, replace_other_suite: bool = False) -> RunSummary:
     """Run (or, with ``dry_run``, plan) every run of the suite that the store lacks.
+
+    A store belongs to one suite name: an ``out_dir`` holding another suite's store is refused
+    (:func:`check_store_suite`) unless ``replace_other_suite``.
 
     Every check that needs no training runs first, in this order, before anything is written: the
     output directory, the data, the splits, the strata, :func:`harness.prechecks.check_suite` (device,
     filter stencils against the frame size) and, unless ``dry_run``, the pretrained weights."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
+    replaced = check_store_suite(out_dir, suite.name, replace_other_suite)
+    if replaced is not None:
+        echo(f"--replace-other-suite: {out_dir} held suite {replaced!r}; its runs that {suite.name!r} does not "
+             f"share {'would be' if dry_run else 'are'} kept but set aside as stale")
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     t_load = time.perf_counter()
     frames = load_suite_frames(suite, cache_dir)
@@ -282,13 +316,14 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
         echo(line)
     payload = suite.to_payload()
     tasks = [(payload, r.arm, r.repeat, r.fold, str(out_dir), str(cache_dir)) + ((fit,) if fit else ()) for r in todo]
-    for r in todo:
-        store.claim_run(r.arm, r.repeat, r.fold, r.config_hash,
-                        run_seed(suite.seed, r.repeat, r.fold, suite.arm_training(r.arm).seed_offset),
-                        data_hash=r.data_hash, code_version=r.code_version)
-    bar = _progress_bar(len(todo), progress, suite.evaluation.primary_metric, echo)
-    ex = make_executor(executor, workers, address, ray_init=ray_init) if todo else None
+    bar = ex = None
     try:
+        for r in todo:
+            store.claim_run(r.arm, r.repeat, r.fold, r.config_hash,
+                            run_seed(suite.seed, r.repeat, r.fold, suite.arm_training(r.arm).seed_offset),
+                            data_hash=r.data_hash, code_version=r.code_version)
+        bar = _progress_bar(len(todo), progress, suite.evaluation.primary_metric, echo)
+        ex = make_executor(executor, workers, address, ray_init=ray_init) if todo else None
         for task, result, error in (ex.run(execute_run, tasks) if ex else ()):
             run_id = run_id_for(task[1], task[2], task[3])
             if error is None:
@@ -304,6 +339,13 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
                 (bar.write if bar else echo)(f"run {run_id} failed: {text.splitlines()[0]}")
             if bar:
                 bar.finished(task[1], task[2], task[3], None if error is not None else result)
+    except BaseException as err:  # Ctrl-C, SIGTERM, an executor that cannot start: no run stays 'running'
+        if ex:
+            ex.close()  # workers first: none of them is still computing a run released here
+        why = "interrupted (Ctrl-C or SIGTERM)" if isinstance(err, KeyboardInterrupt) else \
+            f"not finished: the driver stopped ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        store.release_runs([r.run_id for r in todo], why)
+        raise
     finally:
         if bar:
             bar.close()
@@ -354,21 +396,57 @@ class OutDirError(ValueError):
 
 
 def check_out_dir(out_dir: Path) -> None:
-    """One line, before anything is written, when ``out_dir`` names a file or lies below one."""
+    """One line, before anything is written, when ``out_dir`` cannot hold this driver's results store: a
+    file, a path below a file, a directory this user cannot write to (read-only, or on a read-only file
+    system: a temporary file is tried), a store path that is not a file, or a directory holding other
+    files but no store (its files, e.g. a ``report.html``, would be overwritten without being named)."""
+    from harness.data.cache import unwritable
+
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutDirError(f"--out {out_dir}: is a file, not a directory; nothing was written; accepted: a new "
-                          f"directory or one holding a results store ({STORE_FILENAME})")
-    for parent in out_dir.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutDirError(f"--out {out_dir}: {parent} is a file, so no directory can be made below it; "
-                                  "nothing was written; accepted: a path under a directory")
-            break
+    problem = unwritable(out_dir)
+    if problem is not None:
+        raise OutDirError(f"--out {out_dir}: {problem}; nothing was written; accepted: a new directory, or one "
+                          f"holding a results store ({STORE_FILENAME}), that this user can write to")
     db = out_dir / STORE_FILENAME
     if db.exists() and not db.is_file():
         raise OutDirError(f"--out {out_dir}: {db} is not a file; accepted: a directory whose {STORE_FILENAME} "
                           "is a results store")
+    if out_dir.is_dir() and not db.exists():
+        others = sorted(p.name for p in out_dir.iterdir() if p.name != ".lock")
+        if others:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise OutDirError(f"--out {out_dir}: a directory holding other files ({shown}) and no results store; "
+                              "nothing was written (they would be overwritten); accepted: a new or empty directory, "
+                              f"or one holding a results store ({STORE_FILENAME})")
+
+
+class ForeignSuiteError(OutDirError):
+    """``--out`` holds the results store of a suite with another name."""
+
+
+def check_store_suite(out_dir: Path, suite_name: str, replace: bool = False) -> str | None:
+    """A store belongs to one suite name: a suite of another name is refused in one line before anything
+    is touched, unless ``replace`` (``--replace-other-suite``); returns the replaced suite's name, else None."""
+    import sqlite3
+
+    from harness.store import StoreError
+
+    db = Path(out_dir) / STORE_FILENAME
+    if not db.is_file():
+        return None
+    try:
+        with ResultsStore(db, readonly=True) as store:
+            stored = store.meta().get("suite_name")
+    except (StoreError, sqlite3.Error):
+        return None  # a damaged or foreign file: refused with its own line before anything is written
+    if stored is None or stored == suite_name:
+        return None
+    if not replace:
+        raise ForeignSuiteError(
+            f"--out {out_dir}: holds the results of suite {stored!r}, not {suite_name!r}; nothing was touched; "
+            f"accepted: an --out of its own (e.g. reports/{suite_name}), or --replace-other-suite to run "
+            f"{suite_name!r} here (the runs of {stored!r} it does not share are kept but set aside as stale)")
+    return str(stored)
 
 
 def _lock_out_dir(out_dir: Path):
@@ -555,7 +633,7 @@ def status_lines(out_dir: str | Path) -> list[str]:
              f"{int((runs['status'] == 'done').sum())} of {meta.get('planned_runs', len(runs))} runs done"]
     if not runs.empty:
         table = runs.pivot_table(index="arm", columns="status", values="run_id", aggfunc="count", fill_value=0)
-        cols = [c for c in ("done", "running", "failed", "stale") if c in table.columns]
+        cols = [c for c in ("done", "running", "interrupted", "failed", "stale") if c in table.columns]
         lines.append(f"  {'arm':<24}" + "".join(f"{c:>9}" for c in cols))
         for arm, row in table.iterrows():
             lines.append(f"  {arm:<24}" + "".join(f"{int(row[c]):>9}" for c in cols))

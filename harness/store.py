@@ -3,7 +3,9 @@
 Only the driver process writes it (the runner); the report reads it. A run's results are
 written in one transaction by :meth:`ResultsStore.finish_run`, so a process killed at any
 moment (even ``kill -9``) leaves either the whole run or none of it. A row left ``running`` by a
-killed driver counts as not done and is redone next time.
+killed driver counts as not done and is redone next time; a driver stopped by Ctrl-C or SIGTERM (or
+by an error before its runs finish) releases the runs it claimed as ``interrupted``
+(:meth:`ResultsStore.release_runs`), also redone next time.
 
 Schema (documented in docs/architecture.md, section harness.store):
 
@@ -52,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 STORE_FILENAME = "results.sqlite"
-RUN_STATUSES = ("running", "done", "failed", "stale")
+RUN_STATUSES = ("running", "done", "failed", "stale", "interrupted")
 #: Run columns added after the first release: (name, SQL type); older stores are migrated.
 _ADDED_RUN_COLUMNS = (("fit", "TEXT"), ("initial_params", "TEXT"), ("data_hash", "TEXT"),
                       ("code_version", "TEXT"))
@@ -326,6 +328,17 @@ class ResultsStore:
                  data_hash, code_version),
             )
         return run_id
+
+    def release_runs(self, run_ids: Iterable[str], reason: str) -> int:
+        """Runs among ``run_ids`` still ``running`` (claimed by this driver, never finished) become
+        ``interrupted`` with ``reason`` as their error; done or failed runs are left as they are.
+        Returns how many changed."""
+        rows = [(time.time(), str(reason), str(rid)) for rid in run_ids]
+        with self._conn:
+            before = self._conn.total_changes
+            self._conn.executemany("UPDATE runs SET status='interrupted', finished_at=?, error=? "
+                                   "WHERE run_id=? AND status='running'", rows)
+            return self._conn.total_changes - before
 
     def _delete_results(self, run_id: str) -> None:
         for table in ("metrics", "predictions", "epochs", "external_metrics", "external_predictions"):

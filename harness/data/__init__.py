@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from harness.data.cache import default_cache_dir
+from harness.data.cache import check_cache_dir, default_cache_dir
 from harness.data.config import CovidBluesData, DataConfig, ManifestData, SimulatedData
 from harness.data.frameset import DataError, FrameSet
 
@@ -25,9 +25,11 @@ def load_frames(cfg: DataConfig, base_dir: Path, cache_dir: Path | None = None, 
 
     ``base_dir`` resolves relative paths (the suite's folder); ``cache_dir`` holds decoded frames
     (None = :func:`default_cache_dir`); ``seed`` is the suite's seed, used by the simulator when its
-    own ``seed`` is null. Raises :class:`DataError` (one line, naming the file or row).
+    own ``seed`` is null. Raises :class:`DataError` (one line, naming the file or row, or the cache folder
+    when it cannot be written).
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    check_cache_dir(cache)  # a read-only cache folder or a file: one line before anything is decoded
     base_dir = Path(base_dir)
     if isinstance(cfg, SimulatedData):
         from harness.data.simulated import load_simulated

@@ -2,6 +2,8 @@
 
 The report only ever reads the store (results of ``done`` runs through
 :class:`harness.store.ResultsStore`'s read API); it never trains, builds a network or decodes data.
+It shows the arms of the suite the store records (the latest run's): runs of arms removed from the
+suite stay in the store, untouched, and out of the report.
 """
 
 from __future__ import annotations
@@ -92,10 +94,9 @@ class Inputs:
 
     @property
     def arms(self) -> list[str]:
-        """Arms in suite order, then any arm only the store knows (e.g. from an older suite)."""
-        order = [a["name"] for a in self.suite_dict.get("arms", [])]
-        extra = sorted(set(self.runs["arm"]) - set(order)) if len(self.runs) else []
-        return order + extra
+        """The arms of the stored suite, in its order (an arm only the store knows, e.g. one removed from
+        the suite since it ran, is not reported: :func:`read_store` leaves its rows out)."""
+        return [a["name"] for a in self.suite_dict.get("arms", [])]
 
     @property
     def planned_runs(self) -> list[RunKey]:
@@ -149,6 +150,13 @@ def _missing(value: Any) -> bool:
     return value is None or bool(pd.isna(value))
 
 
+def _of_arms(table: pd.DataFrame, arms: set[str]) -> pd.DataFrame:
+    """The rows of the current suite's arms (a table without an ``arm`` column is returned as it is)."""
+    if "arm" not in table.columns:
+        return table
+    return table[table["arm"].isin(arms)].reset_index(drop=True)
+
+
 def read_store(out_dir: Path) -> Inputs:
     """Read the results store of ``out_dir`` (or a path to the ``.sqlite`` file itself)."""
     from harness.store import ResultsStore
@@ -156,17 +164,18 @@ def read_store(out_dir: Path) -> Inputs:
     store = ResultsStore(out_dir, readonly=True)
     try:
         suite_dict = store.suite_config()
+        arms = {a["name"] for a in suite_dict.get("arms", [])}
         inputs = Inputs(
             out_dir=store.path.parent,
             store_path=store.path,
             meta=store.meta(),
             suite_dict=suite_dict,
-            runs=store.runs(),
-            metrics=store.metrics(),
-            predictions=store.predictions(),
-            epochs=store.epochs(),
+            runs=_of_arms(store.runs(), arms),
+            metrics=_of_arms(store.metrics(), arms),
+            predictions=_of_arms(store.predictions(), arms),
+            epochs=_of_arms(store.epochs(), arms),
             splits=store.splits(),
-            preprocessing=store.preprocessing(),
+            preprocessing=_of_arms(store.preprocessing(), arms),
             skipped=store.skipped(),
             samples=store.samples(),
         )

@@ -207,7 +207,7 @@ def leakage(inputs: Any) -> dict[str, Any]:
 
 def failed_runs(inputs: Any) -> list[dict[str, Any]]:
     r = inputs.runs
-    bad = r[r["status"].isin(["failed", "running"])]
+    bad = r[r["status"].isin(["failed", "running", "interrupted"])]
     return [
         {
             "arm": x.arm,
