@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from harness.data.config import SimulatedData
+from harness.data.config import SEED_MAX, SimulatedData
 from harness.models import save_weights
 from harness.preprocess import to_unit
 from harness.suite import ModelConfig, SuiteError, TrainingConfig, read_yaml_config, validation_lines
@@ -76,11 +76,11 @@ class SimulatedMix(BaseModel):
 class PretrainSpec(BaseModel):
     """The ``pretrain`` YAML: data mix, network, recipe, held-out share, seed."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True, allow_inf_nan=False)  # as a suite's
 
     name: str = "pretrain"
     description: str = ""
-    seed: int = Field(0, ge=0, le=2**32 - 1)
+    seed: int = Field(0, ge=0, le=SEED_MAX)
     data: SimulatedMix = Field(default_factory=SimulatedMix)
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)

@@ -35,12 +35,11 @@ from pydantic import (
     model_validator,
 )
 
-from harness.data.config import DataConfig
+from harness.data.config import SEED_MAX, DataConfig
 from harness.metrics import METRIC_NAMES
 from harness.search.space import ArmSearchConfig, SearchConfig, search_identity, suite_search_problems
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
-SEED_MAX = 2**32 - 1  # numpy's SeedSequence / legacy seeding range
 _NAME_RE = re.compile(NAME_PATTERN)
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
 
@@ -54,7 +53,9 @@ class SuiteError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # strict: a boolean is not an integer, a string is not a number or a boolean (YAML's ``1e-3``
+    # is a float: read_yaml_config); every float is finite. Messages: _describe adds what is accepted.
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True, allow_inf_nan=False)
 
 
 def _check_name(value: str, what: str) -> str:
@@ -154,20 +155,22 @@ class ModelConfig(_Strict):
 class TrainingConfig(_Strict):
     """The fine-tuning recipe (harness.training): AdamW, cosine schedule with warm-up."""
 
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(0.05, ge=0.0)
-    warmup_epochs: int = Field(1, ge=0)
+    # Upper bounds: what a study could need (more epochs, larger batches or steps are mistakes, e.g. 1e12).
+    epochs: int = Field(10, ge=1, le=1000)
+    batch_size: int = Field(32, ge=1, le=4096)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.05, ge=0.0, le=1.0)
+    warmup_epochs: int = Field(1, ge=0, le=1000)
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     class_balance: Literal["loss", "sampler", "none"] = "loss"
     augment: bool = True
-    early_stopping_patience: int | None = Field(None, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1, le=1000)
     val_fraction: float = Field(0.2, gt=0.0, lt=0.9, description="inner validation share of training patients")
-    grad_clip_norm: float | None = Field(1.0, gt=0.0, description="clip the global gradient norm; none: no clipping")
+    grad_clip_norm: float | None = Field(1.0, gt=0.0, le=1000.0,
+                                         description="clip the global gradient norm; none: no clipping")
     bn_recalibration: bool = Field(
         True, description="re-estimate BatchNorm statistics on training images before every evaluation")
-    bn_recalibration_images: int = Field(512, ge=2, description="training images used to re-estimate them")
+    bn_recalibration_images: int = Field(512, ge=2, le=100_000, description="training images used to re-estimate them")
     diffusion_lr_multiplier: float = Field(
         30.0, gt=0.0, le=1000.0, description="learning rate of the diffusion parameters / training.lr")
     seed_offset: int = Field(0, ge=0, le=2**31 - 1,
@@ -176,14 +179,14 @@ class TrainingConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     channels_last: bool = True
     amp: bool = True
-    num_threads: int | None = Field(None, ge=1)
+    num_threads: int | None = Field(None, ge=1, le=1024)
 
 
 class EvaluationConfig(_Strict):
     """Repeated, stratified, patient-grouped k-fold cross-validation."""
 
-    folds: int = Field(5, ge=2)
-    repeats: int = Field(1, ge=1)
+    folds: int = Field(5, ge=2, le=1000)
+    repeats: int = Field(1, ge=1, le=100)
     primary_metric: Literal[METRIC_NAMES] = "roc_auc"  # type: ignore[valid-type]
     primary_level: Literal["frame", "video"] = Field(
         "frame", description="the level the verdict leads with; the other is co-primary (labels are per video)")
@@ -223,7 +226,7 @@ class ReportConfig(_Strict):
     """How the report compares arms (harness.report)."""
 
     baseline: str | None = Field(None, description="arm every other arm is compared with; default: the first arm")
-    rope: float = Field(0.01, ge=0.0)
+    rope: float = Field(0.01, ge=0.0, le=1.0)
     alpha: float = Field(0.05, gt=0.0, lt=1.0)
     strata: list[str] | None = Field(None, description="metadata columns to stratify by; default: data's")
     gradcam: bool = True
@@ -503,6 +506,9 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseMod
     key_next = False  # the part after a dict field is one of its keys (e.g. evaluation.external.NAME)
     for i, part in enumerate(loc):
         if i == len(loc) - 1:
+            if isinstance(model, list):  # ends at a union tag: the tagged model's own check (a model validator)
+                tagged = [m for m in model if _tag(m) == part]
+                return (tagged[0] if tagged else None), tuple(clean)
             return (model if isinstance(model, type) and issubclass(model, BaseModel) else None), (*clean, part)
         if key_next:
             key_next = False
@@ -563,7 +569,50 @@ def _describe(err: dict[str, Any], model: type[BaseModel] | None, loc: tuple[Any
     got = err.get("input")
     if not isinstance(got, (dict, list)):
         message += f" (got {got!r})"
+    accepted = _accepted_value(kind, model, loc[-1] if loc else None)
+    if accepted:
+        message += f"; accepted: {accepted}"
+        if isinstance(got, str) and kind in _TYPE_WORDS and _is_number(got):
+            message += " (a number in quotes is text: write it without quotes)"
     return message
+
+
+#: What a type or range error of each kind accepts, when the field does not say more.
+_TYPE_WORDS = {"int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+               "float_type": "a finite number", "float_parsing": "a finite number", "finite_number": "a finite number",
+               "bool_type": "true or false", "bool_parsing": "true or false", "string_type": "text"}
+_RANGE_KINDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _accepted_value(kind: str, model: type[BaseModel] | None, key: Any) -> str | None:
+    """``accepted: ...`` of a type or range error: the field's type and bounds (``an integer from 1
+    to 1000``, ``a finite number > 0 and <= 1``, ``true or false``, ``... or null``)."""
+    if kind not in _TYPE_WORDS and kind not in _RANGE_KINDS:
+        return None
+    field = model.model_fields.get(key) if model is not None and isinstance(key, str) else None
+    members = _unwrap(field.annotation) if field is not None else []
+    base = next((m for m in members if m in (bool, int, float)), None)
+    if base is None:
+        return _TYPE_WORDS.get(kind)
+    text = {bool: "true or false", int: "an integer", float: "a finite number"}[base]
+    bounds = {name: getattr(c, name) for c in field.metadata for name in ("ge", "gt", "le", "lt") if hasattr(c, name)}
+    shown = {k: str(v) if isinstance(v, int) else f"{v:g}" for k, v in bounds.items()}
+    if base is not bool and "ge" in bounds and "le" in bounds:
+        text += f" from {shown['ge']} to {shown['le']}"
+    elif base is not bool and bounds:
+        text += " " + " and ".join(f"{op} {shown[name]}" for name, op in
+                                   (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")) if name in bounds)
+    if type(None) in members:
+        text += ", or null"
+    return text
 
 
 def validation_lines(err: ValidationError, root: type[BaseModel] = Suite) -> list[tuple[str, str]]:
@@ -588,7 +637,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         raise ValueError(f"--set {assignment!r}: empty key in {key!r}; accepted: key.path=value with non-empty keys "
                          "separated by single dots, e.g. training.epochs=2")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else ""  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:
         raise ValueError(f"--set {assignment!r}: value is not valid YAML ({err.__class__.__name__})") from None
     node: Any = data
@@ -634,6 +683,12 @@ def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+# YAML 1.1 (PyYAML) reads 1e-3 (no dot) and 1.0e5 (no exponent sign) as strings; YAML 1.2 and every
+# reader of these files mean numbers: one rule for every key (suite keys, filter parameters, search
+# ranges, --set values). "1e-3" in quotes stays text.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 def read_yaml_config(path: str | Path, overrides: typing.Iterable[str], what: str, accepted: typing.Iterable[str],

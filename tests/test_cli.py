@@ -73,8 +73,12 @@ def test_run_status_and_failed_exit_code(suite_file, tmp_path, capsys):
     """``python -m harness`` as a user runs it: a suite whose every run fails (a learning rate that
     makes the loss NaN) exits 1, says why, and ``status`` lists the failures."""
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "harness", "run", str(suite_file), "--out", str(out), "--cache-dir",
-           str(tmp_path / "c"), "--no-progress", "--no-report", "--set", "training.lr=1e30"]
+    nan_loss = ("import sys, harness.runner\n"
+                "def run(*task):\n    raise FloatingPointError('training loss is NaN at epoch 1')\n"
+                "harness.runner.execute_run = run\n"
+                "from harness.cli import main\nsys.exit(main(sys.argv[1:]))")
+    cmd = [sys.executable, "-c", nan_loss, "run", str(suite_file), "--out", str(out), "--cache-dir",
+           str(tmp_path / "c"), "--no-progress", "--no-report"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr
     assert "0 runs done, 0 already done, 2 failed" in proc.stdout

@@ -57,7 +57,7 @@ def one_line(capsys, code: int, argv: list[str]) -> str:
 @pytest.mark.parametrize("override, message", [
     ("model.num_classes=3", "model.num_classes: 3 classes: the harness trains and scores binary"),
     ("seed=-1", "seed: -1 is out of range; accepted: an integer from 0 to 4294967295"),
-    ("seed=1e23", "seed: '1e23' is not a seed; accepted: an integer"),
+    ("seed=1e23", "seed: 1e+23 is not a seed; accepted: an integer"),  # 1e23 is a number, as 1.0e+23
     ("seed=1.0e+23", "seed: 1e+23 is not a seed"),
     ("arms.0.preprocess=[{gaussian: {sigma: 1e30}}]", "arms[0].preprocess[0].gaussian.sigma"),
     ("arms.0.preprocess=[{gaussian: {sigma: 1e7}}]", "arms[0].preprocess[0].gaussian.sigma"),

@@ -12,16 +12,43 @@ time against the suite's folder, so a suite's hash does not depend on the machin
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+import math
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator, model_validator
 
 CropMode = Literal["fan", "bbox", "none"]
 OnError = Literal["fail", "skip"]
 
 
+#: Upper bounds of the counts: what a real study could need (COVID-BLUES: 63 patients, videos of a few
+#: hundred frames; large lung-ultrasound cohorts: a few thousand patients). Beyond them a value is a
+#: mistake (``patients: 1e9`` crashed the simulator) and is refused before anything is loaded.
+MAX_PATIENTS = 10_000
+MAX_FRAMES = 10_000  # frames per patient or clip, frame_step, frames kept per video
+#: The frames are held in memory as uint8: patients x frames_per_patient x image_size^2 bytes at most.
+MAX_FRAME_BYTES = 16 * 10**9
+SEED_MAX = 2**32 - 1  # numpy's SeedSequence / legacy seeding range
+
+
+def _integer(value: Any, name: str, lo: int, hi: int, why: str = "") -> int:
+    """``value`` when it is an integer in [lo, hi] (a boolean or a float is not); one line otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name}={value!r}; accepted: an integer from {lo} to {hi}{why}")
+    return value
+
+
+def _number(value: Any, name: str, lo: float, hi: float, what: str) -> Any:
+    """``value`` when it is a finite number in [lo, hi] (a boolean or a string is not); one line otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
+                                                                            and lo <= value <= hi):
+        raise ValueError(f"{name}={value!r}; accepted: {what}")
+    return value
+
+
 class _DataBase(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # strict: booleans are not numbers, strings are not numbers or booleans; floats are finite
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True, allow_inf_nan=False)
 
     @property
     def strata(self) -> list[str]:
@@ -29,10 +56,8 @@ class _DataBase(BaseModel):
         return []
 
 
-def _check_size(value: int) -> int:
-    if not 16 <= value <= 1024:
-        raise ValueError(f"image_size {value} is out of range; accepted: an integer from 16 to 1024 (pixels)")
-    return value
+def _check_size(value: Any) -> int:
+    return _integer(value, "image_size", 16, 1024, " (pixels)")
 
 
 class SimulatedData(_DataBase):
@@ -55,83 +80,76 @@ class SimulatedData(_DataBase):
         0.6, description="B-line visibility: 0 = invisible (labels carry no image signal), 1 = as bright as the pleura"
     )
     probe: Literal["convex", "linear", "mixed"] = Field("convex", description="probe geometry; mixed = per patient")
-    seed: int | None = Field(None, description="simulator seed; None = the suite's seed")
+    seed: int | None = Field(None, ge=0, le=SEED_MAX, description="simulator seed; None = the suite's seed")
     depth_cm: float = Field(12.0, description="imaging depth in cm (convex); linear uses half of it")
-    pleura_depth_cm: tuple[float, float] = Field(
-        (1.5, 3.0), description="range of the per-patient skin-to-pleura depth, cm"
+    pleura_depth_cm: tuple[Annotated[float, Strict()], Annotated[float, Strict()]] = Field(
+        (1.5, 3.0), strict=False, description="range of the per-patient skin-to-pleura depth, cm"  # a list: [min, max]
     )
     max_b_lines: int = Field(5, description="most discrete B-lines in a positive clip")
     confluent_probability: float = Field(0.2, description="probability that a positive clip has confluent B-lines")
     dynamic_range_db: float = Field(60.0, description="log-compression dynamic range, dB")
     frequency_mhz: float = Field(3.5, description="centre frequency (sets attenuation), MHz")
 
-    @field_validator("image_size")
+    # mode="before": the type and the range are checked together, so the one line says both
+    @field_validator("image_size", mode="before")
     @classmethod
-    def _size(cls, v: int) -> int:
+    def _size(cls, v: Any) -> int:
         return _check_size(v)
 
-    @field_validator("patients")
+    @field_validator("patients", mode="before")
     @classmethod
-    def _patients(cls, v: int) -> int:
-        if v < 2:
-            raise ValueError(f"patients={v}; accepted: an integer >= 2 (splits need two groups)")
-        return v
+    def _patients(cls, v: Any) -> int:
+        return _integer(v, "patients", 2, MAX_PATIENTS, " (splits need two groups)")
 
-    @field_validator("frames_per_patient", "frames_per_video")
+    @field_validator("frames_per_patient", "frames_per_video", mode="before")
     @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError(f"{v}; accepted: an integer >= 1")
-        return v
+    def _positive(cls, v: Any, info: ValidationInfo) -> int:
+        return _integer(v, info.field_name, 1, MAX_FRAMES)
 
-    @field_validator("b_line_prevalence", "confluent_probability")
+    @field_validator("b_line_prevalence", "confluent_probability", mode="before")
     @classmethod
-    def _prob(cls, v: float) -> float:
-        if not 0.0 <= v <= 1.0:
-            raise ValueError(f"{v}; accepted: a probability from 0 to 1")
-        return v
+    def _prob(cls, v: Any, info: ValidationInfo) -> float:
+        return _number(v, info.field_name, 0.0, 1.0, "a probability from 0 to 1")
 
-    @field_validator("speckle")
+    @field_validator("speckle", mode="before")
     @classmethod
-    def _speckle(cls, v: float) -> float:
-        if not 0.0 <= v <= 3.0:
-            raise ValueError(f"speckle={v}; accepted: 0 to 3 (1 = fully developed speckle)")
-        return v
+    def _speckle(cls, v: Any) -> float:
+        return _number(v, "speckle", 0.0, 3.0, "0 to 3 (1 = fully developed speckle)")
 
-    @field_validator("b_line_contrast")
+    @field_validator("b_line_contrast", mode="before")
     @classmethod
-    def _contrast(cls, v: float) -> float:
-        if not 0.0 <= v <= 2.0:
-            raise ValueError(f"b_line_contrast={v}; accepted: 0 to 2 (0 = invisible, 1 = pleura-bright)")
-        return v
+    def _contrast(cls, v: Any) -> float:
+        return _number(v, "b_line_contrast", 0.0, 2.0, "0 to 2 (0 = invisible, 1 = pleura-bright)")
 
-    @field_validator("depth_cm")
+    @field_validator("depth_cm", mode="before")
     @classmethod
-    def _depth(cls, v: float) -> float:
-        if not 4.0 <= v <= 30.0:
-            raise ValueError(f"depth_cm={v}; accepted: 4 to 30 cm")
-        return v
+    def _depth(cls, v: Any) -> float:
+        return _number(v, "depth_cm", 4.0, 30.0, "4 to 30 cm")
 
-    @field_validator("max_b_lines")
+    @field_validator("max_b_lines", mode="before")
     @classmethod
-    def _max_b(cls, v: int) -> int:
-        if not 1 <= v <= 12:
-            raise ValueError(f"max_b_lines={v}; accepted: an integer from 1 to 12")
-        return v
+    def _max_b(cls, v: Any) -> int:
+        return _integer(v, "max_b_lines", 1, 12)
 
-    @field_validator("dynamic_range_db")
+    @field_validator("dynamic_range_db", mode="before")
     @classmethod
-    def _dr(cls, v: float) -> float:
-        if not 20.0 <= v <= 100.0:
-            raise ValueError(f"dynamic_range_db={v}; accepted: 20 to 100 dB")
-        return v
+    def _dr(cls, v: Any) -> float:
+        return _number(v, "dynamic_range_db", 20.0, 100.0, "20 to 100 dB")
 
-    @field_validator("frequency_mhz")
+    @field_validator("frequency_mhz", mode="before")
     @classmethod
-    def _freq(cls, v: float) -> float:
-        if not 1.0 <= v <= 15.0:
-            raise ValueError(f"frequency_mhz={v}; accepted: 1 to 15 MHz")
-        return v
+    def _freq(cls, v: Any) -> float:
+        return _number(v, "frequency_mhz", 1.0, 15.0, "1 to 15 MHz")
+
+    @model_validator(mode="after")
+    def _memory(self) -> SimulatedData:
+        frames = self.patients * self.frames_per_patient
+        size = frames * self.image_size ** 2
+        if size > MAX_FRAME_BYTES:
+            raise ValueError(f"patients x frames_per_patient = {frames} frames of {self.image_size}x{self.image_size} "
+                             f"px take {size / 1e9:.0f} GB in memory; accepted: at most {MAX_FRAME_BYTES / 1e9:.0f} GB "
+                             "(fewer patients, frames or pixels)")
+        return self
 
     @model_validator(mode="after")
     def _pleura(self) -> SimulatedData:
@@ -158,24 +176,20 @@ class _VideoData(_DataBase):
     )
     on_error: OnError = Field("fail", description="fail = stop at the first bad item; skip = leave it out and list it")
 
-    @field_validator("image_size")
+    @field_validator("image_size", mode="before")
     @classmethod
-    def _size(cls, v: int) -> int:
+    def _size(cls, v: Any) -> int:
         return _check_size(v)
 
-    @field_validator("frame_step")
+    @field_validator("frame_step", mode="before")
     @classmethod
-    def _step(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError(f"frame_step={v}; accepted: an integer >= 1")
-        return v
+    def _step(cls, v: Any) -> int:
+        return _integer(v, "frame_step", 1, MAX_FRAMES)
 
-    @field_validator("max_frames_per_video")
+    @field_validator("max_frames_per_video", mode="before")
     @classmethod
-    def _max(cls, v: int | None) -> int | None:
-        if v is not None and v < 1:
-            raise ValueError(f"max_frames_per_video={v}; accepted: an integer >= 1 or null (all frames)")
-        return v
+    def _max(cls, v: Any) -> int | None:
+        return None if v is None else _integer(v, "max_frames_per_video", 1, MAX_FRAMES, ", or null (all frames)")
 
 
 class CovidBluesData(_VideoData):

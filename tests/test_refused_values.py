@@ -1,0 +1,166 @@
+"""Values that must be refused before anything runs (issue 21, section 2): each bad input gives one
+line naming the file or key and what is accepted, with exit status 2, before any data is loaded or
+any network trained; and the values YAML spells differently (``1e-1``) mean the same everywhere."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+import harness.runner
+from harness.cli import main
+from harness.cv import SplitError, make_splits
+from harness.suite import load_suite
+
+SUITE = {
+    "name": "refuse",
+    "seed": 0,
+    "data": {"source": "simulated", "patients": 6, "frames_per_patient": 2, "image_size": 32},
+    "model": {"pretrained": "none"},
+    "training": {"epochs": 1, "batch_size": 8},
+    "evaluation": {"folds": 2},
+    "arms": [{"name": "baseline"},
+             {"name": "pm", "preprocess": [{"perona_malik": {"iterations": 2, "kappa": 0.1, "step": 0.2}}]}],
+}
+
+
+def write(tmp_path: Path, data: dict | None = None, name: str = "s.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data or SUITE))
+    return path
+
+
+def one_line(capsys, argv: list[str], code: int = 2) -> str:
+    """The single stderr line of ``harness argv`` (which must exit with ``code``)."""
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+# --------------------------------------------------------------------------- counts, sizes, floats, types
+
+#: (override, the one line after "FILE: ") — every count, size and float key bounded, finite and typed.
+BAD_VALUES = [
+    ("data.patients=1e9", "data.patients: patients=1000000000.0; accepted: an integer from 2 to 10000"),
+    ("data.patients=1000000000", "data.patients: patients=1000000000; accepted: an integer from 2 to 10000"),
+    ("data.frames_per_patient=100000", "data.frames_per_patient: frames_per_patient=100000; accepted: an integer "
+                                       "from 1 to 10000"),
+    ("data.frames_per_video=true", "data.frames_per_video: frames_per_video=True; accepted: an integer from 1 to 10000"),
+    ("data.image_size=4096", "data.image_size: image_size=4096; accepted: an integer from 16 to 1024"),
+    ("data.seed=-1", "data.seed: Input should be greater than or equal to 0 (got -1); accepted: an integer from 0 to "
+                     "4294967295, or null"),
+    ("data.speckle='1'", "data.speckle: speckle='1'; accepted: 0 to 3"),
+    ("data.depth_cm=true", "data.depth_cm: depth_cm=True; accepted: 4 to 30 cm"),
+    ("data={source: simulated, patients: 10000, frames_per_patient: 1000, image_size: 64}",
+     "data: patients x frames_per_patient = 10000000 frames of 64x64 px take 41 GB in memory; accepted: at most 16 GB"),
+    ("data={source: covid-blues, frame_step: 1000000}", "data.frame_step: frame_step=1000000; accepted: an integer "
+                                                        "from 1 to 10000"),
+    ("data={source: covid-blues, max_frames_per_video: 1e9}", "data.max_frames_per_video: max_frames_per_video="
+                                                              "1000000000.0; accepted: an integer from 1 to 10000, or null"),
+    ("training.lr=.inf", "training.lr: Input should be a finite number (got inf); accepted: a finite number > 0 and "
+                         "<= 1"),
+    ("training.lr=1e30", "training.lr: Input should be less than or equal to 1 (got 1e+30); accepted: a finite number "
+                         "> 0 and <= 1"),
+    ("training.lr=.nan", "training.lr: Input should be a finite number (got nan); accepted: a finite number > 0"),
+    ("training.weight_decay=1e30", "training.weight_decay: Input should be less than or equal to 1 (got 1e+30); "
+                                   "accepted: a finite number from 0 to 1"),
+    ("training.grad_clip_norm=.inf", "training.grad_clip_norm: Input should be a finite number (got inf); accepted: "
+                                     "a finite number > 0 and <= 1000, or null"),
+    ("training.diffusion_lr_multiplier=.inf", "training.diffusion_lr_multiplier: Input should be a finite number"),
+    ("training.label_smoothing=-.inf", "training.label_smoothing: Input should be a finite number"),
+    ("model.drop_rate=.nan", "model.drop_rate: Input should be a finite number (got nan); accepted: a finite number "
+                             ">= 0 and < 1"),
+    ("report.rope=1e9", "report.rope: Input should be less than or equal to 1 (got 1000000000.0); accepted: a finite "
+                        "number from 0 to 1"),
+    ("training.epochs=true", "training.epochs: Input should be a valid integer (got True); accepted: an integer from 1 "
+                             "to 1000"),
+    ("training.epochs=1e12", "training.epochs: Input should be a valid integer (got 1000000000000.0); accepted: an "
+                             "integer from 1 to 1000"),
+    ("training.epochs=1000000000000", "training.epochs: Input should be less than or equal to 1000 (got "
+                                      "1000000000000); accepted: an integer from 1 to 1000"),
+    ("training.batch_size=1000000", "training.batch_size: Input should be less than or equal to 4096"),
+    ("training.warmup_epochs=1000000", "training.warmup_epochs: Input should be less than or equal to 1000"),
+    ("training.bn_recalibration_images=1000000000", "training.bn_recalibration_images: Input should be less than or "
+                                                    "equal to 100000"),
+    ("training.num_threads=100000", "training.num_threads: Input should be less than or equal to 1024"),
+    ("training.early_stopping_patience=false", "training.early_stopping_patience: Input should be a valid integer "
+                                               "(got False); accepted: an integer from 1 to 1000, or null"),
+    ("evaluation.folds=1000000", "evaluation.folds: Input should be less than or equal to 1000"),
+    ("evaluation.repeats=1e9", "evaluation.repeats: Input should be a valid integer (got 1000000000.0); accepted: "
+                               "an integer from 1 to 100"),
+    ("arms.1.on_the_fly='yes'", "arms[1].on_the_fly: Input should be a valid boolean (got 'yes'); accepted: true or "
+                                "false"),
+    ("arms.1.on_the_fly=1", "arms[1].on_the_fly: Input should be a valid boolean (got 1); accepted: true or false"),
+    ("training.augment='true'", "training.augment: Input should be a valid boolean (got 'true'); accepted: true or "
+                                "false"),
+    ("arms.0.training={epochs: true}", "arms[0].training.epochs: Input should be a valid integer (got True); "
+                                       "accepted: an integer from 1 to 1000"),
+    ("arms.0.training={lr: .inf}", "arms[0].training.lr: Input should be a finite number (got inf)"),
+    ("training.lr='1e-3'", "training.lr: Input should be a valid number (got '1e-3'); accepted: a finite number > 0 "
+                           "and <= 1 (a number in quotes is text: write it without quotes)"),
+    ("training.lr=fast", "training.lr: Input should be a valid number (got 'fast'); accepted: a finite number > 0 and "
+                         "<= 1"),
+]
+
+
+@pytest.mark.parametrize("override, message", BAD_VALUES, ids=[o for o, _ in BAD_VALUES])
+def test_bad_values_are_refused_in_one_line_by_validate_and_dry_run(tmp_path, capsys, override, message):
+    path = write(tmp_path)
+    assert one_line(capsys, ["validate", str(path), "--set", override]).startswith(f"{path}: {message}")
+    # the dry run refuses it too, before the data is loaded (patients: 1e9 crashed the simulator, exit 139)
+    line = one_line(capsys, ["run", str(path), "--set", override, "--dry-run", "--cache-dir", str(tmp_path / "c")])
+    assert line.startswith(f"{path}: {message}")
+    assert not (tmp_path / "c").exists()
+
+
+def test_strict_types_still_take_what_yaml_writes(tmp_path):
+    suite = load_suite(write(tmp_path), ["training.lr=1", "arms.1.on_the_fly=true"])  # an integer is a number
+    assert suite.training.lr == 1.0 and suite.training.epochs == 1 and suite.arms[1].on_the_fly is True
+    assert suite.data.pleura_depth_cm == (1.5, 3.0)  # a list in YAML is accepted for the [min, max] pair
+    assert load_suite(write(tmp_path), ["data.pleura_depth_cm=[1, 2]"]).data.pleura_depth_cm == (1.0, 2.0)
+
+
+# --------------------------------------------------------------------------- 1e-1 is a number everywhere
+
+
+def test_exponent_floats_without_a_dot_are_numbers_for_every_key(tmp_path):
+    """YAML 1.1 reads ``1e-1`` as text; every key (suite, filter parameter, search range, --set) reads it
+    as the number, as it reads ``1.0e-1``."""
+    text = """
+name: floats
+data: {source: simulated, patients: 6, frames_per_patient: 2, image_size: 32, speckle: 1e0}
+training: {epochs: 1, lr: 1e-3, weight_decay: 5E-2}
+evaluation: {folds: 2}
+search:
+  trials: 2
+  space:
+    training.lr: {log_uniform: [1e-4, 1e-2]}
+arms:
+  - name: pm
+    preprocess: [{perona_malik: {iterations: 2, kappa: 1e-1, step: 2e-1}}]
+    search: {space: {preprocess.0.perona_malik.kappa: {log_uniform: [2e-2, 5e-1]}}}
+"""
+    path = tmp_path / "f.yaml"
+    path.write_text(text)
+    suite = load_suite(path)
+    assert suite.training.lr == 1e-3 and suite.training.weight_decay == 0.05 and suite.data.speckle == 1.0
+    assert suite.arms[0].preprocess[0]["perona_malik"] == {"iterations": 2, "kappa": 0.1, "step": 0.2}
+    assert suite.search.space["training.lr"] == {"log_uniform": [1e-4, 1e-2]}
+    assert suite.arms[0].search.space["preprocess.0.perona_malik.kappa"] == {"log_uniform": [0.02, 0.5]}
+    tuned = load_suite(path, ["training.lr=1e-2", "arms.0.preprocess.0.perona_malik.kappa=2e-1"])
+    assert tuned.training.lr == 0.01 and tuned.arms[0].preprocess[0]["perona_malik"]["kappa"] == 0.2
+
+
+def test_a_quoted_number_is_text_for_filters_and_suite_keys_alike(tmp_path, capsys):
+    path = write(tmp_path)
+    line = one_line(capsys, ["validate", str(path), "--set", "arms.1.preprocess.0.perona_malik.kappa='1e-1'"])
+    assert line.startswith(f"{path}: arms[1].preprocess[0].perona_malik.kappa: kappa='1e-1' is invalid; must be a "
+                           "number")
