@@ -7,6 +7,7 @@ prints one line per problem on stderr and exits with status 2; failed runs exit 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -68,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", type=Path, required=True, help="a suite YAML (its data section) or a data-section YAML")
     ev.add_argument("--arm", help="with a suite: build this arm's network and preprocessing (default: plain network)")
     ev.add_argument("--out", type=Path, help="output directory (default: reports/evaluate/<weights>-<data>/)")
-    ev.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples over patients (default 500; ~0.05 s each)")
+    ev.add_argument("--bootstrap", type=int, default=500,
+                    help="bootstrap resamples over patients (0 to 100000, default 500; ~0.05 s each)")
     ev.add_argument("--cache-dir", type=Path, help="frame cache (default: $LUS_HARNESS_CACHE or ~/.cache/lus-harness)")
 
     bench = sub.add_parser("bench", help="training throughput of the engine vs. a plain timm loop", add_help=False)
@@ -111,6 +113,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.address and args.executor != "ray":
         _err("--address is for --executor ray")
         return EXIT_BAD_INPUT
+    cores = os.cpu_count() or 1
+    if args.executor == "local" and args.workers > cores:  # a Ray cluster has its own cores
+        _err(f"warning: --workers {args.workers} > {cores} cores on this machine: using {cores} (more worker "
+             "processes than cores only compete for them)")
+        args.workers = cores
     suite = load_suite(args.suite, args.overrides)
     out = args.out or Path("reports") / suite.name
     summary = run_suite(suite, out, executor=args.executor, workers=args.workers, address=args.address,

@@ -164,3 +164,35 @@ def test_a_quoted_number_is_text_for_filters_and_suite_keys_alike(tmp_path, caps
     line = one_line(capsys, ["validate", str(path), "--set", "arms.1.preprocess.0.perona_malik.kappa='1e-1'"])
     assert line.startswith(f"{path}: arms[1].preprocess[0].perona_malik.kappa: kappa='1e-1' is invalid; must be a "
                            "number")
+
+
+# --------------------------------------------------------------------------- --workers, --bootstrap
+
+
+def test_workers_beyond_the_cores_are_capped_with_one_warning(tmp_path, capsys, monkeypatch):
+    seen = {}
+
+    def fake_run_suite(suite, out, **kw):
+        seen.update(kw)
+        return harness.runner.RunSummary(Path(out))
+
+    monkeypatch.setattr(harness.runner, "run_suite", fake_run_suite)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    path = write(tmp_path)
+    line = one_line(capsys, ["run", str(path), "--workers", "1000", "--dry-run"], code=0)
+    assert line == ("warning: --workers 1000 > 2 cores on this machine: using 2 (more worker processes than cores "
+                    "only compete for them)")
+    assert seen["workers"] == 2
+    assert main(["run", str(path), "--workers", "2", "--dry-run"]) == 0 and seen["workers"] == 2
+    assert capsys.readouterr().err == ""
+    # a Ray cluster has cores of its own: left alone
+    assert main(["run", str(path), "--workers", "1000", "--executor", "ray", "--dry-run"]) == 0
+    assert seen["workers"] == 1000 and capsys.readouterr().err == ""
+
+
+def test_evaluate_bootstrap_is_bounded(tmp_path, capsys):
+    data = write(tmp_path, SUITE["data"], "d.yaml")
+    line = one_line(capsys, ["evaluate", str(tmp_path / "w.safetensors"), "--data", str(data), "--bootstrap",
+                             "1000000000"])
+    assert line.startswith("--bootstrap 1000000000: accepted: an integer from 0 to 100000 (more resamples do not "
+                           "move a 95 % percentile interval")
