@@ -93,9 +93,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from harness.suite import load_suite
 
     from harness.prechecks import check_suite
+    from harness.runner import check_weights
 
     suite = load_suite(args.suite, args.overrides)
     check_suite(suite)  # device, filter stencils against data.image_size (the data is not loaded here)
+    check_weights(suite, network=False)  # weights files read and fitted to the network (no ImageNet download)
     ev = suite.evaluation
     print(f"{args.suite}: valid suite {suite.name!r}: {len(suite.arms)} arms "
           f"({', '.join(a.name for a in suite.arms)}), {ev.repeats} repeats x {ev.folds} folds, "

@@ -116,7 +116,11 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
             raise ModelError(f"model.pretrained: cannot read safetensors file {path}: {exc}") from exc
     elif suffix in (".pth", ".pt"):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            import warnings
+
+            with warnings.catch_warnings():  # e.g. about a pickle protocol: the error below says what matters
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # UnpicklingError for anything but plain tensors/containers
             raise ModelError(f"model.pretrained: cannot read {path} with torch.load(weights_only=True) "
                              f"(only plain tensor state dicts are accepted): "
@@ -130,6 +134,10 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
             break
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"model.pretrained: {path} does not hold a state dict of tensors")
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:  # NaN/Inf weights only make NaN predictions; say so before anything runs
+        raise ModelError(f"model.pretrained: {path} holds non-finite values (NaN or Inf) in tensor {bad!r}; accepted: "
+                         "a weights file whose tensors are all finite (e.g. from a run that did not diverge)")
     # Checkpoints saved from DataParallel / torch.compile carry a prefix on every key.
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():

@@ -237,13 +237,15 @@ def run_suite(suite: Suite, out_dir: str | Path, *, executor: str = "local", wor
 
     Every check that needs no training runs first, in this order, before anything is written: the
     output directory, the data, the splits, the strata, :func:`harness.prechecks.check_suite` (device,
-    filter stencils against the frame size) and, unless ``dry_run``, the pretrained weights."""
+    filter stencils against the frame size); the pretrained weights files are read and checked first of
+    all (ImageNet's download or cache too, unless ``dry_run``)."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
     replaced = check_store_suite(out_dir, suite.name, replace_other_suite)
     if replaced is not None:
         echo(f"--replace-other-suite: {out_dir} held suite {replaced!r}; its runs that {suite.name!r} does not "
              f"share {'would be' if dry_run else 'are'} kept but set aside as stale")
+    check_weights(suite, network=not dry_run)  # a bad weights file: one line before the data is loaded
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     t_load = time.perf_counter()
     frames = load_suite_frames(suite, cache_dir)
@@ -256,8 +258,6 @@ def run_suite(suite: Suite, out_dir: str | Path, *, executor: str = "local", wor
     from harness.prechecks import check_suite
 
     check_suite(suite, frames)
-    if not dry_run:
-        check_weights(suite)  # e.g. imagenet offline: one clear error before anything trains
     db = out_dir / STORE_FILENAME
     store = ResultsStore(db, readonly=dry_run) if not dry_run or db.exists() else None
     if store is not None:
@@ -470,16 +470,17 @@ def _lock_out_dir(out_dir: Path):
     return handle
 
 
-def check_weights(suite: Suite) -> None:
-    """Resolve every distinct pretrained-weights setting once (download/cache or read the file);
-    raises ``harness.models.ModelError`` before any run starts."""
+def check_weights(suite: Suite, network: bool = True) -> None:
+    """Resolve every distinct pretrained-weights setting once (download/cache or read the file: a
+    weights file must load into the arm's network, finite); raises ``harness.models.ModelError``
+    before any run starts. ``network=False`` (``validate``, ``--dry-run``): files only, no ImageNet."""
     from harness.models import check_weights as check_model_weights
 
     seen: set[tuple[str, str, int]] = set()
     for arm in suite.arms:
         model = suite.arm_model(arm)
         key = (model.architecture, model.pretrained, model.num_classes)
-        if model.pretrained != "none" and key not in seen:
+        if model.pretrained not in ("none", *(() if network else ("imagenet",))) and key not in seen:
             seen.add(key)
             check_model_weights(model, in_chans=1)
 

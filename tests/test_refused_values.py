@@ -196,3 +196,68 @@ def test_evaluate_bootstrap_is_bounded(tmp_path, capsys):
                              "1000000000"])
     assert line.startswith("--bootstrap 1000000000: accepted: an integer from 0 to 100000 (more resamples do not "
                            "move a 95 % percentile interval")
+
+
+# --------------------------------------------------------------------------- weights files
+
+
+def _weights(tmp_path: Path, kind: str) -> Path:
+    if kind == "text":
+        path = tmp_path / "notes.pth"
+        path.write_text("these are not weights\n")
+    elif kind == "pickle":
+        path = tmp_path / "pickled.pth"
+        path.write_bytes(pickle.dumps({"conv_stem.weight": pd.Timestamp("2020-01-01")}))
+    elif kind == "resnet18":
+        import timm
+
+        path = tmp_path / "resnet18.pth"
+        torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), path)
+    else:  # the suite's own network with a NaN tensor
+        from harness.models import create_model, save_weights
+        from harness.suite import ModelConfig
+
+        state = create_model(ModelConfig()).state_dict()
+        state["blocks.1.0.conv_dw.weight"] = torch.full_like(state["blocks.1.0.conv_dw.weight"], float("nan"))
+        path = tmp_path / "nan.safetensors"
+        save_weights(state, path)
+    return path
+
+
+WEIGHT_PROBLEMS = {
+    "text": "with torch.load(weights_only=True)",
+    "pickle": "with torch.load(weights_only=True)",
+    "resnet18": "does not fit efficientnet_b0",
+    "nan": "holds non-finite values (NaN or Inf) in tensor 'blocks.1.0.conv_dw.weight'; accepted: a weights file "
+           "whose tensors are all finite",
+}
+
+
+@pytest.mark.parametrize("kind", list(WEIGHT_PROBLEMS))
+def test_validate_reads_the_weights_and_run_checks_them_before_the_data(tmp_path, capsys, kind):
+    weights = _weights(tmp_path, kind)
+    path = write(tmp_path, {**SUITE, "model": {"pretrained": str(weights)}})
+    with warnings.catch_warnings(record=True) as caught:  # a warning would be more lines on stderr
+        warnings.simplefilter("always")
+        line = one_line(capsys, ["validate", str(path)])
+    assert [str(w.message) for w in caught] == []
+    assert line.startswith("model.pretrained: ") and WEIGHT_PROBLEMS[kind] in line and str(weights) in line
+    # run: the weights are checked before the data is read (here a COVID-BLUES folder that does not exist)
+    missing = {"source": "covid-blues", "path": str(tmp_path / "no-such-data"), "image_size": 32}
+    path = write(tmp_path, {**SUITE, "data": missing, "model": {"pretrained": str(weights)}}, "r.yaml")
+    for extra in ([], ["--dry-run"]):
+        line = one_line(capsys, ["run", str(path), "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c"),
+                                 "--no-progress", *extra])
+        assert WEIGHT_PROBLEMS[kind] in line
+    assert not (tmp_path / "o" / "results.sqlite").exists()
+
+
+def test_evaluate_nan_weights_is_one_line(tmp_path, capsys):
+    weights = _weights(tmp_path, "nan")
+    data = write(tmp_path, SUITE["data"], "d.yaml")
+    line = one_line(capsys, ["evaluate", str(weights), "--data", str(data), "--out", str(tmp_path / "e"),
+                             "--cache-dir", str(tmp_path / "c")])
+    assert line == (f"model.pretrained: {weights} holds non-finite values (NaN or Inf) in tensor "
+                    "'blocks.1.0.conv_dw.weight'; accepted: a weights file whose tensors are all finite (e.g. from a "
+                    "run that did not diverge)")
+    assert not (tmp_path / "e").exists()
