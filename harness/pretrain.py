@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from harness.data.config import SEED_MAX, SimulatedData
 from harness.models import save_weights
 from harness.preprocess import to_unit
-from harness.suite import ModelConfig, SuiteError, TrainingConfig, read_yaml_config, validation_lines
+from harness.suite import ModelConfig, SuiteError, TrainingConfig, _check_name, read_yaml_config, validation_lines
 from harness.versions import file_sha256
 
 WEIGHTS_FILE = "weights.safetensors"
@@ -85,6 +85,11 @@ class PretrainSpec(BaseModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     held_out: float = Field(0.2, ge=0.05, le=0.5, description="share of simulated patients kept for the held-out score")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:  # the default output folder is pretrained/<name>: a plain name only
+        return _check_name(value, "name")
 
     @field_validator("model")
     @classmethod

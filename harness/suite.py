@@ -64,6 +64,9 @@ def _check_name(value: str, what: str) -> str:
             f"{what} {value!r} has characters outside letters, digits, '.', '_' and '-'"
             " (it becomes a file name and appears in the report)"
         )
+    if not value.strip("."):
+        raise ValueError(f"{what} {value!r} names a folder ('.' or '..'), not a file; accepted: letters, digits, "
+                         "'.', '_' and '-', not dots alone")
     return value
 
 

@@ -261,3 +261,24 @@ def test_evaluate_nan_weights_is_one_line(tmp_path, capsys):
                     "'blocks.1.0.conv_dw.weight'; accepted: a weights file whose tensors are all finite (e.g. from a "
                     "run that did not diverge)")
     assert not (tmp_path / "e").exists()
+
+
+# --------------------------------------------------------------------------- names, search, splits, report
+
+
+@pytest.mark.parametrize("name", ["ABSOLUTE", "../x", "..", "a/b"])
+def test_a_pretrain_name_is_a_plain_name(tmp_path, capsys, monkeypatch, name):
+    import harness.pretrain
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("pretrain ran with a name that writes outside pretrained/")
+
+    monkeypatch.setattr(harness.pretrain, "pretrain", must_not_run)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    name = str(tmp_path / "abs" / "path") if name == "ABSOLUTE" else name
+    spec = Path(__file__).parent / "data" / "pretrain-tiny.yaml"
+    line = one_line(capsys, ["pretrain", str(spec), "--set", f"name={name}", "--cache-dir", str(tmp_path / "c")])
+    assert line.startswith(f"{spec}: name: name {name!r} ")
+    assert "accepted" in line or "has characters outside letters, digits, '.', '_' and '-'" in line
+    assert not (tmp_path / "c").exists() and not (tmp_path / "pretrained").exists()
