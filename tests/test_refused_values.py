@@ -282,3 +282,17 @@ def test_a_pretrain_name_is_a_plain_name(tmp_path, capsys, monkeypatch, name):
     assert line.startswith(f"{spec}: name: name {name!r} ")
     assert "accepted" in line or "has characters outside letters, digits, '.', '_' and '-'" in line
     assert not (tmp_path / "c").exists() and not (tmp_path / "pretrained").exists()
+
+
+def test_an_empty_search_space_is_refused(tmp_path, capsys):
+    path = write(tmp_path, {**SUITE, "search": {"trials": 4, "space": {}}})
+    line = one_line(capsys, ["validate", str(path)])
+    assert line.startswith(f"{path}: search.space: nothing to tune for arm(s) baseline, pm: the space is empty; "
+                           "accepted: at least one key path in search.space or in each arm's search.space")
+    # one arm with a space of its own, one without: the one without is named
+    arms = [SUITE["arms"][0], {**SUITE["arms"][1],
+                               "search": {"space": {"preprocess.0.perona_malik.kappa": {"uniform": [0.05, 0.2]}}}}]
+    path = write(tmp_path, {**SUITE, "arms": arms, "search": {"trials": 4}})
+    assert "nothing to tune for arm(s) baseline: the space is empty" in one_line(capsys, ["validate", str(path)])
+    # disabled: every arm trains untuned, nothing to refuse
+    assert main(["validate", str(path), "--set", "search.enabled=false"]) == 0

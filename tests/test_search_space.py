@@ -106,8 +106,11 @@ def test_an_arm_search_needs_the_shared_budget():
 
 def test_the_search_changes_the_run_hash_and_its_absence_does_not():
     plain = validate_suite({**BASE, "arms": [{"name": "b"}]}, base_dir=Path("."))
-    tuned = validate_suite({**BASE, "arms": [{"name": "b"}], "search": {"trials": 2}}, base_dir=Path("."))
-    more = validate_suite({**BASE, "arms": [{"name": "b"}], "search": {"trials": 3}}, base_dir=Path("."))
+    space = {"training.lr": {"log_uniform": [1e-4, 1e-2]}}  # an empty space is refused: nothing to tune
+    tuned = validate_suite({**BASE, "arms": [{"name": "b"}], "search": {"trials": 2, "space": space}},
+                           base_dir=Path("."))
+    more = validate_suite({**BASE, "arms": [{"name": "b"}], "search": {"trials": 3, "space": space}},
+                          base_dir=Path("."))
     hashes = {plain.run_config_hash("b"), tuned.run_config_hash("b"), more.run_config_hash("b")}
     assert len(hashes) == 3
     # Without a search section nothing of it enters the hash (so existing stores keep their runs).

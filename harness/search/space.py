@@ -325,6 +325,12 @@ def suite_search_problems(suite: Any) -> list[tuple[str, str]]:
             continue
         if searching(suite):
             problems += space_problems(suite, arm, f"arms[{i}].search.space")
+    empty = [arm.name for arm in suite.arms if searching(suite) and not arm_space(suite, arm)]
+    if empty:  # their trials would be inner fits of one configuration: budget spent, nothing tuned
+        problems.append(("search.space", f"nothing to tune for arm(s) {', '.join(empty)}: the space is empty; "
+                                         "accepted: at least one key path in search.space or in each arm's "
+                                         "search.space (e.g. training.lr: {log_uniform: [1.0e-4, 1.0e-2]}), "
+                                         "or search.enabled: false"))
     return problems
 
 
