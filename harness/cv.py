@@ -100,6 +100,9 @@ def make_splits(labels: np.ndarray, groups: np.ndarray, folds: int, repeats: int
     if labels.shape != groups.shape:
         raise SplitError(f"{len(labels)} labels but {len(groups)} group ids")
     n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise SplitError(f"the data has {n_groups} patient(s); cross-validation needs at least 2 patients (2 folds, "
+                         "patients are never split across folds); accepted: data with >= 2 patients")
     if n_groups < folds:
         raise SplitError(f"the data has {n_groups} patients but evaluation.folds is {folds}; "
                          f"accepted: folds <= {n_groups} (patients are never split across folds)")

@@ -296,3 +296,10 @@ def test_an_empty_search_space_is_refused(tmp_path, capsys):
     assert "nothing to tune for arm(s) baseline: the space is empty" in one_line(capsys, ["validate", str(path)])
     # disabled: every arm trains untuned, nothing to refuse
     assert main(["validate", str(path), "--set", "search.enabled=false"]) == 0
+
+
+def test_one_patient_needs_two_not_folds_le_1():
+    with pytest.raises(SplitError) as info:
+        make_splits(np.array([0, 1, 0, 1]), np.array(["p"] * 4), folds=2, repeats=1, seed=0)
+    assert str(info.value) == ("the data has 1 patient(s); cross-validation needs at least 2 patients (2 folds, "
+                               "patients are never split across folds); accepted: data with >= 2 patients")
