@@ -154,6 +154,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     with ResultsStore(args.dir, readonly=True) as store:  # a damaged or foreign file: StoreError, exit 2
         store.check_integrity()
+        store.suite_config()  # a store without its suite record (nothing was run into it): StoreError, exit 2
     if args.output is not None and args.output.is_dir():
         _err(f"-o {args.output}: a folder; accepted: an HTML file path (summary.json and metrics.csv go beside it)")
         return EXIT_BAD_INPUT

@@ -109,7 +109,9 @@ def test_report_command_delegates_and_reports_failure(tmp_path, capsys, monkeypa
     import harness.report
     from harness.store import ResultsStore
 
-    ResultsStore(tmp_path).close()
+    store = ResultsStore(tmp_path)
+    store.set_meta(suite_config=SUITE)  # a store without its suite record is refused (exit 2) before building
+    store.close()
     calls = []
 
     def fake_build(out_dir, output=None):

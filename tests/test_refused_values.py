@@ -303,3 +303,12 @@ def test_one_patient_needs_two_not_folds_le_1():
         make_splits(np.array([0, 1, 0, 1]), np.array(["p"] * 4), folds=2, repeats=1, seed=0)
     assert str(info.value) == ("the data has 1 patient(s); cross-validation needs at least 2 patients (2 folds, "
                                "patients are never split across folds); accepted: data with >= 2 patients")
+
+
+def test_report_of_a_store_without_its_suite_record_exits_2(tmp_path, capsys):
+    from harness.store import ResultsStore
+
+    ResultsStore(tmp_path).close()
+    line = one_line(capsys, ["report", str(tmp_path)])
+    assert line == f"{tmp_path / 'results.sqlite'}: no suite recorded yet"
+    assert not (tmp_path / "report.html").exists()
