@@ -312,3 +312,22 @@ def test_report_of_a_store_without_its_suite_record_exits_2(tmp_path, capsys):
     line = one_line(capsys, ["report", str(tmp_path)])
     assert line == f"{tmp_path / 'results.sqlite'}: no suite recorded yet"
     assert not (tmp_path / "report.html").exists()
+
+
+def test_per_stratum_intervals_of_bounded_metrics_stay_in_their_range():
+    """Two runs whose per-stratum ROC-AUC are 1 and 0: a t-interval over them is [-5.9, 6.9]."""
+    from harness.report.strata import stratify
+
+    rows = []
+    for run, flip in (("b/r0/f0", False), ("b/r0/f1", True)):
+        for i, (label, prob) in enumerate([(0, 0.2), (1, 0.8), (0, 0.3), (1, 0.7)]):
+            rows.append({"run_id": run, "arm": "b", "repeat": 0, "fold": int(flip), "sample_id": f"{run}{i}",
+                         "group_id": f"g{i}", "video_id": f"v{i}", "label": label,
+                         "prob": 1 - prob if flip else prob, "probe": "convex"})
+    (table,) = stratify(pd.DataFrame(rows), ["probe"], ["b"], "roc_auc")
+    cells = table.rows[0]["metrics"]
+    assert cells["roc_auc"]["mean"] == 0.5
+    for metric in ("roc_auc", "accuracy", "brier", "recall", "specificity"):
+        lo, hi = cells[metric]["ci95"]
+        assert 0.0 <= lo <= hi <= 1.0, (metric, lo, hi)
+    assert cells["roc_auc"]["ci95"] == [0.0, 1.0]

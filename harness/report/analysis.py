@@ -32,12 +32,11 @@ from harness.report.comparisons import (
     rank_arms,
 )
 from harness.report.inputs import Inputs
+from harness.report.intervals import bounded_ci
 from harness.report.learned import ParameterChanges, learned_summary, parameter_changes
 from harness.report.methods import failed_runs, leakage
 from harness.report.strata import StrataTable, stratify
 from harness.report.timing import Cost, timing
-
-UNBOUNDED_METRICS = ("log_loss",)
 
 
 @dataclass(frozen=True)
@@ -202,16 +201,12 @@ def summarise_arms(inputs: Inputs) -> dict[str, ArmSummary]:
     return out
 
 
-BOUNDED_METHOD = "95 % percentile bootstrap over runs (stays within the runs' range, so within [0, 1])"
-UNBOUNDED_METHOD = "95 % t-interval over runs"
-
-
 def _metric_summary(values: dict[tuple[int, int], float], metric: str = "") -> MetricSummary:
     keys = sorted(values)
     s = stats.summarize([values[k] for k in keys])
     per_run = [{"repeat": r, "fold": f, "value": values[(r, f)]} for r, f in keys]
     # Bounded metrics (all but the log-loss) get an interval that respects their bounds.
-    bounded = metric not in UNBOUNDED_METRICS
+    ci, method = bounded_ci(s, metric)
     return MetricSummary(
         s["mean"],
         s["std"],
@@ -219,8 +214,8 @@ def _metric_summary(values: dict[tuple[int, int], float], metric: str = "") -> M
         s["ci95_bootstrap"],
         s["n"],
         per_run,
-        ci95_bounded=s["ci95_bootstrap"] if bounded else s["ci95_t"],
-        ci95_bounded_method=BOUNDED_METHOD if bounded else UNBOUNDED_METHOD,
+        ci95_bounded=ci,
+        ci95_bounded_method=method,
     )
 
 

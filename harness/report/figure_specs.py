@@ -18,6 +18,7 @@ from harness.report import figures, samples, tuning
 from harness.report.analysis import Analysis
 from harness.report.curves import RunCurve, run_curves, tail_spread
 from harness.report.inputs import first_line
+from harness.report.intervals import UNBOUNDED_METRICS
 from harness.report.learned import LearnedParameters, learned_parameters, param_kind
 from harness.report.strata import StrataTable
 from harness.report.timing import TIMING_COLUMNS
@@ -321,5 +322,5 @@ def strata_figure(table: StrataTable, colors: dict[str, str]) -> str | None:
     points = table.figure_table()
     if not points:
         return None
-    bounded = table.metric not in ("log_loss",)
+    bounded = table.metric not in UNBOUNDED_METRICS
     return figures.strata_lines(points, table.strata, table.column, table.metric, colors, bounded=bounded)

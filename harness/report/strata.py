@@ -11,6 +11,7 @@ import pandas as pd
 
 from harness import stats
 from harness.metrics import binary_metrics
+from harness.report.intervals import bounded_ci
 
 PREDICTION_COLUMNS = ("run_id", "arm", "repeat", "fold", "sample_id", "group_id", "video_id", "label", "prob")
 # Shown in the HTML table (summary.json holds every metric): the ones that stay meaningful in a
@@ -125,14 +126,15 @@ def _per_run(pred: pd.DataFrame, first_arm: str) -> tuple[PerRun, dict[str, list
 
 
 def _cells(values: dict[str, list[float]], metrics: Sequence[str]) -> dict[str, Any]:
-    """``cells`` (the table's metrics) and ``metrics`` (all) of one (stratum, arm): mean and t-CI over runs."""
+    """``cells`` (the table's metrics) and ``metrics`` (all) of one (stratum, arm): mean and CI over runs,
+    inside the metric's range (:func:`harness.report.intervals.bounded_ci`, as for the arms' scores)."""
     cells: dict[str, dict[str, Any]] = {}
     for metric in metrics:
         vals = np.array(values.get(metric, []), dtype=float)
         vals = vals[np.isfinite(vals)]
         if vals.size:
-            s = stats.summarize(vals, n_boot=100)  # only the t-interval is shown
-            cells[metric] = {"mean": s["mean"], "ci95": s["ci95_t"], "n_runs": s["n"]}
+            s = stats.summarize(vals, n_boot=2000)
+            cells[metric] = {"mean": s["mean"], "ci95": bounded_ci(s, metric)[0], "n_runs": s["n"]}
         else:
             cells[metric] = {"mean": None, "ci95": None, "n_runs": 0}
     return {"cells": [cells[m] for m in STRATUM_METRICS if m in cells], "metrics": cells}
