@@ -253,7 +253,9 @@ def test_cli_out_file_exit_2_and_report_output_says_where_summary_goes(tmp_path,
 
     monkeypatch.setattr(harness.report, "build_report", fake_build)
     results = tmp_path / "results"
-    ResultsStore(results).close()
+    store = ResultsStore(results)
+    store.set_meta(suite_config={"name": "x"})  # a store without its suite record is refused (exit 2)
+    store.close()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "summary.json").write_text('{"mine": 1}')
