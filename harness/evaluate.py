@@ -79,7 +79,11 @@ def build_model(weights: Path, suite: Any = None, arm: str | None = None):
         except RuntimeError as err:
             raise ModelError(f"{weights}: does not fit arm {arm}'s network ({str(err).splitlines()[0]})") from None
         return model
-    model = create_model(ModelConfig(pretrained=str(weights)), in_chans=1)
+    from harness.backbones import infer_architecture
+    from harness.models import read_checkpoint
+
+    architecture = infer_architecture(list(read_checkpoint(Path(weights)))) or ModelConfig().architecture
+    model = create_model(ModelConfig(architecture=architecture, pretrained=str(weights)), in_chans=1)
     report = model.weights_report
     if report["unexpected"]:
         raise ModelError(f"{weights}: holds layers the plain network lacks ({', '.join(report['unexpected'][:3])}, "
@@ -197,7 +201,7 @@ def evaluate(weights: str | Path, data: str | Path, out_dir: str | Path | None =
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "seconds": time.perf_counter() - t0,
     }
-    from harness.report._json import jsonable
+    from harness.jsonable import jsonable
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(jsonable(result), indent=2, allow_nan=False) + "\n")

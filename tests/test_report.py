@@ -522,7 +522,7 @@ def test_cd_cliques() -> None:
 
 
 def test_jsonable_and_formatting() -> None:
-    from harness.report._json import jsonable
+    from harness.jsonable import jsonable
     from harness.report.html import fmt, fmt_ci, fmt_p, fmt_p_text
 
     assert jsonable({"a": float("nan"), "b": [np.float32(1.5), np.int64(2), (np.inf,)], 3: np.bool_(True)}) == {
@@ -537,7 +537,7 @@ def test_jsonable_and_formatting() -> None:
 
 def test_summary_json_is_written_from_the_analysis(built: dict[str, Any]) -> None:
     """One analysis object feeds summary.json and the page; the score index is built once and owned by the inputs."""
-    from harness.report._json import jsonable
+    from harness.jsonable import jsonable
     from harness.report.analysis import analyse
     from harness.report.inputs import read_store
     from harness.report.outputs import summary

@@ -25,7 +25,7 @@ from harness.report.analysis import Analysis, MetricSummary, Verdict
 from harness.report.comparisons import Comparison
 from harness.report.figure_specs import FigureData, forest_figure
 from harness.report.inputs import Inputs
-from harness.report.methods import reproduce_command
+from harness.report.methods import backbones, reproduce_command
 
 BEGIN = "<!-- harness report: begin"
 END = "<!-- harness report: end -->"
@@ -88,6 +88,8 @@ def render_block(analysis: Analysis, command: str, forest_png: str | None, fores
         f"**Study** `{suite.get('name', '')}`: {' '.join(str(suite.get('description', '')).split())}",
         "",
         f"- **Data**: {inputs.meta.get('data_description', 'not recorded')}",
+        *(f"- **Network**: {b['title']}{': ' + b['summary'] if b.get('summary') else ''} Starting weights: "
+          f"{b['weights']}" for b in backbones(inputs.meta, suite)),
         f"- **Command**: `{reproduce_command(inputs)}`",
         f"- **Runs**: {_runs(analysis)}",
         f"- **Wall time**: {_wall_time(inputs)}",

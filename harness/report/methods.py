@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.report._json import jsonable
+from harness.jsonable import jsonable
 
 # Plain-text equations of the registered filters (u: filtered image, v: input, t: diffusion time).
 EQUATIONS: dict[str, str] = {
@@ -137,11 +137,24 @@ def methods(inputs: Any, ratio: float, n_train: Mapping[Any, float], n_test: Map
         ),
         "split_sizes": size_text,
         "model": _kv(s.get("model", {})),
+        "backbones": backbones(inputs.meta, s),
         "training": _kv(s.get("training", {})),
         "arms": arms,
         "test_train_ratio": ratio,
         "model_cards": model_cards(inputs.meta),
     }
+
+
+def backbones(meta: Mapping[str, Any], suite: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The network(s) the runs trained and where their starting weights came from, as the runner stored
+    them (meta ``backbones``, :func:`harness.backbones.describe_backbones`); a store written before that
+    gets the architecture's name alone, never a guess."""
+    stored = meta.get("backbones")
+    if isinstance(stored, list) and stored:
+        return [dict(b) for b in stored if isinstance(b, Mapping)]
+    model = suite.get("model", {}) or {}
+    return [{"architecture": str(model.get("architecture", "?")), "title": str(model.get("architecture", "?")),
+             "summary": "", "weights": f"model.pretrained: {model.get('pretrained', '?')}"}]
 
 
 def _num(value: Any, digits: int = 3) -> str:

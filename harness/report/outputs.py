@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.report._json import jsonable
+from harness.jsonable import jsonable
 from harness.report.analysis import Analysis, ArmSummary
 from harness.report.comparisons import Comparison, PredictionTest
 from harness.report.external import summary as external_summary

@@ -1,4 +1,6 @@
-"""Strict-JSON conversion of the report's numbers (NaN/inf become null)."""
+"""Strict-JSON conversion of numbers (NaN/inf become null): the report's summary.json, the model card of
+``harness pretrain`` and ``harness evaluate``'s evaluation.json. It sits below all three (the training
+side never imports the report)."""
 
 from __future__ import annotations
 
