@@ -244,8 +244,8 @@ def estimate(suite: Any, plan: Any, store: Any, frames: Any = None, cache_dir: A
     est.from_store = sum(per_arm[r.arm] for r in todo if r.arm in per_arm)
     if timed:
         est.basis.append(f"mean time of finished runs for {', '.join(sorted(timed))}")
-    arms = [suite.arm(a) for a in dict.fromkeys(r.arm for r in todo if r.arm not in per_arm)]
-    if not arms:
+    run_sets = [suite.run_arm(a) for a in dict.fromkeys(r.arm for r in todo if r.arm not in per_arm)]
+    if not run_sets:
         return est
     images = plan.images.values()
     n_train = float(np.mean([v["n_train"] for v in images])) if images else 0.0
@@ -258,8 +258,11 @@ def estimate(suite: Any, plan: Any, store: Any, frames: Any = None, cache_dir: A
     networks: dict[str, dict[str, Timing]] = {}
     filters: dict[str, Timing] = {}
     seen_pipelines: set[str] = set()
-    for arm in arms:
-        runs = sum(1 for r in todo if r.arm == arm.name)
+    tuned_fits = {"phases": 0.0, "quiet": 0.0}  # the final fits of tuned runs: what their search repeats
+    for run_set in run_sets:
+        arm = run_set.arm
+        before = {k: getattr(est, k)["training"] + getattr(est, k)["evaluation"] for k in tuned_fits}
+        runs = sum(1 for r in todo if r.arm == run_set.name)
         model, training = suite.arm_model(arm), suite.arm_training(arm)
         pipe_key = canonical_json(arm.preprocess)
         if arm.preprocess and pipe_key not in filters:
@@ -294,11 +297,14 @@ def estimate(suite: Any, plan: Any, store: Any, frames: Any = None, cache_dir: A
             per_image = Timing(t["step"].median / training.batch_size, t["step"].fastest / training.batch_size, 0)
             est.add("explain", per_image, 3 * 2 * PER_CLASS)  # forward + backward per map, + processed frames
             est.add("explain", t["build"], 1)
-        est.basis.append(f"{arm.name}: {t['step'].median:.3f} s per training step (batch {training.batch_size}, "
+        est.basis.append(f"{run_set.name}: {t['step'].median:.3f} s per training step (batch {training.batch_size}, "
                          f"median of {TIMED_STEPS} after {WARMUP_STEPS} warm-up), "
                          f"{1000 * t['infer'].median:.1f} ms per image in evaluation"
                          + (f", {1000 * per_frame.median:.1f} ms per frame of filtering" if per_frame else ""))
-    _add_tuning(est, suite)
+        if run_set.tuned:
+            for k in tuned_fits:
+                tuned_fits[k] += getattr(est, k)["training"] + getattr(est, k)["evaluation"] - before[k]
+    _add_tuning(est, suite, tuned_fits)
     pre, train = est.phases["preprocessing"], est.phases["training"]
     if pre > max(600.0, train):
         est.warnings.append(f"preprocessing alone is estimated at {pre / 3600:.1f} h, more than the training; "
@@ -306,15 +312,16 @@ def estimate(suite: Any, plan: Any, store: Any, frames: Any = None, cache_dir: A
     return est
 
 
-def _add_tuning(est: Estimate, suite: Any) -> None:
-    """Tuning repeats each run's fit on inner folds: price it from the fits just estimated."""
+def _add_tuning(est: Estimate, suite: Any, tuned_fits: dict[str, float]) -> None:
+    """Tuning repeats each tuned run's fit on inner folds: price it from the tuned fits just estimated
+    (untuned runs and variants cost nothing more)."""
     from harness.search.nested import search_cost_factor
 
     extra = search_cost_factor(suite) - 1.0
-    if extra <= 0:
+    if extra <= 0 or not any(tuned_fits.values()):
         return
-    for totals in (est.phases, est.quiet):
-        totals["tuning"] = extra * (totals["training"] + totals["evaluation"])
+    for key, totals in (("phases", est.phases), ("quiet", est.quiet)):
+        totals["tuning"] = extra * tuned_fits[key]
     est.basis.append(f"tuning: x{extra:g} the final fits' training and evaluation (no trial pruned: an upper bound)")
 
 

@@ -118,7 +118,8 @@ def execute_run(payload: dict[str, Any], arm_name: str, repeat: int, fold: int, 
 
     t_start = time.perf_counter()
     suite = Suite.from_payload(payload)
-    arm = suite.arm(arm_name)
+    run = suite.run_arm(arm_name)  # an arm's own runs, or its ~tuned / ~untuned variant
+    arm = run.arm
     training = suite.arm_training(arm)
     t0 = time.perf_counter()
     frames = load_suite_frames(suite, cache_dir)
@@ -126,12 +127,13 @@ def execute_run(payload: dict[str, Any], arm_name: str, repeat: int, fold: int, 
     split = get_split(frames.labels, frames.groups, suite.evaluation.folds, suite.evaluation.repeats, suite.seed,
                       suite.training.val_fraction, repeat, fold)
     search = None
-    if suite.search is not None and suite.search.enabled:  # tune on the training part, train the choice below
+    if run.tuned:  # tune on the training part, train the choice below
         from harness.search.nested import tune
+        from harness.versions import code_version
 
         arm, search = tune(suite, arm, frames, split, repeat, fold, seed=run_seed(suite.seed, repeat, fold,
                            training.seed_offset), cache_dir=cache_dir, out_dir=out_dir, fit=fit,
-                           config_hash=suite.run_config_hash(arm_name))
+                           config_hash=suite.run_config_hash(run), code_version=code_version())
         training = suite.arm_training(arm)
     prep, on_the_fly, prep_info = _prepare(suite, arm, frames, cache_dir)
 
@@ -158,7 +160,7 @@ def execute_run(payload: dict[str, Any], arm_name: str, repeat: int, fold: int, 
             "best_epoch": int(result.best_epoch), "device": str(result.device),
             "fit": result.diagnosis.as_dict(), "initial_params": result.initial_params}
     return RunOutcome(
-        arm=arm.name, repeat=repeat, fold=fold, config_hash=suite.run_config_hash(arm_name), seed=seed,
+        arm=run.name, repeat=repeat, fold=fold, config_hash=suite.run_config_hash(run), seed=seed,
         metrics=run_metrics(frames.labels[test], probs, frames.videos[test], frames.groups[test]),
         predictions=[(str(s), float(p), int(y)) for s, p, y in
                      zip(frames.sample_ids[test], probs, frames.labels[test], strict=True)],

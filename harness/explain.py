@@ -76,12 +76,12 @@ def explain_suite(suite: Suite, out_dir: str | Path, store: ResultsStore, frames
     except Exception as exc:  # the run results are in the store already; say what failed
         note = f"explain failed: {_describe(exc)}"
         summary = ExplainSummary()
-        for arm in suite.arms:
+        for run in suite.run_arms():
             try:
-                store.put_explanations(arm.name, FAILED + "explain", [], note=note)
+                store.put_explanations(run.name, FAILED + "explain", [], note=note)
             except Exception:
                 pass
-            summary.notes[arm.name] = note
+            summary.notes[run.name] = note
         return summary
 
 
@@ -98,7 +98,7 @@ class _Frames:
 
 def _explain(suite: Suite, out_dir: Path, store: ResultsStore, frames: Any, gradcam: bool) -> ExplainSummary:
     summary = ExplainSummary()
-    store.keep_explanations([a.name for a in suite.arms])
+    store.keep_explanations([r.name for r in suite.run_arms()])
     done = store.runs(status="done")
     sample_ids = np.asarray(frames.sample_ids).astype(str)
     labels = np.asarray(frames.labels)
@@ -112,27 +112,28 @@ def _explain(suite: Suite, out_dir: Path, store: ResultsStore, frames: Any, grad
         str(frames.content_hash),
     )
     stored = store.explanation_arms().set_index("arm")["key"].to_dict()
-    for arm in suite.arms:
+    for run in suite.run_arms():  # each arm's own runs, and its ~tuned / ~untuned variant
         try:
-            computed, note = _explain_arm(suite, arm, out_dir, store, chosen, done, gradcam, stored.get(arm.name))
-            (summary.computed if computed else summary.reused).append(arm.name)
+            computed, note = _explain_arm(suite, run, out_dir, store, chosen, done, gradcam, stored.get(run.name))
+            (summary.computed if computed else summary.reused).append(run.name)
         except Exception as exc:  # e.g. the store refused a row: this arm only
             note = f"explain failed: {_describe(exc)}"
             try:
-                store.put_explanations(arm.name, FAILED + "explain", [], note=note)
+                store.put_explanations(run.name, FAILED + "explain", [], note=note)
             except Exception:
                 pass
         if note:
-            summary.notes[arm.name] = note
+            summary.notes[run.name] = note
     return summary
 
 
-def _explain_arm(suite: Suite, arm: Any, out_dir: Path, store: ResultsStore, chosen: _Frames, done: pd.DataFrame,
+def _explain_arm(suite: Suite, run: Any, out_dir: Path, store: ResultsStore, chosen: _Frames, done: pd.DataFrame,
                  gradcam: bool, stored_key: str | None) -> tuple[bool, str | None]:
     """Explain one arm unless its stored key is current; returns (computed, note)."""
     t0 = time.perf_counter()
-    ckpt = checkpoint_of(done, out_dir, arm.name)
+    ckpt = checkpoint_of(done, out_dir, run.name)
     ckpt_hash = file_sha256(ckpt) if ckpt is not None and ckpt.is_file() else None
+    arm = trained_arm(run.name, run.arm, store, done)  # a tuned run's checkpoint: trained on its chosen parameters
     model_cfg = suite.arm_model(arm).model_copy(update={"pretrained": "none"})  # the checkpoint has the weights
     key = sha256_of({
         "version": EXPLAIN_VERSION, "data": chosen.content_hash, "samples": chosen.ids, "gradcam": bool(gradcam),
@@ -161,7 +162,7 @@ def _explain_arm(suite: Suite, arm: Any, out_dir: Path, store: ResultsStore, cho
                 except Exception as exc:
                     note, failed = f"Grad-CAM failed for {ckpt.name}: {_describe(exc)}", True
     store.put_explanations(
-        arm.name, FAILED + key if failed else key,
+        run.name, FAILED + key if failed else key,
         [{"sample_id": s, "label": y, "title": t, "raw": chosen.raw[j], "processed": processed[j], "cam": cams[j]}
          for j, (s, y, t) in enumerate(zip(chosen.ids, chosen.labels, chosen.titles))],
         note=note, checkpoint_hash=ckpt_hash, seconds=time.perf_counter() - t0,
@@ -181,6 +182,24 @@ def checkpoint_run(done: pd.DataFrame) -> tuple[int, int] | None:
         return None
     row = with_ckpt.sort_values(["repeat", "fold"]).iloc[0]
     return int(row["repeat"]), int(row["fold"])
+
+
+def trained_arm(name: str, arm: Any, store: ResultsStore, done: pd.DataFrame) -> Any:
+    """``arm`` as the run of ``name`` (its stored name) whose checkpoint is explained trained it: with
+    the parameters its nested search chose (preprocessing, model, recipe) when the run was tuned, else
+    as the suite says."""
+    from harness.search.space import apply_params
+
+    rows = done[(done["arm"] == name) & done["checkpoint"].notna() & (done["checkpoint"].astype(str) != "")] \
+        if "checkpoint" in done.columns else done.iloc[:0]
+    if not len(rows):
+        return arm
+    run = rows.sort_values(["repeat", "fold"]).iloc[0]
+    searches = store.searches()
+    match = searches[(searches["arm"] == name) & (searches["repeat"] == int(run["repeat"]))
+                     & (searches["fold"] == int(run["fold"]))] if len(searches) else searches
+    params = (match.iloc[0]["record"] or {}).get("params") if len(match) else None
+    return apply_params(arm, dict(params)) if params else arm
 
 
 def checkpoint_of(done: pd.DataFrame, out_dir: Path, arm: str) -> Path | None:

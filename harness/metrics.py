@@ -33,6 +33,9 @@ METRIC_NAMES: tuple[str, ...] = (
     "log_loss",
 )
 
+#: The metrics where lower is better (the report, the search's direction).
+LOWER_IS_BETTER: tuple[str, ...] = ("brier", "log_loss")
+
 THRESHOLD = 0.5
 AGGREGATIONS = ("mean", "max")
 

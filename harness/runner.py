@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.backbones import describe_backbones
 from harness.execute import FitFn, RunOutcome, execute_run, load_external_frames, load_suite_frames, run_seed
 from harness.search.nested import search_plan_line
 from harness.store import STORE_FILENAME, ResultsStore, run_id_for
@@ -122,7 +123,7 @@ def make_plan(suite: Suite, splits: list, store: ResultsStore | None, data_hash:
     when given, the data content hash and code version)."""
     stored = store.identities() if store is not None else {}
     runs = []
-    for arm in suite.arms:
+    for arm in suite.run_arms():  # each arm's own runs, then its ~tuned / ~untuned variant (harness.search)
         h = suite.run_config_hash(arm)
         for repeat in range(suite.evaluation.repeats):
             for fold in range(suite.evaluation.folds):
@@ -291,12 +292,13 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
     store.set_meta(
         suite_name=suite.name, suite_config=suite.model_dump(mode="json"), suite_hash=suite.suite_hash(),
         suite_path=str(suite.source_path) if suite.source_path else None,
-        config_hashes={a.name: suite.run_config_hash(a) for a in suite.arms},
+        config_hashes={a.name: suite.run_config_hash(a) for a in suite.run_arms()},
+        run_arms=[{"name": a.name, "arm": a.arm.name, "tuned": a.tuned} for a in suite.run_arms()],
         environment=_environment(), command=shlex.join(command or sys.argv),
         data_description=frames.description, data_content_hash=frames.content_hash, code_version=code,
         n_samples=len(frames), planned_runs=len(plan.runs), started_at=time.time(), cache_dir=str(cache_dir),
         leakage={f"r{s.repeat}/f{s.fold}": s.leakage for s in splits}, strata=suite.strata,
-        model_cards=model_cards(suite),
+        model_cards=model_cards(suite), backbones=describe_backbones(suite.arm_model(a) for a in suite.arms),
         external={n: {"description": f.description, "content_hash": f.content_hash, "n_samples": len(f),
                       "n_groups": len(np.unique(f.groups))} for n, f in externals.items()},
     )
@@ -320,7 +322,8 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
     try:
         for r in todo:
             store.claim_run(r.arm, r.repeat, r.fold, r.config_hash,
-                            run_seed(suite.seed, r.repeat, r.fold, suite.arm_training(r.arm).seed_offset),
+                            run_seed(suite.seed, r.repeat, r.fold,
+                                     suite.arm_training(suite.run_arm(r.arm).arm).seed_offset),
                             data_hash=r.data_hash, code_version=r.code_version)
         bar = _progress_bar(len(todo), progress, suite.evaluation.primary_metric, echo)
         ex = make_executor(executor, workers, address, ray_init=ray_init) if todo else None
@@ -587,16 +590,19 @@ def _build_report(out_dir: Path) -> tuple[Path | None, str | None]:
 def _print_plan(suite: Suite, plan: Plan, frames, store: ResultsStore | None, echo: Callable[[str], None],
                 cache_dir: Path | None = None) -> None:
     ev = suite.evaluation
-    echo(f"suite {suite.name}: {len(suite.arms)} arms x {ev.repeats} repeats x {ev.folds} folds = {len(plan.runs)} runs"
-         f" ({len(plan.runs) - len(plan.todo)} done, {len(plan.todo)} to run)")
+    sets = suite.run_arms()
+    variants = f" (+ {len(sets) - len(suite.arms)} tuned/untuned variants)" if len(sets) > len(suite.arms) else ""
+    echo(f"suite {suite.name}: {len(suite.arms)} arms{variants} x {ev.repeats} repeats x {ev.folds} folds = "
+         f"{len(plan.runs)} runs ({len(plan.runs) - len(plan.todo)} done, {len(plan.todo)} to run)")
     echo(f"data: {frames.description or suite.data.source} ({len(frames)} frames, "
          f"{len(np.unique(frames.groups))} patients, {int(np.sum(frames.labels == 1))} positive)")
     echo("images per fold (repeat/fold: train / val / test):")
     for (r, f), n in sorted(plan.images.items()):
         echo(f"  r{r}/f{f}: {n['n_train']} / {n['n_val']} / {n['n_test']}")
     echo("arms:")
-    for arm in suite.arms:
-        runs = [p for p in plan.runs if p.arm == arm.name]
+    for run in sets:
+        arm = run.arm
+        runs = [p for p in plan.runs if p.arm == run.name]
         what = ", ".join(next(iter(s)) for s in arm.preprocess) or "no preprocessing"
         model = suite.arm_model(arm)
         extra = []
@@ -606,7 +612,9 @@ def _print_plan(suite: Suite, plan: Plan, frames, store: ResultsStore | None, ec
             extra.append(f"blocks after stages {model.diffusion_blocks.after_stages}")
         if arm.on_the_fly:
             extra.append("on the fly")
-        echo(f"  {arm.name}: {what}{' (' + ', '.join(extra) + ')' if extra else ''}; "
+        if run.tuned:
+            extra.append("tuned")
+        echo(f"  {run.name}: {what}{' (' + ', '.join(extra) + ')' if extra else ''}; "
              f"{sum(not p.done for p in runs)}/{len(runs)} to run; config {runs[0].config_hash}")
     if suite.search is not None and suite.search.enabled:  # harness.search: trials and inner fits of the runs to do
         echo(search_plan_line(suite, [(r.arm, r.repeat, r.fold) for r in plan.todo]))

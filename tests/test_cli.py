@@ -70,8 +70,9 @@ def test_bad_flags(suite_file, capsys):
 
 @pytest.mark.slow
 def test_run_status_and_failed_exit_code(suite_file, tmp_path, capsys):
-    """``python -m harness`` as a user runs it: a suite whose every run fails (a learning rate that
-    makes the loss NaN) exits 1, says why, and ``status`` lists the failures."""
+    """``python -m harness`` as a user runs it: a suite whose every run fails (a NaN loss: injected, since
+    a learning rate that makes it NaN, e.g. 1e30, is refused before anything runs) exits 1, says why, and
+    ``status`` lists the failures."""
     out = tmp_path / "out"
     nan_loss = ("import sys, harness.runner\n"
                 "def run(*task):\n    raise FloatingPointError('training loss is NaN at epoch 1')\n"

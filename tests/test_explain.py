@@ -215,6 +215,27 @@ def test_changed_checkpoint_replaces_explanations(ran: dict[str, Any], tmp_path:
     assert any(changed)
 
 
+@pytest.mark.slow
+def test_a_tuned_run_is_explained_with_the_parameters_it_was_trained_with(ran: dict[str, Any], tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    """The checkpoint of a tuned run was trained on the parameters its search chose: its frames are
+    filtered (and its Grad-CAM computed) with those, not with the suite's defaults."""
+    import harness.explain as explain
+
+    out = _copy(ran, tmp_path)
+    chosen = {"preprocess.0.perona_malik.kappa": 0.279, "preprocess.0.perona_malik.iterations": 14}
+    seen: list[list[dict[str, Any]]] = []
+    real = explain.filter_frames
+    monkeypatch.setattr(explain, "filter_frames", lambda steps, images: seen.append(list(steps)) or real(steps, images))
+    with ResultsStore(out) as store:
+        run = store.runs(status="done").query("arm == 'pm'").sort_values(["repeat", "fold"]).iloc[0]
+        store.put_search(str(run["run_id"]), {"params": chosen, "inner_best": 0.9})
+        summary = explain_suite(ran["suite"], out, store, load_suite_frames(ran["suite"], ran["cache"]))
+    assert "pm" in summary.computed  # the key holds the pipeline: the tuned one differs from the suite's
+    pm_steps = [s[0]["perona_malik"] for s in seen if s]  # the baseline filters nothing
+    assert pm_steps and all((p["kappa"], p["iterations"]) == (0.279, 14) for p in pm_steps)
+
+
 # ----------------------------------------------------------------------------- options and failures
 
 

@@ -167,3 +167,120 @@ def test_searches_table_on_old_and_new_stores(tmp_path):
     with ResultsStore(tmp_path) as migrated:
         migrated.put_search("a/r0/f0", {"params": {}})
         assert len(migrated.searches()) == 1
+
+
+# ----------------------------------------------------------------------------- issue 21 §3: what a study is
+def _tune(suite, frames, tmp_path, fit=None, **kw):
+    return tune(suite, suite.arms[0], frames, _split(suite, frames), 0, 0, seed=1, cache_dir=str(tmp_path / "cache"),
+                out_dir=str(tmp_path / "out"), fit=fit or StubFit(), **kw)
+
+
+def test_what_the_search_optimises_is_part_of_the_run_and_the_study(tmp_path):
+    """``--set evaluation.primary_metric=brier`` once reused the stored ROC-AUC trials under
+    "minimize": the objective now changes the run's hash, and the study never reuses them."""
+    auc = make_suite(tmp_path)
+    data = auc.model_dump(mode="json")
+    brier = validate_suite({**data, "evaluation": {**data["evaluation"], "primary_metric": "brier"}}, tmp_path)
+    video = validate_suite({**data, "evaluation": {**data["evaluation"], "primary_level": "video"}}, tmp_path)
+    hashes = {s.run_config_hash("baseline") for s in (auc, brier, video)}
+    assert len(hashes) == 3
+    frames = index_frames()
+    _, first = _tune(auc, frames, tmp_path, config_hash="same", code_version="c1")
+    fit = StubFit()
+    _, second = _tune(brier, frames, tmp_path, fit=fit, config_hash="same", code_version="c1")
+    assert len(fit.calls) == 3 * 2  # every trial trained again: nothing reused under the other objective
+    assert (second["metric"], second["direction"]) == ("brier", "minimize")
+    assert first["study_name"] != second["study_name"]
+    best = min((t for t in second["trials"] if t["state"] == "complete"), key=lambda t: t["value"])
+    assert second["inner_best"] == best["value"]  # the lowest Brier score wins
+
+
+def test_a_study_is_keyed_by_the_code_version(tmp_path):
+    suite, frames = make_suite(tmp_path), index_frames()
+    _tune(suite, frames, tmp_path, config_hash="h", code_version="old")
+    again = StubFit()
+    _, record = _tune(suite, frames, tmp_path, fit=again, config_hash="h", code_version="old")
+    assert again.calls == []  # same identity: the finished study is resumed, nothing retrained
+    new = StubFit()
+    _, record = _tune(suite, frames, tmp_path, fit=new, config_hash="h", code_version="new")
+    assert len(new.calls) == 3 * 2 and record["code_version"] == "new"
+
+
+def test_a_stored_study_is_never_loaded_with_another_direction(tmp_path):
+    from harness.search.storage import open_study
+
+    path = tmp_path / "s.sqlite3"
+    open_study(path, "s", "maximize", None, None)
+    with pytest.raises(ValueError, match=r"stored with direction maximize, asked to minimize"):
+        open_study(path, "s", "minimize", None, None)
+
+
+def test_trials_are_scored_at_the_suites_primary_level(tmp_path):
+    from harness.metrics import aggregate, binary_metrics
+
+    class Recording(StubFit):
+        def __init__(self):
+            super().__init__()
+            self.folds = []
+
+        def __call__(self, model_cfg, train_cfg, data, seed, **kw):
+            result = super().__call__(model_cfg, train_cfg, data, seed, **kw)
+            self.folds.append((self.seen[-1], np.asarray(data.test_y), np.asarray(result.test_probs)))
+            return result
+
+    base = make_suite(tmp_path, trials=1).model_dump(mode="json")
+    suite = validate_suite({**base, "evaluation": {**base["evaluation"], "primary_level": "video"}}, tmp_path)
+    frames = index_frames()
+    frames.videos = np.array([f"{g}-v{i % 2}" for i, g in enumerate(frames.groups)])  # 2 videos per patient
+    fit = Recording()
+    _, record = _tune(suite, frames, tmp_path, fit=fit, config_hash="video")
+    assert record["level"] == "video" and record["aggregation"] == "mean"
+    want = []
+    for index, y, p in fit.folds:
+        _, vy, vp = aggregate(y, p, frames.videos[index], "mean")
+        want.append(binary_metrics(vy, vp)["roc_auc"])
+        assert want[-1] != pytest.approx(binary_metrics(y, p)["roc_auc"])  # the levels differ here
+    assert record["trials"][0]["fold_scores"] == pytest.approx(want)
+
+
+def test_a_trial_that_finished_every_inner_fold_is_complete_never_pruned(tmp_path, monkeypatch):
+    import optuna
+
+    import harness.search.nested as nested
+
+    class AlwaysPrune(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return True
+
+    monkeypatch.setattr(nested, "_pruner", lambda kind, budget: AlwaysPrune())
+    suite = make_suite(tmp_path, inner_folds=2, pruner="median")
+    _, record = _tune(suite, index_frames(), tmp_path, config_hash="prune")
+    # the pruner is asked after the first inner fold (and prunes), never after the last
+    assert [t["state"] for t in record["trials"]] == ["pruned"] * 3
+    assert all(len(t["fold_scores"]) == 1 for t in record["trials"])
+    real = nested.inner_folds
+    monkeypatch.setattr(nested, "inner_folds", lambda *a, **k: real(*a, **k)[:1])  # the first fold is the last
+    _, record = _tune(suite, index_frames(), tmp_path, config_hash="last")
+    assert [t["state"] for t in record["trials"]] == ["complete"] * 3
+
+
+def test_leak_counters_are_counted_by_frame_and_patient_not_written_as_zero(tmp_path, monkeypatch):
+    import harness.search.nested as nested
+
+    suite, frames = make_suite(tmp_path, trials=1), index_frames()
+    _, clean = _tune(suite, frames, tmp_path, config_hash="clean")
+    leak = clean["leakage"]
+    assert leak["test_samples_in_trials"] == 0 and leak["test_patients_in_trials"] == 0
+    assert leak["test_patients"] == len(set(frames.groups[_split(suite, frames).test_idx]))
+    for fold in leak["inner_folds"]:
+        assert fold["groups_in_train_and_val"] == fold["groups_in_train_and_test"] == fold["samples_in_two_roles"] == 0
+    # A leak that got past the guard is counted, not reported as 0.
+    split = _split(suite, frames)
+    leaky = type(split)(split.repeat, split.fold, np.concatenate([split.train_idx, split.test_idx[:4]]),
+                        split.val_idx, split.test_idx, split.leakage)
+    monkeypatch.setattr(nested, "assert_disjoint", lambda *a, **k: None)
+    _, record = tune(suite, suite.arms[0], frames, leaky, 0, 0, seed=1, cache_dir=str(tmp_path / "cache"),
+                     out_dir=str(tmp_path / "out"), fit=StubFit(), config_hash="leaky")
+    assert record["trials"][0]["test_overlap"] == 4
+    assert record["leakage"]["test_samples_in_trials"] == 4
+    assert record["leakage"]["test_patients_in_trials"] >= 1

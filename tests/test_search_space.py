@@ -116,7 +116,7 @@ def test_the_search_changes_the_run_hash_and_its_absence_does_not():
     # Without a search section nothing of it enters the hash (so existing stores keep their runs).
     from harness.search.space import search_identity
 
-    assert search_identity(plain, plain.arms[0]) is None and plain.search is None
+    assert search_identity(plain, plain.run_arms()[0]) is None and plain.search is None
 
 
 def test_a_disabled_search_trains_every_arm_untuned():
@@ -125,3 +125,52 @@ def test_a_disabled_search_trains_every_arm_untuned():
     off = validate_suite({**BASE, "arms": arms, "search": {"trials": 4, "enabled": False}}, base_dir=Path("."))
     assert arm_space(off, off.arms[1]) is None
     assert [off.run_config_hash(a) for a in ("b", "pm")] == [plain.run_config_hash(a) for a in ("b", "pm")]
+
+
+# ----------------------------------------------------------------------------- tuned and untuned runs
+LR = {"training.lr": {"log_uniform": [1e-4, 1e-2]}}
+
+
+def test_a_subset_of_tuned_arms_runs_every_arm_untuned_and_the_subset_tuned_again():
+    arms = [{"name": "b"}, PM, STEM]
+    plain = validate_suite({**BASE, "arms": arms}, base_dir=Path("."))
+    subset = validate_suite({**BASE, "arms": arms, "search": {"trials": 2, "space": LR, "arms": ["b", "pm"]}},
+                            base_dir=Path("."))
+    assert [(r.name, r.arm.name, r.tuned) for r in subset.run_arms()] == [
+        ("b", "b", False), ("pm", "pm", False), ("stem", "stem", False), ("b~tuned", "b", True),
+        ("pm~tuned", "pm", True)]
+    # Untuned runs are the very runs of the suite without a search (same identity: shared, checked).
+    for name in ("b", "pm", "stem"):
+        assert subset.run_config_hash(name) == plain.run_config_hash(name)
+    assert subset.run_config_hash("pm~tuned") not in {plain.run_config_hash(n) for n in ("b", "pm", "stem")}
+    assert subset.run_arm("pm~tuned").variant == "tuned"
+
+
+def test_also_untuned_adds_an_untuned_twin_of_every_tuned_arm():
+    arms = [{"name": "b"}, PM]
+    plain = validate_suite({**BASE, "arms": arms}, base_dir=Path("."))
+    both = validate_suite({**BASE, "arms": arms, "search": {"trials": 2, "space": LR, "also_untuned": True}},
+                          base_dir=Path("."))
+    assert [(r.name, r.tuned) for r in both.run_arms()] == [("b", True), ("pm", True), ("b~untuned", False),
+                                                            ("pm~untuned", False)]
+    assert both.run_config_hash("pm~untuned") == plain.run_config_hash("pm") != both.run_config_hash("pm")
+    off = validate_suite({**BASE, "arms": arms, "search": {"trials": 2, "space": LR, "also_untuned": True,
+                                                           "enabled": False}}, base_dir=Path("."))
+    assert [r.name for r in off.run_arms()] == ["b", "pm"]  # disabled: every arm untuned, no twin
+
+
+def test_search_arms_are_checked():
+    arms = [{"name": "b"}, PM]
+    assert check(arms, {"trials": 2, "space": LR, "arms": ["pm", "nope"]}) == [
+        "S: search.arms: ['nope'] not arms of the suite; accepted: b, pm"]
+    assert check(arms, {"trials": 2, "space": LR, "arms": ["pm"]}) == [
+        "S: search.arms: the baseline 'b' is not tuned: a tuned arm is compared with the tuned baseline (b~tuned); "
+        "accepted: a list that holds 'b'"]
+    own = with_space(PM, {"preprocess.0.perona_malik.kappa": {"log_uniform": [0.02, 0.5]}})
+    assert check([{"name": "b"}, own, {**STEM, "search": {"space": LR}}],
+                 {"trials": 2, "space": LR, "arms": ["b", "pm"]}) == [
+        "S: arms[2].search: arm stem adds to the search space but search.arms does not tune it; accepted: add "
+        "'stem' to search.arms"]
+    # an arm the search does not tune needs no space of its own
+    assert check([{"name": "b"}, PM, STEM], {"trials": 2, "space": {}, "arms": ["b", "pm"]}) != []
+    assert check([{"name": "b", "search": {"space": LR}}, own, STEM], {"trials": 2, "arms": ["b", "pm"]}) == []

@@ -43,7 +43,7 @@ def test_tuned_suite_end_to_end(tmp_path):
     suite = load_suite(write(tmp_path, search=SEARCH, arms=arms))
     lines: list[str] = []
     run_suite(suite, tmp_path / "plan", dry_run=True, cache_dir=tmp_path / "cache", echo=lines.append)
-    assert any(line.startswith("search: 2 trials x 2 inner folds per run") and "4 trials, 8 inner fits" in line
+    assert any(line.startswith("search: 2 trials x 2 inner folds per tuned run") and "4 trials, 8 inner fits" in line
                for line in lines), lines
 
     out = tmp_path / "out"

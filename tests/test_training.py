@@ -129,7 +129,31 @@ def test_on_the_fly_filter_sees_every_batch_and_eval_set() -> None:
         return x
 
     fit_evaluate(ModelConfig(), cfg(batch_size=6), data, seed=0, on_the_fly=spy)
-    assert shapes == [(4, 1, SIZE, SIZE), (4, 1, SIZE, SIZE), (6, 1, SIZE, SIZE), (6, 1, SIZE, SIZE)]
+    # validation, test, the BatchNorm recalibration images (once), then the two training batches
+    assert shapes == [(4, 1, SIZE, SIZE), (4, 1, SIZE, SIZE), (12, 1, SIZE, SIZE), (6, 1, SIZE, SIZE),
+                      (6, 1, SIZE, SIZE)]
+
+
+def test_batchnorm_is_recalibrated_on_what_the_network_is_trained_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An arm that filters on the fly trains, validates and tests on filtered images: BatchNorm's
+    statistics are re-estimated on filtered training images too, not on the raw ones."""
+    import harness.training.fit as fit_module
+
+    data = make_data(n_train=12, n_val=4, n_test=4)
+    seen: list[torch.Tensor] = []
+    real = fit_module.recalibrate_batchnorm
+
+    def spy(model, x, *args, **kwargs):
+        seen.append(x.clone())
+        return real(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "recalibrate_batchnorm", spy)
+    fit_evaluate(ModelConfig(), cfg(epochs=2, bn_recalibration_images=10), data, seed=0,
+                 on_the_fly=lambda x: 1.0 - x)
+    want = 1.0 - torch.from_numpy(data.train_x[:10]).unsqueeze(1)
+    assert len(seen) == 2
+    for x in seen:
+        torch.testing.assert_close(x, want)
 
 
 def test_progress_callback_and_early_stopping() -> None:

@@ -66,8 +66,9 @@ class Settings:
         # before it did knows only report.strata (the data's defaults live in the schema, which
         # the report does not import).
         strata = list(inputs.meta.get("strata") or rep.get("strata") or [])
+        base = rep.get("baseline") or (s.get("arms") or [{}])[0].get("name", "")
         return cls(
-            baseline=rep.get("baseline") or (arms[0] if arms else ""),
+            baseline=inputs.own_name(base) if base else (arms[0] if arms else ""),
             primary=(s.get("evaluation", {}) or {}).get("primary_metric", "roc_auc"),
             alpha=float(rep.get("alpha", 0.05)),
             rope=float(rep.get("rope", 0.01)),

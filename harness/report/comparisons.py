@@ -21,11 +21,10 @@ import pandas as pd
 import scipy.stats as sps
 
 from harness import stats
+from harness.metrics import LOWER_IS_BETTER, THRESHOLD  # McNemar's threshold is the metrics' own
 from harness.report.checks import CHANCE
 from harness.report.inputs import Inputs, RunKey, first_line
 
-LOWER_IS_BETTER = ("brier", "log_loss")
-THRESHOLD = 0.5  # decision threshold of the McNemar test (as for the store's threshold metrics)
 MDE_POWER = 0.8  # power at which the minimal detectable difference is stated
 
 

@@ -11,8 +11,9 @@ from typing import Any
 
 import pandas as pd
 
+from harness.metrics import LOWER_IS_BETTER
 from harness.report.analysis import Analysis, Verdict
-from harness.report.comparisons import LOWER_IS_BETTER, Comparison
+from harness.report.comparisons import Comparison
 from harness.report.external import context as external_context
 from harness.report.figure_specs import FigureData, draw_all, strata_figure
 from harness.report.inputs import LEVEL_TITLES

@@ -4,11 +4,16 @@ The report only ever reads the store (results of ``done`` runs through
 :class:`harness.store.ResultsStore`'s read API); it never trains, builds a network or decodes data.
 It shows the arms of the suite the store records (the latest run's): runs of arms removed from the
 suite stay in the store, untouched, and out of the report.
+
+Variants: a suite that tunes some arms and also runs them untuned stores the second set of runs as
+``<arm>~tuned`` or ``<arm>~untuned`` (:mod:`harness.search.space`). ``Inputs`` shows one family at a
+time: the arms' own runs (``family == ""``), or, from :meth:`Inputs.variant`, the variant's runs,
+compared with the baseline's variant; the report sets the two families' verdicts side by side.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -17,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from harness.metrics import METRIC_NAMES
+from harness.search.space import VARIANT_SEPARATOR, split_variant
 
 RunKey = tuple[int, int]  # (repeat, fold)
 ScoreKey = tuple[str, str, str, str]  # (arm, level, aggregation, metric)
@@ -91,12 +97,39 @@ class Inputs:
     skipped: list[dict[str, str]]
     notes: list[str] = field(default_factory=list)  # problems met while reading
     samples: pd.DataFrame = field(default_factory=pd.DataFrame)  # sample_id, group_id, video_id, label, ...
+    family: str = ""  # "" : the arms' own runs; "tuned" / "untuned": that variant's runs (<arm>~<family>)
 
     @property
     def arms(self) -> list[str]:
         """The arms of the stored suite, in its order (an arm only the store knows, e.g. one removed from
-        the suite since it ran, is not reported: :func:`read_store` leaves its rows out)."""
-        return [a["name"] for a in self.suite_dict.get("arms", [])]
+        the suite since it ran, is not reported: :func:`read_store` leaves its rows out); for a variant
+        family, the stored names of that variant (``<arm>~tuned``)."""
+        if not self.family:
+            return [a["name"] for a in self.suite_dict.get("arms", [])]
+        return [n for n in run_arm_names(self.meta, self.suite_dict) if split_variant(n)[1] == self.family]
+
+    @property
+    def variants(self) -> list[str]:
+        """The variant families the suite ran besides the arms' own runs (``tuned`` or ``untuned``)."""
+        found = [split_variant(n)[1] for n in run_arm_names(self.meta, self.suite_dict)]
+        return list(dict.fromkeys(v for v in found if v))
+
+    @property
+    def tuned_family(self) -> str:
+        """Which family the search tuned: the arms' own runs ("") or the ``tuned`` variant."""
+        return "tuned" if "tuned" in self.variants else ""
+
+    def variant(self, family: str) -> Inputs:
+        """The same store seen as one variant family: its arms, runs and scores only (baseline:
+        the baseline's variant)."""
+        names = {n for n in run_arm_names(self.meta, self.suite_dict) if split_variant(n)[1] == family}
+        return replace(self, family=family, notes=list(self.notes),
+                       **{k: _of_arms(getattr(self, k), names)
+                          for k in ("runs", "metrics", "predictions", "epochs", "preprocessing")})
+
+    def own_name(self, arm: str) -> str:
+        """The stored name of ``arm`` (a suite arm's name) in this family."""
+        return f"{arm}{VARIANT_SEPARATOR}{self.family}" if self.family else arm
 
     @property
     def planned_runs(self) -> list[RunKey]:
@@ -142,8 +175,19 @@ class Inputs:
         return SplitSizes(n_train, n_test)
 
     def arm_config(self, arm: str) -> dict[str, Any]:
-        """The arm's entry of the stored suite ({} for an arm the suite no longer has)."""
-        return next((a for a in self.suite_dict.get("arms", []) if a.get("name") == arm), {})
+        """The arm's entry of the stored suite ({} for an arm the suite no longer has); a variant's name
+        gives its arm's entry."""
+        base = split_variant(arm)[0]
+        return next((a for a in self.suite_dict.get("arms", []) if a.get("name") == base), {})
+
+
+def run_arm_names(meta: dict[str, Any], suite_dict: dict[str, Any]) -> list[str]:
+    """Every set of runs the stored suite planned (meta ``run_arms``, written by the runner); a store
+    written before variants existed planned each arm once."""
+    stored = meta.get("run_arms")
+    if isinstance(stored, list) and stored:
+        return [str(r.get("name")) for r in stored if isinstance(r, dict)]
+    return [a["name"] for a in suite_dict.get("arms", [])]
 
 
 def _missing(value: Any) -> bool:
@@ -164,11 +208,12 @@ def read_store(out_dir: Path) -> Inputs:
     store = ResultsStore(out_dir, readonly=True)
     try:
         suite_dict = store.suite_config()
-        arms = {a["name"] for a in suite_dict.get("arms", [])}
+        meta = store.meta()
+        arms = set(run_arm_names(meta, suite_dict))
         inputs = Inputs(
             out_dir=store.path.parent,
             store_path=store.path,
-            meta=store.meta(),
+            meta=meta,
             suite_dict=suite_dict,
             runs=_of_arms(store.runs(), arms),
             metrics=_of_arms(store.metrics(), arms),

@@ -4,8 +4,10 @@ For outer run (arm, repeat, fold) the outer training part (training + inner vali
 the outer split; never the test fold) is split again into ``search.inner_folds`` patient-grouped,
 stratified folds. A trial trains the arm with the trial's configuration once per inner fold (on the
 other inner folds, with the usual inner validation split for epoch selection) and scores the
-suite's primary metric (frame level) on the held-out inner fold; its value is the mean over inner
-folds. The pruner (``median``) sees the running mean after each inner fold.
+suite's primary metric at the suite's primary level (``evaluation.primary_level``: frames, or videos
+scored by the mean probability of their frames) on the held-out inner fold; its value is the mean
+over inner folds. The pruner (``median``) sees the running mean after each inner fold but the last
+(a trial that finished every inner fold is complete, never pruned).
 
 The same for every arm (the paired design): the inner folds depend on (suite seed, repeat, fold)
 only; the inner fits use the run's seed; the sampler of the n-th trial is seeded from (suite seed,
@@ -17,8 +19,15 @@ Preprocessing inside trials: a trial that changes a filter parameter filters the
 part's frames with it (cached by content hash; the test fold's frames are not filtered here) and
 the time counts in the trial's seconds.
 
-Leakage: every trial records how many sample ids it saw and a hash of them; before it trains,
-:func:`assert_disjoint` raises :class:`LeakageError` if any of them is in the outer test fold.
+Leakage: every trial records how many sample ids it saw, a hash of them, and how many outer-test
+frames and patients were among them (counted, not assumed); before it trains,
+:func:`assert_disjoint` raises :class:`LeakageError` if any of them is in the outer test fold, and
+every inner fold's training, validation and test patients are checked to be disjoint.
+
+Identity: a study is named by everything that keys its run — the run's config hash (which holds
+the search budget, the space and the objective: metric, direction, level), the data's content hash
+and the code version — so a changed objective, data or code never reuses old trials; a study loaded
+with another direction than asked is refused (:func:`harness.search.storage.open_study`).
 """
 
 from __future__ import annotations
@@ -34,9 +43,8 @@ from typing import Any
 import numpy as np
 
 from harness.search.space import apply_params, arm_space, current_value, searching
+from harness.search.space import objective as search_objective
 from harness.search.storage import close_study, finished_trials, open_study, recover, study_path
-
-LOWER_IS_BETTER = ("brier", "log_loss")
 
 
 class LeakageError(AssertionError):
@@ -83,10 +91,24 @@ def inner_folds(labels: np.ndarray, groups: np.ndarray, outer_idx: np.ndarray, k
         train, val = _inner_split(labels, groups, outer_idx[rest], val_fraction, _seed(seed, i))
         test = np.sort(outer_idx[held])
         check = leakage_check(np.asarray(groups), train, val, test)
-        if check["groups_in_train_and_test"] or check["groups_in_val_and_test"] or check["samples_in_two_roles"]:
+        if any(check[k] for k in INNER_LEAK_KEYS):
             raise SplitError(f"inner fold {i}: leakage between roles: {check}")
         out.append(InnerFold(i, train, val, test))
     return out
+
+
+#: Counts of :func:`harness.cv.leakage_check` that must be 0 in every inner fold.
+INNER_LEAK_KEYS = ("groups_in_train_and_test", "groups_in_val_and_test", "groups_in_train_and_val",
+                   "samples_in_two_roles")
+
+
+def score_of(goal: dict[str, str], labels: np.ndarray, probs: np.ndarray, videos: np.ndarray) -> float:
+    """The objective's metric on one inner test fold, at its level (video: mean frame probability)."""
+    from harness.metrics import aggregate, binary_metrics
+
+    if goal["level"] == "video":
+        _, labels, probs = aggregate(labels, probs, videos, goal["aggregation"])
+    return binary_metrics(labels, probs)[goal["metric"]]
 
 
 def assert_disjoint(seen_ids: np.ndarray, test_ids: np.ndarray, where: str) -> None:
@@ -150,15 +172,18 @@ def _trial_record(t: Any) -> dict[str, Any]:
 
 
 def tune(suite: Any, arm: Any, frames: Any, split: Any, repeat: int, fold: int, *, seed: int, cache_dir: str,
-         out_dir: str | None, fit: Any, config_hash: str | None = None) -> tuple[Any, dict[str, Any]]:
+         out_dir: str | None, fit: Any, config_hash: str | None = None,
+         code_version: str | None = None) -> tuple[Any, dict[str, Any]]:
     """Search the arm's space on inner folds of ``split``'s training part.
 
     Returns ``(chosen arm config, search record)``; the record is what the store keeps
     (``params``, ``inner_best``, ``trials``, ``seconds``, the budget and the leakage check).
+    The study is keyed by everything that keys the run (its config hash, which holds the objective,
+    the data's content hash and the code version): a run redone for any of them starts a new study.
     """
     import optuna
 
-    from harness.metrics import binary_metrics
+    from harness.cv import leakage_check
     from harness.preprocess import on_the_fly_filter, preprocess_frames
     from harness.suite import sha256_of
     from harness.training import RunData
@@ -166,11 +191,13 @@ def tune(suite: Any, arm: Any, frames: Any, split: Any, repeat: int, fold: int, 
 
     cfg = suite.search
     space = arm_space(suite, arm) or {}
-    metric = suite.evaluation.primary_metric
-    direction = "minimize" if metric in LOWER_IS_BETTER else "maximize"
+    goal = search_objective(suite)
+    metric, direction = goal["metric"], goal["direction"]
     labels, groups, ids = frames.labels, np.asarray(frames.groups).astype(str), np.asarray(frames.sample_ids)
+    videos = np.asarray(frames.videos).astype(str)
     outer = np.sort(np.concatenate([split.train_idx, split.val_idx]))
     test_ids = ids[split.test_idx]
+    test_patients = set(groups[split.test_idx].tolist())
     assert_disjoint(ids[outer], test_ids, f"{arm.name} r{repeat}/f{fold}: outer training part")
     folds = inner_folds(labels, groups, outer, cfg.inner_folds, _seed(suite.seed, repeat, fold, 0x5EA4C),
                         suite.training.val_fraction)
@@ -188,7 +215,9 @@ def tune(suite: Any, arm: Any, frames: Any, split: Any, repeat: int, fold: int, 
         assert_disjoint(ids[seen], test_ids, f"{arm.name} r{repeat}/f{fold} trial {trial.number}")
         trial.set_user_attr("samples_seen", int(len(seen)))
         trial.set_user_attr("samples_digest", ids_digest(ids[seen]))
-        trial.set_user_attr("test_overlap", 0)
+        # Counted, not assumed: outer-test frames and patients among what this trial sees.
+        trial.set_user_attr("test_overlap", int(len(np.intersect1d(ids[seen].astype(str), test_ids.astype(str)))))
+        trial.set_user_attr("test_patients_seen", len(set(groups[seen].tolist()) & test_patients))
         # The outer training part's frames only, filtered with this trial's pipeline (cached).
         steps = [] if chosen.on_the_fly else chosen.preprocess
         tp = time.perf_counter()
@@ -212,12 +241,13 @@ def tune(suite: Any, arm: Any, frames: Any, split: Any, repeat: int, fold: int, 
                 trial.set_user_attr("failed", f"{type(err).__name__}: {str(err).splitlines()[0][:200]}")
                 trial.set_user_attr("seconds", time.perf_counter() - t0)
                 raise optuna.TrialPruned() from None
-            scores.append(binary_metrics(labels[f.test_idx], probs)[metric])
+            scores.append(score_of(goal, labels[f.test_idx], probs, videos[f.test_idx]))
             trial.set_user_attr("fold_scores", scores)
             running = float(np.nanmean(scores)) if np.any(np.isfinite(scores)) else float("nan")
             if math.isfinite(running):
                 trial.report(running, f.k)
-                if trial.should_prune():
+                # After the last inner fold the trial is complete: it is never pruned then.
+                if f.k < len(folds) - 1 and trial.should_prune():
                     trial.set_user_attr("seconds", time.perf_counter() - t0)
                     raise optuna.TrialPruned()
         trial.set_user_attr("seconds", time.perf_counter() - t0)
@@ -228,7 +258,12 @@ def tune(suite: Any, arm: Any, frames: Any, split: Any, repeat: int, fold: int, 
         return value
 
     path = study_path(out_dir, arm.name, repeat, fold) if out_dir else None
-    name = f"{arm.name}-r{repeat}-f{fold}-{config_hash or 'nohash'}-{str(frames.content_hash)[:16]}"
+    if code_version is None:
+        from harness.versions import code_version as current_code
+
+        code_version = current_code()
+    name = (f"{arm.name}-r{repeat}-f{fold}-{config_hash or 'nohash'}-{str(frames.content_hash)[:16]}-"
+            f"{code_version[:16]}-{metric}-{goal['level']}-{direction}")
     study = open_study(path, name, direction, _sampler(cfg.sampler, 0, cfg.trials), _pruner(cfg.pruner, cfg.trials))
     try:
         interrupted = recover(study)
@@ -251,14 +286,23 @@ def tune(suite: Any, arm: Any, frames: Any, split: Any, repeat: int, fold: int, 
         "best_trial": best.number if best is not None else None,
         "own_params": own, "chosen_is_own": best is None or best.user_attrs.get("origin") == "suite",
         "budget": cfg.trials, "inner_folds": cfg.inner_folds, "sampler": cfg.sampler, "pruner": cfg.pruner,
-        "metric": metric, "direction": direction, "seconds": search_seconds(trials),
+        "metric": metric, "direction": direction, "level": goal["level"], "aggregation": goal["aggregation"],
+        "seconds": search_seconds(trials), "code_version": code_version,
         "n_trials": n_finished, "n_pruned": sum(t.state.name == "PRUNED" for t in trials),
         "n_interrupted": sum(bool(t.user_attrs.get("interrupted")) for t in trials),
         "interrupted_now": interrupted,
-        "leakage": {"test_samples": int(len(test_ids)), "trials_checked": len(trials),
-                    "test_samples_in_trials": 0,
+        "leakage": {"test_samples": int(len(test_ids)), "test_patients": len(test_patients),
+                    "trials_checked": len(trials),
+                    # Counted from what the trials saw (each trial records its own overlap), by frame
+                    # and by patient; every inner fold's roles are counted too (train/val/test).
+                    "test_samples_in_trials": sum(int(t.user_attrs.get("test_overlap", 0)) for t in trials),
+                    "test_patients_in_trials": len(test_patients & {g for f in folds
+                                                                     for g in groups[f.all_idx].tolist()}),
                     "inner_folds": [{"k": f.k, "n_train": len(f.train_idx), "n_val": len(f.val_idx),
-                                     "n_test": len(f.test_idx)} for f in folds],
+                                     "n_test": len(f.test_idx),
+                                     **{k: v for k, v in leakage_check(groups, f.train_idx, f.val_idx,
+                                                                       f.test_idx).items() if k in INNER_LEAK_KEYS}}
+                                    for f in folds],
                     # The patients of every inner role: with the samples table, the sample ids every
                     # trial saw (all trials see the same inner folds); the report checks them again.
                     "inner_groups": [{role: sorted(set(groups[idx].tolist())) for role, idx in
@@ -278,9 +322,9 @@ def search_plan(suite: Any, runs: list[tuple[str, int, int]] | None = None) -> t
     if not searching(suite):
         return 0, 0
     if runs is None:
-        runs = [(a.name, r, f) for a in suite.arms for r in range(suite.evaluation.repeats)
+        runs = [(a.name, r, f) for a in suite.run_arms() for r in range(suite.evaluation.repeats)
                 for f in range(suite.evaluation.folds)]
-    n = len(runs)
+    n = sum(1 for name, _, _ in runs if suite.run_arm(name).tuned)  # untuned runs and variants search nothing
     return n * suite.search.trials, n * suite.search.trials * suite.search.inner_folds
 
 
@@ -300,9 +344,10 @@ def search_plan_line(suite: Any, runs: list[tuple[str, int, int]] | None = None)
     trials, fits = search_plan(suite, runs)
     s = suite.search
     factor = search_cost_factor(suite)
-    return (f"search: {s.trials} trials x {s.inner_folds} inner folds per run ({s.sampler}, pruner {s.pruner}) = "
-            f"{trials} trials, {fits} inner fits to run; tuned runs take up to ~{factor:.0f}x the training time "
-            "of an untuned run")
+    which = "" if s.arms is None else f" of {', '.join(a + '~tuned' for a in s.arms)}"
+    return (f"search: {s.trials} trials x {s.inner_folds} inner folds per tuned run{which} ({s.sampler}, pruner "
+            f"{s.pruner}) = {trials} trials, {fits} inner fits to run; tuned runs take up to ~{factor:.0f}x the "
+            "training time of an untuned run")
 
 
 __all__ = ["InnerFold", "LeakageError", "assert_disjoint", "inner_folds", "search_cost_factor", "search_plan",

@@ -19,7 +19,9 @@ distribution fits the key's type, that both ends of a range (every choice) are a
 schema or by the filter's parameter spec (``diffusion_filters._spec``), and that the arm's own
 value lies in the range: trial 0 of every study is the suite's own configuration.
 
-This module imports only pydantic at import time (``harness.suite`` imports it).
+This module owns the search's schema and only reads the suite: ``harness.suite`` imports it, and it
+never imports ``harness.suite`` (an arm's configuration is validated through the suite's own
+``arm_training`` / ``arm_model``). It imports only pydantic at import time.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import copy
 import math
 import re
 from typing import Any, Literal
+
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -46,7 +50,8 @@ _KEY_RE = re.compile(r"^(training|model|preprocess)(\.[A-Za-z0-9_]+)+$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # as the suite's schemas: a boolean is not an integer, a string not a number (trials: true is refused)
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True, allow_inf_nan=False)
 
 
 def _check_distribution(key: str, value: Any) -> dict[str, Any]:
@@ -111,11 +116,81 @@ class SearchConfig(_Strict):
     space: dict[str, Any] = Field(default_factory=dict, description="key path -> distribution, for every arm")
     enabled: bool = Field(True, description="false: every arm trains its own configuration untuned "
                                             "(--set search.enabled=false), as without a search section")
+    arms: list[str] | None = Field(
+        None, description="the arms the search tunes (default: every arm). A subset runs every arm untuned under "
+        "its own name and these arms tuned again as '<arm>~tuned' (the baseline among them), so a tuned verdict "
+        "is read beside the untuned one")
+    also_untuned: bool = Field(
+        False, description="every tuned arm also runs untuned as '<arm>~untuned' (same splits and seeds), and the "
+        "report puts both verdicts side by side: does tuning change the verdict?")
 
     @field_validator("space")
     @classmethod
     def _space(cls, value: dict[str, Any]) -> dict[str, Any]:
         return _check_space(value)
+
+
+# --------------------------------------------------------------------------- tuned and untuned runs
+#: Joins an arm's name and its variant in a stored arm name ('perona-malik~tuned'); arm names
+#: cannot hold it (harness.suite.NAME_PATTERN), so a variant never collides with an arm.
+VARIANT_SEPARATOR = "~"
+TUNED, UNTUNED = "tuned", "untuned"
+
+
+@dataclass(frozen=True)
+class RunArm:
+    """One set of runs of a suite's plan: an arm, tuned by the nested search or not, stored as ``name``.
+
+    Without a search every arm runs once, untuned, under its own name. With ``search.arms`` unset
+    every arm is tuned under its own name (``also_untuned`` adds ``<arm>~untuned``); with a subset every
+    arm runs untuned under its own name and the subset is tuned again as ``<arm>~tuned``.
+    """
+
+    name: str
+    arm: Any  # harness.suite.ArmConfig
+    tuned: bool
+
+    @property
+    def variant(self) -> str:
+        """'' for the arm's own runs, else the suffix after :data:`VARIANT_SEPARATOR`."""
+        return self.name.partition(VARIANT_SEPARATOR)[2]
+
+
+def split_variant(name: str) -> tuple[str, str]:
+    """``('perona-malik', 'tuned')`` of ``'perona-malik~tuned'``; ``(name, '')`` of a plain arm name."""
+    arm, _, variant = name.partition(VARIANT_SEPARATOR)
+    return arm, variant
+
+
+def tuned_arms(suite: Any) -> list[str]:
+    """Names of the arms the search tunes (none without an enabled search)."""
+    if not searching(suite):
+        return []
+    names = [a.name for a in suite.arms]
+    return names if suite.search.arms is None else [n for n in names if n in suite.search.arms]
+
+
+def run_arms(suite: Any) -> list[RunArm]:
+    """Every set of runs of the suite, in the report's order: the arms' own runs in suite order, then
+    the variants (``~tuned`` or ``~untuned``) in suite order."""
+    if not searching(suite):
+        return [RunArm(a.name, a, False) for a in suite.arms]
+    tuned = set(tuned_arms(suite))
+    if suite.search.arms is None:
+        own = [RunArm(a.name, a, True) for a in suite.arms]
+        twins = [RunArm(f"{a.name}{VARIANT_SEPARATOR}{UNTUNED}", a, False)
+                 for a in suite.arms] if suite.search.also_untuned else []
+        return own + twins
+    return [RunArm(a.name, a, False) for a in suite.arms] + \
+        [RunArm(f"{a.name}{VARIANT_SEPARATOR}{TUNED}", a, True) for a in suite.arms if a.name in tuned]
+
+
+def run_arm(suite: Any, name: str) -> RunArm:
+    """The :class:`RunArm` stored as ``name`` (KeyError naming the accepted ones otherwise)."""
+    for r in run_arms(suite):
+        if r.name == name:
+            return r
+    raise KeyError(f"no arm {name!r}; accepted: {', '.join(r.name for r in run_arms(suite))}")
 
 
 # --------------------------------------------------------------------------- the space of an arm
@@ -135,14 +210,26 @@ def arm_space(suite: Any, arm: Any) -> dict[str, dict[str, Any]] | None:
     return {**suite.search.space, **own}
 
 
-def search_identity(suite: Any, arm: Any) -> dict[str, Any] | None:
-    """What of the search changes an arm's numbers (part of its run config hash)."""
-    space = arm_space(suite, arm)
+def objective(suite: Any) -> dict[str, str]:
+    """What the search optimises: the suite's primary metric, in its direction, at its primary level
+    (the video level scores each video by the mean of its frames' probabilities, as the report does)."""
+    from harness.metrics import LOWER_IS_BETTER
+
+    ev = suite.evaluation
+    return {"metric": ev.primary_metric, "direction": "minimize" if ev.primary_metric in LOWER_IS_BETTER else "maximize",
+            "level": ev.primary_level, "aggregation": "none" if ev.primary_level == "frame" else "mean"}
+
+
+def search_identity(suite: Any, run: RunArm) -> dict[str, Any] | None:
+    """What of the search changes a set of runs' numbers (part of its run config hash): the budget,
+    the space and what it optimises (the objective); None for untuned runs, so an untuned run's hash
+    is the one it would have in a suite without a search (the same runs, shared)."""
+    space = arm_space(suite, run.arm) if run.tuned else None
     if space is None:
         return None
     s = suite.search
     return {"trials": s.trials, "inner_folds": s.inner_folds, "sampler": s.sampler, "pruner": s.pruner,
-            "space": {k: space[k] for k in sorted(space)}}
+            "space": {k: space[k] for k in sorted(space)}, "objective": objective(suite)}
 
 
 def _parts(key: str) -> list[str]:
@@ -253,7 +340,6 @@ def space_problems(suite: Any, arm: Any, where: str) -> list[tuple[str, str]]:
     """
     from pydantic import ValidationError
 
-    from harness.suite import ModelConfig, TrainingConfig, deep_merge
 
     problems: list[tuple[str, str]] = []
     own = arm.search.space if getattr(arm, "search", None) is not None else {}
@@ -295,10 +381,8 @@ def space_problems(suite: Any, arm: Any, where: str) -> list[tuple[str, str]]:
                     message = (f"{_fmt(dist)} is not inside what {fname} accepts: {rest[2]} must be "
                                f"{accepted} ({str(err).splitlines()[0]})")
             else:
-                cls, base, override = (TrainingConfig, suite.training, probe.training) if head == "training" \
-                    else (ModelConfig, suite.model, probe.model)
-                try:
-                    cls.model_validate(deep_merge(base.model_dump(mode="json"), override))
+                try:  # the suite's own merge and validation of the arm's override
+                    (suite.arm_training if head == "training" else suite.arm_model)(probe)
                 except ValidationError as err:
                     first = err.errors()[0]
                     message = f"{_fmt(dist)}: the end {end!r} is not accepted: {first['msg']}"
@@ -318,14 +402,31 @@ def space_problems(suite: Any, arm: Any, where: str) -> list[tuple[str, str]]:
 def suite_search_problems(suite: Any) -> list[tuple[str, str]]:
     """Search checks of a whole suite (called by ``harness.suite.semantic_problems``)."""
     problems: list[tuple[str, str]] = []
+    names = [a.name for a in suite.arms]
+    chosen = suite.search.arms if suite.search is not None else None
+    if chosen is not None:
+        unknown = [n for n in chosen if n not in names]
+        if unknown:
+            return [("search.arms", f"{unknown} not arms of the suite; accepted: {', '.join(names)}")]
+        if len(set(chosen)) != len(chosen) or not chosen:
+            return [("search.arms", f"{chosen}: accepted: distinct arm names, at least one")]
+        baseline = suite.report.baseline or names[0]
+        if baseline not in chosen:
+            return [("search.arms", f"the baseline {baseline!r} is not tuned: a tuned arm is compared with the tuned "
+                                    f"baseline ({baseline}~tuned); accepted: a list that holds {baseline!r}")]
+    tuned = set(tuned_arms(suite))
     for i, arm in enumerate(suite.arms):
         if getattr(arm, "search", None) is not None and suite.search is None:
             problems.append((f"arms[{i}].search", "an arm adds to the search space of a top-level search "
                                                   "section (trials, inner_folds, ...); accepted: add one"))
             continue
-        if searching(suite):
+        if getattr(arm, "search", None) is not None and searching(suite) and arm.name not in tuned:
+            problems.append((f"arms[{i}].search", f"arm {arm.name} adds to the search space but search.arms does "
+                                                  f"not tune it; accepted: add {arm.name!r} to search.arms"))
+            continue
+        if arm.name in tuned:
             problems += space_problems(suite, arm, f"arms[{i}].search.space")
-    empty = [arm.name for arm in suite.arms if searching(suite) and not arm_space(suite, arm)]
+    empty = [arm.name for arm in suite.arms if arm.name in tuned and not arm_space(suite, arm)]
     if empty:  # their trials would be inner fits of one configuration: budget spent, nothing tuned
         problems.append(("search.space", f"nothing to tune for arm(s) {', '.join(empty)}: the space is empty; "
                                          "accepted: at least one key path in search.space or in each arm's "
@@ -334,5 +435,6 @@ def suite_search_problems(suite: Any) -> list[tuple[str, str]]:
     return problems
 
 
-__all__ = ["ArmSearchConfig", "DISTRIBUTIONS", "SearchConfig", "apply_params", "arm_space", "current_value",
-           "search_identity", "searching", "space_problems", "suite_search_problems"]
+__all__ = ["ArmSearchConfig", "DISTRIBUTIONS", "TUNED", "UNTUNED", "VARIANT_SEPARATOR", "RunArm", "SearchConfig",
+           "apply_params", "arm_space", "current_value", "objective", "run_arm", "run_arms", "search_identity",
+           "searching", "space_problems", "split_variant", "suite_search_problems", "tuned_arms"]

@@ -51,8 +51,13 @@ def open_study(path: str | Path | None, name: str, direction: str, sampler: Any,
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         storage = optuna.storages.RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 120}})
-    return optuna.create_study(storage=storage, study_name=name, direction=direction, sampler=sampler,
-                               pruner=pruner, load_if_exists=True)
+    study = optuna.create_study(storage=storage, study_name=name, direction=direction, sampler=sampler,
+                                pruner=pruner, load_if_exists=True)
+    if study.direction.name.lower() != direction:  # Optuna does not check a loaded study's direction
+        close_study(study)
+        raise ValueError(f"study {name!r} in {path}: stored with direction {study.direction.name.lower()}, asked to "
+                         f"{direction}; a study's objective never changes (its name holds it)")
+    return study
 
 
 def close_study(study: Any) -> None:

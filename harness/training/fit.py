@@ -146,6 +146,7 @@ class _Run:
         self.num_classes = int(self.model.num_classes)
         with self.timer.span("data"):
             self.t = self._tensors(data, on_the_fly)
+            self.recalibration_x = self._recalibration_images(on_the_fly)
         self.precision = Precision.for_run(device, cfg.channels_last, cfg.amp)
         self.model = self.model.to(device).to(memory_format=self.precision.memory_format)
         self.weight = recipe.class_weights(self.t.train_y, self.num_classes, cfg.class_balance)
@@ -174,6 +175,15 @@ class _Run:
                 t.val_x, t.test_x = (torch.cat([on_the_fly(c) for c in x.split(self.eval_batch)]) if len(x) else x
                                      for x in (t.val_x, t.test_x))
         return t
+
+    def _recalibration_images(self, on_the_fly: Filter | None) -> torch.Tensor:
+        """The training images BatchNorm's statistics are re-estimated on, as the network sees them in
+        training: filtered once here when the arm filters on the fly (un-augmented, as for every arm)."""
+        x = self.t.train_x[:self.cfg.bn_recalibration_images] if self.cfg.bn_recalibration else self.t.train_x[:0]
+        if on_the_fly is None or not len(x):
+            return x
+        with torch.no_grad():
+            return torch.cat([on_the_fly(c) for c in x.split(self.eval_batch)])
 
     def _streams(self) -> Streams:
         # Drawn after the network is built, so an arm whose layers take more random numbers to
@@ -217,7 +227,7 @@ class _Run:
 
     def _refresh_batchnorm(self) -> None:
         if self.cfg.bn_recalibration:
-            recalibrate_batchnorm(self.model, self.t.train_x, self.precision, self.device,
+            recalibrate_batchnorm(self.model, self.recalibration_x, self.precision, self.device,
                                   self.cfg.bn_recalibration_images, self.eval_batch)
 
     def _finish(self, best: BestEpoch, history: list[EpochRecord], want_state_dict: bool) -> FitResult:

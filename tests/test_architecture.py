@@ -1,0 +1,50 @@
+"""The rules of the house that imports can check (../shared/ARCHITECTURE.md): schemas sit below what
+reads them, the training side never imports the report, the filter library never imports the harness."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a source file imports, at the top or inside a function."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _imports(path: Path, prefix: str) -> list[str]:
+    return sorted(n for n in imported_modules(path) if n == prefix or n.startswith(prefix + "."))
+
+
+def test_the_search_schema_never_imports_the_suite_that_reads_it() -> None:
+    assert _imports(ROOT / "harness/search/space.py", "harness.suite") == []
+    search = [n for n in _imports(ROOT / "harness/suite.py", "harness.search")
+              if not n.startswith("harness.search.space")]
+    assert search == []  # the suite reads the search's schema module, never the search itself
+
+
+TRAINING_SIDE = ["harness/pretrain.py", "harness/evaluate.py", "harness/models.py", "harness/backbones.py",
+                 "harness/execute.py", "harness/explain.py", "harness/recipe.py", "harness/preprocess.py",
+                 *[p.relative_to(ROOT).as_posix() for p in (ROOT / "harness/training").glob("*.py")],
+                 *[p.relative_to(ROOT).as_posix() for p in (ROOT / "harness/search").glob("*.py")]]
+
+
+@pytest.mark.parametrize("source", TRAINING_SIDE)
+def test_the_training_side_never_imports_the_report(source: str) -> None:
+    assert _imports(ROOT / source, "harness.report") == []
+
+
+def test_the_filter_library_never_imports_the_harness() -> None:
+    offenders = {p.name: _imports(p, "harness") for p in (ROOT / "diffusion_filters").rglob("*.py")}
+    assert {k: v for k, v in offenders.items() if v} == {}
