@@ -101,3 +101,54 @@ def test_without_search_the_numbers_are_unchanged(tmp_path):
     data = RunData(*take(split.train_idx), *take(split.val_idx), *take(split.test_idx))
     direct = fit_evaluate(suite.arm_model("pm"), suite.arm_training("pm"), data, run_seed(0, 0, 1))
     assert [p for _, p, _ in outcome.predictions] == [float(p) for p in direct.test_probs]
+
+
+def test_tuned_and_untuned_verdicts_side_by_side(tmp_path):
+    """search.arms tunes a subset again as <arm>~tuned; every arm also runs untuned under its own name,
+    the very runs of the suite without a search (same identity, same numbers); the report, summary.json
+    and the Markdown block set the two verdicts side by side."""
+    from harness.report.analysis import analyse
+    from harness.report.inputs import read_store
+    from harness.report.markdown import write_markdown
+
+    arms = [{"name": "baseline"}, TINY["arms"][0]]
+    search = {**SEARCH, "arms": ["baseline", "pm"]}
+    tuned = load_suite(write(tmp_path, search=search, arms=arms, name="pair"))
+    assert [r.name for r in tuned.run_arms()] == ["baseline", "pm", "baseline~tuned", "pm~tuned"]
+    out = tmp_path / "out"
+    summary = run_suite(tuned, out, cache_dir=tmp_path / "cache", progress=False, echo=lambda s: None)
+    assert summary.ok and summary.done == 8, (summary.failed, summary.report_error)
+    with ResultsStore(out, readonly=True) as store:
+        runs = store.runs(status="done")
+        searches = store.searches()
+        preds = store.predictions()
+    assert sorted(set(runs["arm"])) == ["baseline", "baseline~tuned", "pm", "pm~tuned"]
+    assert sorted(set(searches["arm"])) == ["baseline~tuned", "pm~tuned"]  # only the variants searched
+
+    # The untuned runs are those of the same suite without a search: the same numbers.
+    plain_dir = tmp_path / "plain"
+    plain_dir.mkdir()
+    plain = load_suite(write(plain_dir, arms=arms, name="pair"))
+    run_suite(plain, tmp_path / "plain-out", cache_dir=tmp_path / "cache", progress=False, report=False,
+              echo=lambda s: None)
+    with ResultsStore(tmp_path / "plain-out", readonly=True) as store:
+        plain_preds = store.predictions()
+    mine = preds[preds["arm"] == "pm"].sort_values(["repeat", "fold", "sample_id"])["prob"].to_numpy()
+    theirs = plain_preds[plain_preds["arm"] == "pm"].sort_values(["repeat", "fold", "sample_id"])["prob"].to_numpy()
+    np.testing.assert_array_equal(mine, theirs)
+    assert tuned.run_config_hash("pm") == plain.run_config_hash("pm")
+
+    doc = json.loads((out / "summary.json").read_text())
+    assert list(doc["arms"]) == ["baseline", "pm"]  # the main family: the arms' own (untuned) runs
+    (effect,) = doc["tuning_effect"]
+    assert effect["arm"] == "pm"
+    assert effect["untuned"]["arm"] == "pm" and effect["tuned"]["arm"] == "pm~tuned"
+    analysis = analyse(read_store(out))
+    assert analysis.variant is not None and analysis.variant.settings.baseline == "baseline~tuned"
+    assert {(c.arm, c.versus) for c in analysis.variant.comparisons} == {("pm~tuned", "baseline~tuned")}
+    assert {(c.arm, c.versus) for c in analysis.comparisons} == {("pm", "baseline")}
+    html = (out / "report.html").read_text()
+    assert 'id="tuning-effect"' in html
+    page, _ = write_markdown(analysis, tmp_path / "results.md", "cmd")
+    text = page.read_text()
+    assert "#### Does tuning change the verdict?" in text and "| `pm` |" in text

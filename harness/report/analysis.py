@@ -179,10 +179,53 @@ class Analysis:
     run_counts: dict[str, RunCounts] = field(default_factory=dict)
     fit_problems: list[dict[str, Any]] = field(default_factory=list)
     noise_floor: str | None = None  # the arm that is the baseline with another seed offset
+    tuning_effect: list[TuningEffect] = field(default_factory=list)  # tuned vs untuned verdicts, per arm
+    variant: Analysis | None = None  # the variant family (<arm>~tuned or ~untuned), compared within itself
 
     @property
     def test_train_ratio(self) -> float:
         return self.inputs.split_sizes.ratio
+
+
+@dataclass
+class TuningEffect:
+    """Does tuning change the verdict? One arm's verdict untuned (against the untuned baseline) and tuned
+    (against the tuned baseline), on the same splits and seeds (``search.arms`` / ``search.also_untuned``)."""
+
+    arm: str
+    untuned: Verdict
+    tuned: Verdict
+
+    @property
+    def changed(self) -> bool:
+        """Whether the two verdicts differ in kind (better / worse / equivalent / no difference ...)."""
+        return self.untuned.kind != self.tuned.kind
+
+    def as_dict(self) -> dict[str, Any]:
+        def side(v: Verdict) -> dict[str, Any]:
+            c = v.comparison
+            return {"arm": v.arm, "kind": v.kind, "headline": v.headline, "text": v.text,
+                    "mean_difference": c.mean_difference if c is not None else None,
+                    "ci95": list(c.ci95) if c is not None and c.ci95 else None,
+                    "p_holm": c.tests.get("corrected_t", {}).get("p_holm") if c is not None else None,
+                    "mde": c.mde.get("value") if c is not None else None}
+
+        return {"arm": self.arm, "changed": self.changed, "untuned": side(self.untuned), "tuned": side(self.tuned)}
+
+
+def tuning_effects(main: Analysis, variant: Analysis) -> list[TuningEffect]:
+    """Pair each arm's verdict in the two families (the family the search tuned is read from the inputs)."""
+    from harness.search.space import split_variant
+
+    own = {v.arm: v for v in main.verdicts}
+    other = {split_variant(v.arm)[0]: v for v in variant.verdicts}
+    tuned_is_variant = main.inputs.tuned_family == "tuned"
+    out = []
+    for arm in own:
+        if arm in other:
+            untuned, tuned = (own[arm], other[arm]) if tuned_is_variant else (other[arm], own[arm])
+            out.append(TuningEffect(arm, untuned, tuned))
+    return out
 
 
 def summarise_arms(inputs: Inputs) -> dict[str, ArmSummary]:
@@ -253,7 +296,7 @@ def analyse(inputs: Inputs) -> Analysis:
     predicted = set(inputs.predictions.get("arm", []))
     has_strata = len(inputs.predictions) and settings.strata_columns
     level_notes = [f"{lv.capitalize()} level: {c.reason}." for lv, c in levels.items() if not c.estimable]
-    return Analysis(
+    result = Analysis(
         inputs=inputs,
         settings=settings,
         arms=inputs.arms,
@@ -281,6 +324,10 @@ def analyse(inputs: Inputs) -> Analysis:
         fit_problems=fit_problems(inputs),
         noise_floor=nf,
     )
+    if not inputs.family and inputs.variants:  # the other family, analysed alone, then paired arm by arm
+        result.variant = analyse(inputs.variant(inputs.variants[0]))
+        result.tuning_effect = tuning_effects(result, result.variant)
+    return result
 
 
 # --------------------------------------------------------------------------- verdicts

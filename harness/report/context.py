@@ -46,6 +46,8 @@ def template_context(analysis: Analysis) -> dict[str, Any]:
         "rope": st.rope,
         "n_runs_text": f"{ev.get('repeats', '?')} × {ev.get('folds', '?')}",
         "verdicts": [_verdict(v) for v in analysis.verdicts],
+        "tuning_effect": [{**e.as_dict(), "untuned_verdict": _verdict(e.untuned), "tuned_verdict": _verdict(e.tuned)}
+                          for e in analysis.tuning_effect],
         "primary_level": st.primary_level,
         "chance": analysis.chance.as_dict() if analysis.chance is not None else None,
         "verdict_intro": _verdict_intro(analysis),

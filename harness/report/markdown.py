@@ -111,6 +111,8 @@ def render_block(analysis: Analysis, command: str, forest_png: str | None, fores
     else:
         lines.append(f"No forest plot: {forest_note or 'nothing to draw'}")
     lines += ["", *score_table(analysis), "", "#### Verdicts", "", *verdict_lines(analysis.verdicts)]
+    if analysis.tuning_effect:
+        lines += ["", "#### Does tuning change the verdict?", "", *tuning_table(analysis)]
     lines += ["", "#### Cost", "", *cost_table(analysis), "", END]
     return "\n".join(lines)
 
@@ -160,6 +162,20 @@ def cost_table(analysis: Analysis) -> list[str]:
             ratio = f" (×{v / b:.2f})" if arm != base and _finite(v) and _finite(b) and b > 0 else ""
             cells.append(f"{v:.{digits}f}{ratio}" if _finite(v) else "–")
         rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def tuning_table(analysis: Analysis) -> list[str]:
+    """Each tuned arm's verdict untuned and tuned, each against the baseline of its own family."""
+    st = analysis.settings
+    rows = [f"Each arm against the baseline trained the same way: untuned against the untuned baseline, tuned "
+            f"(nested search on inner folds of each training part) against the tuned baseline; {st.primary} at the "
+            f"{st.primary_level} level, mean difference [corrected 95 % interval], Holm p.", "",
+            "| arm | untuned: Δ vs baseline | untuned verdict | tuned: Δ vs tuned baseline | tuned verdict | "
+            "verdict changed |", "|---|---|---|---|---|---|"]
+    for e in analysis.tuning_effect:
+        rows.append(f"| `{e.arm}` | {_difference(e.untuned.comparison)} | {e.untuned.headline} | "
+                    f"{_difference(e.tuned.comparison)} | {e.tuned.headline} | {'yes' if e.changed else 'no'} |")
     return rows
 
 

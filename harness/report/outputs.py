@@ -69,6 +69,7 @@ def summary(analysis: Analysis) -> dict[str, Any]:
         "failed_runs": analysis.failed_runs,
         "skipped": inputs.skipped,
         "notes": analysis.notes,
+        "tuning_effect": [e.as_dict() for e in analysis.tuning_effect],
         **({"external": external} if (external := external_summary(analysis)) else {}),
     }
 
