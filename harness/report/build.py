@@ -33,9 +33,9 @@ def build_report(out_dir: Path | str, output: Path | str | None = None, markdown
     :class:`harness.report.markdown.MarkdownPageError` (before anything is written) if the page
     cannot take the block.
     """
-    if markdown is not None:
-        check_page(Path(markdown))
     inputs = read_store(Path(out_dir))
+    if markdown is not None:
+        check_page(Path(markdown), str(inputs.suite_dict.get("name", "")))
     html_path = Path(output) if output is not None else inputs.out_dir / "report.html"
     html_path.parent.mkdir(parents=True, exist_ok=True)
     # statsmodels' Holm calls gc.collect() on every use (~90 calls per report, ~0.4 s each with

@@ -8,8 +8,16 @@ Everything outside the markers is the author's (the reading of the numbers, the 
 kept as it is, so ``python -m harness report DIR --markdown PAGE`` regenerates the numbers of a page
 without touching its prose; nothing in the block is ever typed by hand.
 
-A page that exists without the markers is refused (its text would otherwise be lost or mixed up
-with generated text); a new page is created with the block alone.
+One page can hold the blocks of several studies, each between its own named markers
+(``<!-- harness report: begin SUITE ...-->`` and ``<!-- harness report: end SUITE -->``, SUITE the
+suite's name); a page with a single unnamed pair (the older form) takes any study's block. Beside
+the page go the block's figures, named after the page and the suite: the forest plot
+(``<stem>-<suite>-forest.png``) and the Grad-CAM maps of the baseline and of the best and the worst
+arm (``<stem>-<suite>-gradcam.png``). The block also has one table per stratum column (severity,
+BLUE point, ...) and, for a suite that tunes some arms, the tuned verdicts beside the untuned ones.
+
+A page that exists without the markers for the study is refused (its text would otherwise be lost
+or mixed up with generated text); a new page is created with the block alone.
 """
 
 from __future__ import annotations
@@ -18,37 +26,56 @@ import base64
 import datetime as _dt
 import math
 import os
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from harness.report import figures, samples
 from harness.report.analysis import Analysis, MetricSummary, Verdict
 from harness.report.comparisons import Comparison
 from harness.report.figure_specs import FigureData, forest_figure
 from harness.report.inputs import Inputs
 from harness.report.methods import backbones, reproduce_command
+from harness.report.strata import StrataTable
 
 BEGIN = "<!-- harness report: begin"
-END = "<!-- harness report: end -->"
+END = "<!-- harness report: end"
+_MARKER = re.compile(r"<!-- harness report: (?P<kind>begin|end)(?: (?P<name>[A-Za-z0-9._-]+))?(?=[: ])[^\n]*?-->")
 
 
 class MarkdownPageError(ValueError):
     """The page cannot take a generated block (one line: the file and what is accepted)."""
 
 
+@dataclass(frozen=True)
+class _Block:
+    name: str | None  # the suite named in the markers; None for the older unnamed pair
+    start: int
+    stop: int
+
+
 def write_markdown(analysis: Analysis, page: Path | str, command: str) -> tuple[Path, Path | None]:
-    """Write the study's block into ``page`` and its forest plot beside it; (page, PNG or None).
+    """Write the study's block into ``page`` and its figures beside it; (page, forest PNG or None).
 
     ``command`` is the command that regenerates the block (printed in its first line).
-    Raises :class:`MarkdownPageError` when ``page`` exists without exactly one pair of markers.
+    Raises :class:`MarkdownPageError` when ``page`` exists without the study's markers.
     """
     page = Path(page)
+    suite = str(analysis.inputs.suite_dict.get("name", ""))
     text = page.read_text(encoding="utf-8") if page.exists() else None
-    head, tail = _split(page, text)
-    png = page.with_name(f"{page.stem}-forest.png")
-    uri, note = forest_figure(FigureData.of(analysis))
+    head, tail = _split(page, text, suite)
+    data = FigureData.of(analysis)
+    png = page.with_name(f"{page.stem}-{suite}-forest.png")
+    uri, note = forest_figure(data)
     if uri is not None:
         png.write_bytes(base64.b64decode(uri.partition(",")[2]))
-    block = render_block(analysis, command, png.name if uri is not None else None, note)
+    cams = page.with_name(f"{page.stem}-{suite}-gradcam.png")
+    cam_uri, cam_arms, cam_note = gradcam_extremes(analysis, data)
+    if cam_uri is not None:
+        cams.write_bytes(base64.b64decode(cam_uri.partition(",")[2]))
+    block = render_block(analysis, command, png.name if uri is not None else None, note,
+                         (cams.name, cam_arms) if cam_uri is not None else None, cam_note)
     page.parent.mkdir(parents=True, exist_ok=True)
     tmp = page.with_name(page.name + ".tmp")
     tmp.write_text(head + block + tail, encoding="utf-8")
@@ -56,34 +83,58 @@ def write_markdown(analysis: Analysis, page: Path | str, command: str) -> tuple[
     return page, png if uri is not None else None
 
 
-def check_page(page: Path) -> None:
-    """Raise :class:`MarkdownPageError` now if ``page`` cannot take the block (before any work)."""
+def check_page(page: Path, suite: str) -> None:
+    """Raise :class:`MarkdownPageError` now if ``page`` cannot take ``suite``'s block (before any work)."""
     if page.is_dir():
         raise MarkdownPageError(f"--markdown {page}: a folder; accepted: a Markdown file path")
-    _split(page, page.read_text(encoding="utf-8") if page.exists() else None)
+    _split(page, page.read_text(encoding="utf-8") if page.exists() else None, suite)
 
 
-def _split(page: Path, text: str | None) -> tuple[str, str]:
-    """(text before the block, text after it) of an existing page; ("", "") for a new one."""
+def _blocks(page: Path, text: str) -> list[_Block]:
+    """The marker pairs of a page, in order; a begin without its end (or the reverse) is refused."""
+    out, open_at = [], None
+    for m in _MARKER.finditer(text):
+        if m.group("kind") == "begin":
+            if open_at is not None:
+                raise MarkdownPageError(f"{page}: a '{BEGIN}' line follows another without its '{END}' line; "
+                                        "accepted: begin/end pairs, one per study")
+            open_at = m
+        else:
+            if open_at is None or open_at.group("name") != m.group("name"):
+                raise MarkdownPageError(f"{page}: an '{END}{' ' + m.group('name') if m.group('name') else ''} -->' "
+                                        "line without its begin line; accepted: begin/end pairs of the same name")
+            out.append(_Block(m.group("name"), open_at.start(), m.end()))
+            open_at = None
+    if open_at is not None:
+        raise MarkdownPageError(f"{page}: a '{BEGIN}' line without its '{END}' line; accepted: begin/end pairs")
+    return out
+
+
+def _split(page: Path, text: str | None, suite: str) -> tuple[str, str]:
+    """(text before the study's block, text after it) of an existing page; ("", "") for a new one."""
     if text is None:
         return "", ""
-    begins, ends = text.count(BEGIN), text.count(END)
-    if begins != 1 or ends != 1 or text.index(BEGIN) > text.index(END):
+    blocks = _blocks(page, text)
+    mine = [b for b in blocks if b.name == suite]
+    if len(mine) > 1:
+        raise MarkdownPageError(f"{page}: {len(mine)} blocks of suite {suite}; accepted: one per study")
+    if not mine and len(blocks) == 1 and blocks[0].name is None:
+        mine = blocks  # the older form: one unnamed pair takes the page's one study
+    if not mine:
         raise MarkdownPageError(
-            f"{page}: found {begins} '{BEGIN} ...' and {ends} '{END}' lines; accepted: a new file, or a page "
-            "with exactly one such pair (the generated block goes between them)"
-        )
-    start = text.index(BEGIN)
-    stop = text.index(END) + len(END)
-    return text[:start], text[stop:]
+            f"{page}: no block for suite {suite} (found {len(blocks)} marker pair(s)); accepted: a new file, or a "
+            f"page with the lines '{BEGIN} {suite} -->' and '{END} {suite} -->' where the block goes")
+    return text[:mine[0].start], text[mine[0].stop:]
 
 
-def render_block(analysis: Analysis, command: str, forest_png: str | None, forest_note: str | None) -> str:
+def render_block(analysis: Analysis, command: str, forest_png: str | None, forest_note: str | None,
+                 gradcam: tuple[str, list[str]] | None = None, gradcam_note: str | None = None) -> str:
     """The generated block, markers included."""
     inputs, st = analysis.inputs, analysis.settings
     suite = inputs.suite_dict
+    name = suite.get("name", "")
     lines = [
-        f"{BEGIN}: generated by `{command}` from {inputs.store_path.name}; edits inside are overwritten -->",
+        f"{BEGIN} {name}: generated by `{command}` from {inputs.store_path.name}; edits inside are overwritten -->",
         "",
         f"**Study** `{suite.get('name', '')}`: {' '.join(str(suite.get('description', '')).split())}",
         "",
@@ -113,8 +164,65 @@ def render_block(analysis: Analysis, command: str, forest_png: str | None, fores
     lines += ["", *score_table(analysis), "", "#### Verdicts", "", *verdict_lines(analysis.verdicts)]
     if analysis.tuning_effect:
         lines += ["", "#### Does tuning change the verdict?", "", *tuning_table(analysis)]
-    lines += ["", "#### Cost", "", *cost_table(analysis), "", END]
+    for table in analysis.strata:
+        lines += ["", f"#### Per stratum: {table.column}", "", *strata_table(table)]
+    lines += ["", "#### Grad-CAM", ""]
+    if gradcam is not None:
+        png, arms = gradcam
+        lines += [f"![Grad-CAM maps of {', '.join(arms)} on the same test frames]({png})", "",
+                  f"Rows: {', '.join(arms)} (the baseline, then the arms with the highest and the lowest mean "
+                  f"{st.primary_level}-level difference); the regions whose activations raised the B-line score of "
+                  "each arm's saved model (repeat 0, fold 0) on the same frames of its test fold."]
+    else:
+        lines.append(f"No Grad-CAM figure: {gradcam_note or 'no maps stored'}")
+    lines += ["", "#### Cost", "", *cost_table(analysis), "", f"{END} {name} -->"]
     return "\n".join(lines)
+
+
+def extremes(analysis: Analysis) -> list[str]:
+    """The baseline, then the arms with the highest and the lowest mean difference at the primary level."""
+    st = analysis.settings
+    level = st.headline_levels[0]
+    diffs = {c.arm: c.mean_difference for c in [*analysis.comparisons, *analysis.other_levels]
+             if c.metric == st.primary and (c.level, c.aggregation) == level and _finite(c.mean_difference)}
+    if not diffs:
+        return [st.baseline]
+    best, worst = max(diffs, key=diffs.get), min(diffs, key=diffs.get)
+    return list(dict.fromkeys([st.baseline, best, worst]))
+
+
+def gradcam_extremes(analysis: Analysis, data: FigureData) -> tuple[str | None, list[str], str | None]:
+    """The Grad-CAM grid of :func:`extremes` (data URI or None, its arms, a note)."""
+    frames = data.frames
+    if not frames.ok:
+        return None, [], frames.note
+    result = samples.gradcams(analysis.inputs, frames)
+    arms = [a for a in extremes(analysis) if a in result.cams and any(m is not None for m in result.cams[a])]
+    if not arms:
+        return None, [], result.note or "no Grad-CAM maps stored"
+    return figures.gradcam_grid(frames.raw, {a: result.cams[a] for a in arms}, frames.titles), arms, result.note
+
+
+def strata_table(table: StrataTable) -> list[str]:
+    """One row per stratum: its size and B-line rate, and each arm's score with its bounded 95 % interval."""
+    if table.note:
+        return [f"Not stratified: {table.note}"]
+    head = ["stratum", "test frames per fold", "B-line rate", *[f"`{a}`" for a in table.arms]]
+    rows = [f"{table.metric} per stratum (mean over runs [bounded 95 % interval]); frame level.", "",
+            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in table.pivot:
+        cells = [str(p["stratum"]), f"{p['n']:.0f}" if _finite(p["n"]) else "–",
+                 f"{p['positive_rate']:.2f}" if _finite(p["positive_rate"]) else "–"]
+        for c in p["cells"]:
+            mean, ci = c.get("mean"), c.get("ci95")
+            if mean is None or not _finite(mean):
+                cells.append("–")
+            elif ci and all(_finite(x) for x in ci):
+                cells.append(f"{mean:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]")
+            else:
+                cells.append(f"{mean:.3f}")
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
 
 
 def score_table(analysis: Analysis) -> list[str]:
