@@ -73,6 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="bootstrap resamples over patients (0 to 100000, default 500; ~0.05 s each)")
     ev.add_argument("--cache-dir", type=Path, help="frame cache (default: $LUS_HARNESS_CACHE or ~/.cache/lus-harness)")
 
+    rec = sub.add_parser("recipe", help="score a suite's recipe on inner folds of one outer training part, never "
+                         "a test fold (harness.recipe): how a study's recipe is chosen")
+    rec.add_argument("suite", type=Path)
+    _add_set(rec)
+    rec.add_argument("--arm", help="the arm to train (default: the suite's baseline)")
+    rec.add_argument("--repeat", type=int, default=0, help="outer split: repeat (default 0)")
+    rec.add_argument("--fold", type=int, default=0, help="outer split: fold whose training part is used (default 0)")
+    rec.add_argument("--inner-folds", type=int, default=4, help="patient-grouped inner folds (default 4)")
+    rec.add_argument("--inner-seed", type=int, default=7, help="seed of the inner folds (default 7)")
+    rec.add_argument("--inner", type=int, action="append", help="score only this inner fold (repeatable)")
+    rec.add_argument("--log", type=Path, help="append one JSON line per inner fold to this file")
+    rec.add_argument("--cache-dir", type=Path, help="frame cache (default: $LUS_HARNESS_CACHE or ~/.cache/lus-harness)")
+
     bench = sub.add_parser("bench", help="training throughput of the engine vs. a plain timm loop", add_help=False)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
 
@@ -99,8 +112,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     check_suite(suite)  # device, filter stencils against data.image_size (the data is not loaded here)
     check_weights(suite, network=False)  # weights files read and fitted to the network (no ImageNet download)
     ev = suite.evaluation
+    variants = [r.name for r in suite.run_arms() if r.variant]
     print(f"{args.suite}: valid suite {suite.name!r}: {len(suite.arms)} arms "
-          f"({', '.join(a.name for a in suite.arms)}), {ev.repeats} repeats x {ev.folds} folds, "
+          f"({', '.join(a.name for a in suite.arms)}"
+          f"{'; variants ' + ', '.join(variants) if variants else ''}), {ev.repeats} repeats x {ev.folds} folds, "
           f"data {suite.data.source}, baseline {suite.baseline}")
     return EXIT_OK
 
@@ -203,6 +218,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return pretrain_main(args)
 
 
+def cmd_recipe(args: argparse.Namespace) -> int:
+    from harness.recipe import main as recipe_main
+
+    return recipe_main(args)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from harness.evaluate import main as evaluate_main
 
@@ -221,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status, "report": cmd_report,
-                "bench": cmd_bench, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate}
+                "bench": cmd_bench, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate, "recipe": cmd_recipe}
     handler = handlers.get(args.command) or getattr(args, "func", None)
     if handler is None:
         parser.error(f"unknown command {args.command!r}")

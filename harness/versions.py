@@ -6,8 +6,9 @@ the frames' content (``FrameSet.content_hash``) and :func:`code_version`. The pr
 key is ``(content hash, pipeline hash, filters_version())``.
 
 What counts as "the code that computes the numbers" (:data:`CODE_SOURCES`): the filter library
-(its C kernels included), the training package, the network, augmentation, one run, preprocessing, the splits and the
-metrics. Not included, on purpose:
+(its C kernels included), the training package, the network and its backbones (Lite0's weights are
+mapped there), augmentation, one run, the nested search (a tuned run's numbers are its choice),
+preprocessing, the splits and the metrics. Not included, on purpose:
 
 - ``harness/data``: its effect is already in the data content hash (decoder and simulator
   sources are part of the frame keys; labels, groups and metadata are hashed as loaded), so an
@@ -41,6 +42,8 @@ CODE_SOURCES: tuple[str, ...] = (
     *_FILTER_CODE,
     "harness/training/*.py",
     "harness/models.py",
+    "harness/backbones.py",
+    "harness/search/*.py",
     "harness/augment.py",
     "harness/execute.py",
     "harness/preprocess.py",

@@ -188,6 +188,15 @@ def test_the_c_kernels_are_part_of_both_code_versions():
                 "diffusion_filters/_native/__init__.py", "diffusion_filters/_native/autograd.py"} <= names
 
 
+def test_the_backbones_and_the_nested_search_are_part_of_the_code_version():
+    """Lite0's weights are mapped in harness/backbones.py and a tuned run's numbers are the search's
+    choice: an edit to either redoes the runs (and starts new studies, keyed by the code version)."""
+    from harness.versions import CODE_SOURCES, ROOT, _files
+
+    names = {p.relative_to(ROOT).as_posix() for p in _files(CODE_SOURCES)}
+    assert {"harness/backbones.py", "harness/search/nested.py", "harness/search/space.py"} <= names
+
+
 def test_make_plan_without_identity_keeps_the_old_contract(tmp_path):
     store = ResultsStore(tmp_path / "s")
     store.claim_run("a", 0, 0, "h", seed=0)
