@@ -152,3 +152,11 @@ def test_tuned_and_untuned_verdicts_side_by_side(tmp_path):
     page, _ = write_markdown(analysis, tmp_path / "results.md", "cmd")
     text = page.read_text()
     assert "#### Does tuning change the verdict?" in text and "| `pm` |" in text
+
+    # The Tuning section shows the current suite's tuned runs only (an arm removed since is not reported).
+    from harness.report.tuning import tuning
+
+    assert sorted(tuning(read_store(out))) == ["baseline~tuned", "pm~tuned"]
+    with ResultsStore(out) as store:
+        store.set_meta(run_arms=[r for r in store.meta()["run_arms"] if r["name"] != "pm~tuned"])
+    assert sorted(tuning(read_store(out))) == ["baseline~tuned"]

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.report.inputs import run_arm_names
+
 
 @dataclass
 class TunedRun:
@@ -115,10 +117,13 @@ def tuning(inputs: Any) -> dict[str, ArmTuning]:
         store.close()
     test_groups = {(int(r), int(f)): set(g["group_id"].astype(str))
                    for (r, f), g in splits[splits["role"] == "test"].groupby(["repeat", "fold"])} if len(splits) else {}
+    current = set(run_arm_names(inputs.meta, inputs.suite_dict))  # an arm removed from the suite is not reported
     out: dict[str, ArmTuning] = {}
     for row in df.itertuples(index=False):
         rec = row.record or {}
         arm = str(row.arm)
+        if arm not in current:
+            continue
         metric = rec.get("metric", "roc_auc")
         if arm not in out:
             out[arm] = ArmTuning(arm, int(rec.get("budget", 0)), int(rec.get("inner_folds", 0)),
