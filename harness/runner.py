@@ -325,7 +325,8 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
                             run_seed(suite.seed, r.repeat, r.fold,
                                      suite.arm_training(suite.run_arm(r.arm).arm).seed_offset),
                             data_hash=r.data_hash, code_version=r.code_version)
-        bar = _progress_bar(len(todo), progress, suite.evaluation.primary_metric, echo)
+        bar = _progress_bar(len(todo), progress, suite.evaluation.primary_metric, echo,
+                            level=suite.evaluation.primary_level)
         ex = make_executor(executor, workers, address, ray_init=ray_init) if todo else None
         for task, result, error in (ex.run(execute_run, tasks) if ex else ()):
             run_id = run_id_for(task[1], task[2], task[3])
@@ -520,8 +521,8 @@ def _environment() -> dict[str, Any]:
 class _RunLog:
     """Progress outside a terminal (CI, nohup, a log file): one line per finished run, no carriage returns."""
 
-    def __init__(self, total: int, metric: str, echo: Callable[[str], None]):
-        self.total, self.metric, self.echo = total, metric, echo
+    def __init__(self, total: int, metric: str, echo: Callable[[str], None], level: str = "frame"):
+        self.total, self.metric, self.echo, self.level = total, metric, echo, level
         self.n = 0
         self.t0 = time.perf_counter()
 
@@ -535,11 +536,13 @@ class _RunLog:
         if result is None:
             what = "failed"
         else:
+            aggregation = "none" if self.level == "frame" else "mean"
             value = next((m["value"] for m in result.metrics if m.get("metric") == self.metric
-                          and m.get("level") == "frame"), None)
+                          and m.get("level") == self.level and m.get("aggregation") == aggregation), None)
             seconds = result.timings.get("run_seconds")
-            what = (f"{self.metric} {value:.3f}" if isinstance(value, (int, float)) and math.isfinite(value)
-                    else f"{self.metric} n/a") + (f", {seconds:.1f} s" if isinstance(seconds, (int, float)) else "")
+            name = f"{self.level} {self.metric}"
+            what = (f"{name} {value:.3f}" if isinstance(value, (int, float)) and math.isfinite(value)
+                    else f"{name} n/a") + (f", {seconds:.1f} s" if isinstance(seconds, (int, float)) else "")
         self.echo(f"run {self.n}/{self.total} {arm} repeat {repeat} fold {fold}: {what}; "
                   f"ETA {_fmt_seconds(eta) if self.n < self.total else 'done'}")
 
@@ -566,13 +569,14 @@ class _Bar:
 
 
 def _progress_bar(total: int, enabled: bool, metric: str = "roc_auc",
-                  echo: Callable[[str], None] = print, tty: bool | None = None) -> _RunLog | _Bar | None:
+                  echo: Callable[[str], None] = print, tty: bool | None = None,
+                  level: str = "frame") -> _RunLog | _Bar | None:
     """A tqdm bar on a terminal; elsewhere one line per finished run (``tty`` None: stderr decides)."""
     if not enabled or total == 0:
         return None
     if tty is None:
         tty = sys.stderr.isatty()
-    return _Bar(total) if tty else _RunLog(total, metric, echo)
+    return _Bar(total) if tty else _RunLog(total, metric, echo, level)
 
 
 def _build_report(out_dir: Path) -> tuple[Path | None, str | None]:

@@ -191,9 +191,23 @@ def test_one_line_per_finished_run_outside_a_terminal(tmp_path, capsys):
               echo=lines.append)
     runs = [line for line in lines if line.startswith("run ")]
     assert len(runs) == 2
-    assert runs[0].startswith("run 1/2 baseline repeat 0 fold 0: roc_auc 1.000, ") and " s; ETA " in runs[0]
+    assert runs[0].startswith("run 1/2 baseline repeat 0 fold 0: frame roc_auc 1.000, ") and " s; ETA " in runs[0]
     assert runs[1].endswith("ETA done")
     assert "\r" not in capsys.readouterr().err
+
+
+def test_the_progress_line_shows_the_primary_level() -> None:
+    from types import SimpleNamespace
+
+    from harness.runner import _RunLog
+
+    lines: list[str] = []
+    log = _RunLog(2, "roc_auc", lines.append, level="video")
+    metrics = [{"level": "frame", "aggregation": "none", "metric": "roc_auc", "value": 0.6},
+               {"level": "video", "aggregation": "max", "metric": "roc_auc", "value": 0.9},
+               {"level": "video", "aggregation": "mean", "metric": "roc_auc", "value": 0.7}]
+    log.finished("pm", 0, 1, SimpleNamespace(metrics=metrics, timings={"run_seconds": 12.0}))
+    assert lines == ["run 1/2 pm repeat 0 fold 1: video roc_auc 0.700, 12.0 s; ETA " + lines[0].rsplit("ETA ", 1)[1]]
 
 
 # --------------------------------------------------------------------------- items 5 and 7 (done in diffusion_filters)
