@@ -139,8 +139,8 @@ def render_block(analysis: Analysis, command: str, forest_png: str | None, fores
         f"**Study** `{suite.get('name', '')}`: {' '.join(str(suite.get('description', '')).split())}",
         "",
         f"- **Data**: {inputs.meta.get('data_description', 'not recorded')}",
-        *(f"- **Network**: {b['title']}{': ' + b['summary'] if b.get('summary') else ''} Starting weights: "
-          f"{b['weights']}" for b in backbones(inputs.meta, suite)),
+        *(f"- **Network**: {b.get('summary') or b['title']} Starting weights: {b['weights']}"
+          for b in backbones(inputs.meta, suite)),
         f"- **Command**: `{reproduce_command(inputs)}`",
         f"- **Runs**: {_runs(analysis)}",
         f"- **Wall time**: {_wall_time(inputs)}",
