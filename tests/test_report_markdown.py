@@ -121,3 +121,36 @@ def test_page_that_cannot_take_the_block_is_refused_before_anything_is_written(
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and str(page) in proc.stderr
     assert page.read_text() == content and not (tmp_path / f"page-{NAME}-forest.png").exists()
     assert (html.stat().st_mtime_ns if html.exists() else None) == before
+
+
+def test_the_search_is_shown_at_the_level_its_trials_were_scored(tmp_path: Path) -> None:
+    """A tuned arm's outer score sits beside its best inner one at the level the search scored (video
+    here, the suite's primary level), and the page shows each run's chosen configuration."""
+    from harness.report.analysis import analyse
+    from harness.report.inputs import read_store
+    from harness.report.markdown import write_markdown
+    from harness.report.tuning import tuning
+    from harness.store import ResultsStore
+
+    arms = [{"name": "baseline"}, {"name": "pm", "preprocess": [{"perona_malik": {"iterations": 5}}]}]
+    out = build(tmp_path / "store", {"baseline": 1.5, "pm": 0.4}, arms=arms, primary_level="video")
+    with ResultsStore(out) as store:
+        runs = store.runs(status="done")
+        for row in runs[runs["arm"] == "pm"].itertuples():
+            store.put_search(row.run_id, {
+                "params": {"training.lr": 0.002}, "own_params": {"training.lr": 0.001}, "inner_best": 0.9,
+                "chosen_is_own": False, "budget": 3, "inner_folds": 2, "sampler": "tpe", "pruner": "median",
+                "metric": "roc_auc", "direction": "maximize", "level": "video", "aggregation": "mean",
+                "seconds": 60.0, "n_trials": 3, "n_pruned": 1, "trials": [], "leakage": {}})
+        auc = store.metrics().query("arm == 'pm' and metric == 'roc_auc'")
+    video = {(r.repeat, r.fold): r.value for r in auc.query("level == 'video' and aggregation == 'mean'").itertuples()}
+    frame = {(r.repeat, r.fold): r.value for r in auc.query("level == 'frame'").itertuples()}
+    assert video != pytest.approx(frame)  # the two levels differ, so the test tells them apart
+    found = tuning(read_store(out))["pm"]
+    assert found.label == "video-level roc_auc"
+    assert {(r.repeat, r.fold): r.outer for r in found.runs} == pytest.approx(video)
+    page, _ = write_markdown(analyse(read_store(out)), tmp_path / "results.md", "cmd")
+    text = page.read_text()
+    assert "#### Tuning: nested hyper-parameter search" in text
+    assert "| run | `training.lr` | best inner video-level roc_auc | outer test video-level roc_auc |" in text
+    assert "| *suite's own* | *0.001* |" in text and "| r0/f0 | 0.002 | 0.900 |" in text

@@ -73,6 +73,11 @@ def test_tuned_suite_end_to_end(tmp_path):
     html = (out / "report.html").read_text()
     assert search["test_samples_in_trials"] == 0
     assert 'id="tuning"' in html and 'id="fig-tuning-curve"' in html and "suite's own" in html
+    # The outer score beside the inner one is read at the level the trials were scored at (frames here).
+    with ResultsStore(out, readonly=True) as store:
+        frame_auc = store.metrics().query("arm == 'pm' and level == 'frame' and metric == 'roc_auc'")
+    assert search["level"] == "frame"
+    assert search["outer_test"] == pytest.approx(frame_auc.sort_values(["repeat", "fold"])["value"].tolist())
 
     # Resuming the finished suite redoes nothing and trains no trial.
     again = run_suite(suite, out, cache_dir=tmp_path / "cache", progress=False, report=False, echo=lambda s: None)
@@ -152,6 +157,12 @@ def test_tuned_and_untuned_verdicts_side_by_side(tmp_path):
     page, _ = write_markdown(analysis, tmp_path / "results.md", "cmd")
     text = page.read_text()
     assert "#### Does tuning change the verdict?" in text and "| `pm` |" in text
+    # The tuned runs are the variant here (search.arms): their search is shown all the same, in the HTML
+    # and on the page, and the run count covers both families.
+    assert "#### Tuning: nested hyper-parameter search" in text and "`pm~tuned`: 2 trials × 2 inner folds" in text
+    assert "- **Runs**: 8 of 8 done, 0 failed (2 arms × 2 patient-grouped folds × 1 repeat(s), each arm also run as " \
+           "`<arm>~tuned`: 4 arms)" in text
+    assert 'id="tuning"' in html and "<h3>pm~tuned</h3>" in html
 
     # The Tuning section shows the current suite's tuned runs only (an arm removed since is not reported).
     from harness.report.tuning import tuning

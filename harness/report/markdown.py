@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.report import figures, samples
+from harness.report import figures, samples, tuning
 from harness.report.analysis import Analysis, MetricSummary, Verdict
 from harness.report.comparisons import Comparison
 from harness.report.figure_specs import FigureData, forest_figure
@@ -162,6 +162,9 @@ def render_block(analysis: Analysis, command: str, forest_png: str | None, fores
     else:
         lines.append(f"No forest plot: {forest_note or 'nothing to draw'}")
     lines += ["", *score_table(analysis), "", "#### Verdicts", "", *verdict_lines(analysis.verdicts)]
+    searched = tuning.context(analysis)
+    if searched:
+        lines += ["", "#### Tuning: nested hyper-parameter search", "", *search_tables(searched)]
     if analysis.tuning_effect:
         lines += ["", "#### Does tuning change the verdict?", "", *tuning_table(analysis)]
     for table in analysis.strata:
@@ -273,6 +276,28 @@ def cost_table(analysis: Analysis) -> list[str]:
     return rows
 
 
+def search_tables(blocks: list[dict]) -> list[str]:
+    """Per tuned arm (:func:`harness.report.tuning.context`): the budget and its time, then the
+    configuration each outer run chose, its best inner score and its outer test score."""
+    rows = ["In each outer run an Optuna study searched on inner, patient-grouped folds of that run's training "
+            "part only (trial 0: the suite's own configuration); the chosen configuration was trained on the whole "
+            "training part and scored once on the outer test fold. Optimism: best inner minus outer score."]
+    for t in blocks:
+        leak = f"**{t['leak']}**" if t["leak"] else "none (checked in every trial)"
+        minutes = float(t["seconds"]) / 60.0
+        rows += ["", f"`{t['arm']}`: {t['budget']}; tuning time {minutes:.0f} min in all; the suite's own "
+                     f"configuration kept in {t['kept_own']} of {t['n_runs']} runs; mean optimism {t['optimism']}; "
+                     f"test-fold patients or frames that reached a trial: {leak}.", ""]
+        head = ["run", *[f"`{k}`" for k in t["names"]], f"best inner {t['metric']}", f"outer test {t['metric']}",
+                "optimism", "trials (pruned)", "seconds"]
+        rows += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+                 "| *suite's own* | " + " | ".join(f"*{v}*" for v in t["own"]) + " |" + " |" * 5]
+        for r in t["rows"]:
+            rows.append(f"| {r['run']}{' (own)' if r['own'] else ''} | " + " | ".join(r["values"])
+                        + f" | {r['inner']} | {r['outer']} | {r['optimism']} | {r['trials']} | {r['seconds']} |")
+    return rows
+
+
 def tuning_table(analysis: Analysis) -> list[str]:
     """Each tuned arm's verdict untuned and tuned, each against the baseline of its own family."""
     st = analysis.settings
@@ -308,12 +333,17 @@ def _finite(x: object) -> bool:
 
 
 def _runs(analysis: Analysis) -> str:
-    counts = analysis.run_counts.values()
+    """Every run of the suite: the arms' own and, where the suite has one, the other variant family's
+    (``<arm>~untuned`` / ``<arm>~tuned``), which the tables below show apart."""
+    counts = [*analysis.run_counts.values(), *(analysis.variant.run_counts.values() if analysis.variant else [])]
     done, planned = sum(c.done for c in counts), sum(c.planned for c in counts)
     failed = sum(c.failed for c in counts)
     ev = analysis.inputs.suite_dict.get("evaluation", {}) or {}
-    return (f"{done} of {planned} done, {failed} failed ({len(analysis.arms)} arms × {ev.get('folds', '?')} "
-            f"patient-grouped folds × {ev.get('repeats', 1)} repeat(s))")
+    shape = f"{len(analysis.arms)} arms × {ev.get('folds', '?')} patient-grouped folds × {ev.get('repeats', 1)} repeat(s)"
+    if analysis.variant is not None:
+        family = analysis.variant.inputs.family
+        shape += f", each arm also run as `<arm>~{family}`: {len(analysis.arms) + len(analysis.variant.arms)} arms"
+    return f"{done} of {planned} done, {failed} failed ({shape})"
 
 
 def _wall_time(inputs: Inputs) -> str:

@@ -46,7 +46,13 @@ class ArmTuning:
     pruner: str
     metric: str
     direction: str
+    level: str = "frame"  # the level the trials were scored at (and the outer score is read at)
     runs: list[TunedRun] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """The score's name as tables print it: ``roc_auc`` (frames) or ``video-level roc_auc``."""
+        return self.metric if self.level == "frame" else f"{self.level}-level {self.metric}"
 
     @property
     def keys(self) -> list[str]:
@@ -65,7 +71,7 @@ class ArmTuning:
         """``summary.json``'s ``arms.<name>.search``."""
         return {
             "trials": self.budget, "inner_folds": self.inner_folds, "sampler": self.sampler, "pruner": self.pruner,
-            "metric": self.metric,
+            "metric": self.metric, "level": self.level,
             "chosen": [{"repeat": r.repeat, "fold": r.fold, "params": r.params} for r in self.runs],
             "inner_best": [r.inner_best for r in self.runs],
             "outer_test": [r.outer for r in self.runs],
@@ -128,8 +134,11 @@ def tuning(inputs: Any) -> dict[str, ArmTuning]:
         if arm not in out:
             out[arm] = ArmTuning(arm, int(rec.get("budget", 0)), int(rec.get("inner_folds", 0)),
                                  str(rec.get("sampler", "")), str(rec.get("pruner", "")), metric,
-                                 str(rec.get("direction", "maximize")))
-        outer = inputs.scores.get(arm, "frame", "none", metric).get((int(row.repeat), int(row.fold)))
+                                 str(rec.get("direction", "maximize")), str(rec.get("level", "frame")))
+        # The outer score at the level the search scored its trials (older records: frames), so that
+        # inner - outer compares like with like.
+        level, aggregation = str(rec.get("level", "frame")), str(rec.get("aggregation", "none"))
+        outer = inputs.scores.get(arm, level, aggregation, metric).get((int(row.repeat), int(row.fold)))
         out[arm].runs.append(TunedRun(
             int(row.repeat), int(row.fold), dict(rec.get("params") or {}), dict(rec.get("own_params") or {}),
             rec.get("inner_best"), outer, float(rec.get("seconds") or 0.0), int(rec.get("n_trials") or 0),
@@ -155,10 +164,17 @@ def _num(value: float | None) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
 
+def _arms(analysis: Any) -> list[str]:
+    """The arms whose runs may be tuned: the main family's, then the variant family's (``search.arms``
+    tunes ``<arm>~tuned``, a variant beside the arms' own untuned runs)."""
+    variant = getattr(analysis, "variant", None)
+    return [*analysis.arms, *(variant.arms if variant is not None else [])]
+
+
 def context(analysis: Any) -> list[dict[str, Any]]:
     """The template's ``tuning``: one block per tuned arm (empty list: no Tuning section)."""
     blocks = []
-    for arm in analysis.arms:
+    for arm in _arms(analysis):
         t = tuning(analysis.inputs).get(arm)
         if t is None:
             continue
@@ -173,7 +189,7 @@ def context(analysis: Any) -> list[dict[str, Any]]:
             "arm": arm, "names": keys, "own": [_fmt(own.get(k)) for k in keys], "rows": rows,
             "budget": f"{t.budget} trials × {t.inner_folds} inner folds per outer run ({t.sampler} sampler, "
                       f"{'median pruner' if t.pruner == 'median' else 'no pruning'}), {len(t.runs)} outer runs",
-            "seconds": f"{t.seconds:.0f}", "optimism": _num(t.optimism), "metric": t.metric,
+            "seconds": f"{t.seconds:.0f}", "optimism": _num(t.optimism), "metric": t.label,
             "kept_own": sum(r.chosen_is_own for r in t.runs), "n_runs": len(t.runs),
             "leak": sum(r.test_samples_in_trials for r in t.runs),
         })
@@ -189,7 +205,7 @@ def has_tuning(data: Any) -> bool:
 
 def _tuned(data: Any) -> dict[str, ArmTuning]:
     found = tuning(data.analysis.inputs)
-    return {a: found[a] for a in data.analysis.arms if a in found}
+    return {a: found[a] for a in _arms(data.analysis) if a in found}
 
 
 def chosen_figure(data: Any) -> tuple[str | None, str | None]:
@@ -216,7 +232,7 @@ def optimism_figure(data: Any) -> tuple[str | None, str | None]:
     points = {a: p for a, p in points.items() if p}
     if not points:
         return None, "No run has both an inner best score and an outer test score."
-    metric = next(iter(_tuned(data).values())).metric
+    metric = next(iter(_tuned(data).values())).label
     return figures.inner_vs_outer(points, metric, data.colors), None
 
 
@@ -226,7 +242,7 @@ def curve_figure(data: Any) -> tuple[str | None, str | None]:
     curves = {arm: [r.curve for r in t.runs] for arm, t in _tuned(data).items()}
     if not any(any(v is not None for v in c) for cs in curves.values() for c in cs):
         return None, "No trial completed."
-    metric = next(iter(_tuned(data).values())).metric
+    metric = next(iter(_tuned(data).values())).label
     return figures.tuning_curves(curves, metric, data.colors), None
 
 
