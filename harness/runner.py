@@ -647,9 +647,12 @@ def status_lines(out_dir: str | Path) -> list[str]:
     if not runs.empty:
         table = runs.pivot_table(index="arm", columns="status", values="run_id", aggfunc="count", fill_value=0)
         cols = [c for c in ("done", "running", "interrupted", "failed", "stale") if c in table.columns]
-        lines.append(f"  {'arm':<24}" + "".join(f"{c:>9}" for c in cols))
+        # Every column at least one space wider than its longest entry ("interrupted", "~untuned" arms).
+        first = max(24, *(len(str(a)) + 1 for a in table.index))
+        widths = {c: max(9, len(c) + 1) for c in cols}
+        lines.append(f"  {'arm':<{first}}" + "".join(f"{c:>{widths[c]}}" for c in cols))
         for arm, row in table.iterrows():
-            lines.append(f"  {arm:<24}" + "".join(f"{int(row[c]):>9}" for c in cols))
+            lines.append(f"  {arm:<{first}}" + "".join(f"{int(row[c]):>{widths[c]}}" for c in cols))
         running = runs[runs["status"] == "running"]
         if len(running):
             lines.append(f"  {len(running)} 'running' run(s): in progress, or interrupted (they are redone next run)")

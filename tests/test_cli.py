@@ -130,3 +130,18 @@ def test_report_command_delegates_and_reports_failure(tmp_path, capsys, monkeypa
     monkeypatch.setattr(harness.report, "build_report", broken)
     assert main(["report", str(tmp_path)]) == 1
     assert capsys.readouterr().err.strip() == "report failed: KeyError: 'roc_auc'"
+
+
+def test_status_columns_stay_apart(tmp_path: Path) -> None:
+    """``interrupted`` (11 letters) and a long variant arm name do not run into their neighbours."""
+    from harness.runner import status_lines
+    from harness.store import ResultsStore
+
+    with ResultsStore(tmp_path) as store:
+        store.set_meta(suite_name="s", planned_runs=2)
+        done = store.claim_run("conv-stem-reinit~untuned", 0, 0, "h", seed=0)
+        store.finish_run(done, [], [], {}, None, [])
+        store.release_runs([store.claim_run("baseline", 0, 1, "h", seed=1)], "SIGTERM")
+    head, *rows = status_lines(tmp_path)[1:4]
+    assert head.split() == ["arm", "done", "interrupted"]
+    assert [r.split() for r in rows] == [["baseline", "0", "1"], ["conv-stem-reinit~untuned", "1", "0"]]
