@@ -261,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted: finished runs are saved; run the same command again to resume")
         return 130
+    except BrokenPipeError:
+        # The reader went away (`harness status DIR | head -1`): stop quietly, as Unix tools do; stdout
+        # is pointed at /dev/null so that the interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

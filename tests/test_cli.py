@@ -145,3 +145,17 @@ def test_status_columns_stay_apart(tmp_path: Path) -> None:
     head, *rows = status_lines(tmp_path)[1:4]
     assert head.split() == ["arm", "done", "interrupted"]
     assert [r.split() for r in rows] == [["baseline", "0", "1"], ["conv-stem-reinit~untuned", "1", "0"]]
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(tmp_path: Path) -> None:
+    """`harness status DIR | head -1`: the closed pipe ends the command quietly (exit 141, as Unix tools)."""
+    from harness.store import ResultsStore
+
+    with ResultsStore(tmp_path) as store:
+        store.set_meta(suite_name="s", planned_runs=1)
+        store.claim_run("baseline", 0, 0, "h", seed=0)
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "status", str(tmp_path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
