@@ -291,7 +291,7 @@ def search_tables(blocks: list[dict]) -> list[str]:
         head = ["run", *[f"`{k}`" for k in t["names"]], f"best inner {t['metric']}", f"outer test {t['metric']}",
                 "optimism", "trials (pruned)", "seconds"]
         rows += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
-                 "| *suite's own* | " + " | ".join(f"*{v}*" for v in t["own"]) + " |" + " |" * 5]
+                 "| *suite's own* | " + " | ".join(f"*{v}*" for v in t["own"]) + " |" + " |" * (len(head) - 1 - len(t["own"]))]
         for r in t["rows"]:
             rows.append(f"| {r['run']}{' (own)' if r['own'] else ''} | " + " | ".join(r["values"])
                         + f" | {r['inner']} | {r['outer']} | {r['optimism']} | {r['trials']} | {r['seconds']} |")

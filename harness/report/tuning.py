@@ -131,13 +131,13 @@ def tuning(inputs: Any) -> dict[str, ArmTuning]:
         if arm not in current:
             continue
         metric = rec.get("metric", "roc_auc")
+        # The level the search scored its trials at (older records: frames): the outer score is read there
+        # too, so that inner - outer compares like with like.
+        level, aggregation = str(rec.get("level", "frame")), str(rec.get("aggregation", "none"))
         if arm not in out:
             out[arm] = ArmTuning(arm, int(rec.get("budget", 0)), int(rec.get("inner_folds", 0)),
                                  str(rec.get("sampler", "")), str(rec.get("pruner", "")), metric,
-                                 str(rec.get("direction", "maximize")), str(rec.get("level", "frame")))
-        # The outer score at the level the search scored its trials (older records: frames), so that
-        # inner - outer compares like with like.
-        level, aggregation = str(rec.get("level", "frame")), str(rec.get("aggregation", "none"))
+                                 str(rec.get("direction", "maximize")), level)
         outer = inputs.scores.get(arm, level, aggregation, metric).get((int(row.repeat), int(row.fold)))
         out[arm].runs.append(TunedRun(
             int(row.repeat), int(row.fold), dict(rec.get("params") or {}), dict(rec.get("own_params") or {}),
@@ -167,8 +167,7 @@ def _num(value: float | None) -> str:
 def _arms(analysis: Any) -> list[str]:
     """The arms whose runs may be tuned: the main family's, then the variant family's (``search.arms``
     tunes ``<arm>~tuned``, a variant beside the arms' own untuned runs)."""
-    variant = getattr(analysis, "variant", None)
-    return [*analysis.arms, *(variant.arms if variant is not None else [])]
+    return [*analysis.arms, *(analysis.variant.arms if analysis.variant is not None else [])]
 
 
 def context(analysis: Any) -> list[dict[str, Any]]:
