@@ -37,7 +37,7 @@ from pydantic import (
 
 from harness.data.config import SEED_MAX, DataConfig
 from harness.metrics import METRIC_NAMES
-from harness.search.space import (
+from harness.search_space import (
     ArmSearchConfig,
     RunArm,
     SearchConfig,
@@ -342,7 +342,7 @@ class Suite(_Strict):
 
     def run_arms(self) -> list[RunArm]:
         """Every set of runs the suite plans: each arm's own, then tuned / untuned variants
-        (``harness.search.space.run_arms``); without a search, one per arm, untuned."""
+        (``harness.search_space.run_arms``); without a search, one per arm, untuned."""
         return run_arms(self)
 
     def run_arm(self, name: str) -> RunArm:

@@ -27,16 +27,18 @@ def _imports(path: Path, prefix: str) -> list[str]:
     return sorted(n for n in imported_modules(path) if n == prefix or n.startswith(prefix + "."))
 
 
-def test_the_search_schema_never_imports_the_suite_that_reads_it() -> None:
-    assert _imports(ROOT / "harness/search/space.py", "harness.suite") == []
-    search = [n for n in _imports(ROOT / "harness/suite.py", "harness.search")
-              if not n.startswith("harness.search.space")]
-    assert search == []  # the suite reads the search's schema module, never the search itself
+def test_the_suite_schema_never_imports_the_search() -> None:
+    # harness.search_space (the search section's schema and space) sits below the suite and the search:
+    # the suite reads it, the search (Optuna, nested fits) reads both, neither is read by the schema.
+    assert _imports(ROOT / "harness/search_space.py", "harness.suite") == []
+    assert _imports(ROOT / "harness/search_space.py", "harness.search") == []
+    assert _imports(ROOT / "harness/suite.py", "harness.search") == []
 
 
 TRAINING_SIDE = ["harness/pretrain.py", "harness/evaluate.py", "harness/models.py", "harness/backbones.py",
                  "harness/execute.py", "harness/explain.py", "harness/recipe.py", "harness/preprocess.py",
                  *[p.relative_to(ROOT).as_posix() for p in (ROOT / "harness/training").glob("*.py")],
+                 "harness/search_space.py",
                  *[p.relative_to(ROOT).as_posix() for p in (ROOT / "harness/search").glob("*.py")]]
 
 

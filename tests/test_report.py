@@ -20,6 +20,7 @@ import pytest
 
 from harness.metrics import run_metrics
 from harness.store import ResultsStore
+from harness.versions import code_version as current_code
 
 ARMS = ("baseline", "pm", "stem")
 REPEATS, FOLDS = 2, 3
@@ -113,10 +114,12 @@ def make_store(
     description: str = "A synthetic store for the report's tests.",
     checkpoints: bool = False,
     rename: dict[str, str] | None = None,
+    code_version: str | None = None,
 ) -> dict[str, Any]:
     """Write the synthetic store into ``out_dir``; returns what a test needs to check values.
 
-    ``rename`` maps arm names to others (as written in the store, unvalidated)."""
+    ``rename`` maps arm names to others (as written in the store, unvalidated); ``code_version`` is the
+    one the runs record (default: this checkout's)."""
     rename = rename or {}
     store = ResultsStore(out_dir)
     suite = suite_dict(description)
@@ -162,7 +165,8 @@ def make_store(
                 prob = 1 / (1 + np.exp(-(SIGNAL[arm] * (2 * y - 1) + common + own)))
                 metrics = run_metrics(y, prob, test["video_id"].to_numpy(), test["group_id"].to_numpy())
                 roc[arm].append(next(m["value"] for m in metrics if m["metric"] == "roc_auc" and m["level"] == "frame"))
-                run_id = store.claim_run(rename.get(arm, arm), r, f, "h-" + arm, seed=r * 10 + f)
+                run_id = store.claim_run(rename.get(arm, arm), r, f, "h-" + arm, seed=r * 10 + f,
+                                         code_version=code_version if code_version is not None else current_code())
                 learned = (
                     {"stem.kappa": list(np.linspace(0.05, 0.3, 8) + 0.01 * f), "stem.step": [0.2] * 8}
                     if arm == "stem"
@@ -371,6 +375,34 @@ def test_verdicts_use_stats_verdict(built: dict[str, Any]) -> None:
     comp = next(c for c in s["comparisons"] if c["arm"] == "pm" and c["metric"] == "roc_auc")
     assert s["arms"]["pm"]["verdict"] == stats.verdict(comp, alpha=0.05)
     assert s["arms"]["pm"]["verdict"].split(" (")[0] in built["html"]
+
+
+def test_the_code_that_computed_the_runs_is_stated(built: dict[str, Any]) -> None:
+    """Runs of this checkout's code: said so, no warning. Runs of other code (the store of an older
+    checkout): the page opens with it, summary.json and the Markdown block say it, nothing else changes."""
+    from harness.report import build_report
+    from harness.report.analysis import analyse
+    from harness.report.inputs import read_store
+    from harness.report.markdown import render_block
+
+    assert built["summary"]["code"] == {"runs": {current_code(): 18}, "current": current_code(), "is_current": True}
+    assert 'id="code-check"' not in built["html"]
+    assert f"<dt>code_version</dt><dd>{current_code()} (this checkout&#39;s)</dd>" in built["html"]
+
+    out = built["out"].parent / "old-code"
+    make_store(out, code_version="0123456789abcdef")
+    html = build_report(out).read_text(encoding="utf-8")
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["code"] == {"runs": {"0123456789abcdef": 18}, "current": current_code(), "is_current": False}
+    warning = re.search(r'<p class="note bad code-check" id="code-check"><strong>(.*?)</strong>', html)
+    assert warning is not None and warning.group(1) == (
+        f"Code version 0123456789abcdef (18 runs); this checkout computes {current_code()}: these runs were computed "
+        "by other code, and `harness run` on this suite would redo them.")
+    assert html.index('id="code-check"') < html.index('class="question"')  # before the verdicts
+    block = render_block(analyse(read_store(out)), "python -m harness report X --markdown docs/results.md", None, None)
+    assert f"- **Code version** 0123456789abcdef (18 runs); this checkout computes {current_code()}" in block
+    current = render_block(analyse(read_store(built["out"])), "cmd", None, None)
+    assert f"- **Code version** {current_code()}; " in current  # no "(this checkout's)" in a committed page
 
 
 def test_missing_store_is_a_clear_error(tmp_path: Path) -> None:

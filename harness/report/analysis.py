@@ -34,7 +34,7 @@ from harness.report.comparisons import (
 from harness.report.inputs import Inputs
 from harness.report.intervals import bounded_ci
 from harness.report.learned import ParameterChanges, learned_summary, parameter_changes
-from harness.report.methods import failed_runs, leakage
+from harness.report.methods import CodeProvenance, code_provenance, failed_runs, leakage
 from harness.report.strata import StrataTable, stratify
 from harness.report.timing import Cost, timing
 
@@ -181,6 +181,7 @@ class Analysis:
     noise_floor: str | None = None  # the arm that is the baseline with another seed offset
     tuning_effect: list[TuningEffect] = field(default_factory=list)  # tuned vs untuned verdicts, per arm
     variant: Analysis | None = None  # the variant family (<arm>~tuned or ~untuned), compared within itself
+    code: CodeProvenance | None = None  # which code computed the runs, against this checkout's
 
     @property
     def test_train_ratio(self) -> float:
@@ -215,7 +216,7 @@ class TuningEffect:
 
 def tuning_effects(main: Analysis, variant: Analysis) -> list[TuningEffect]:
     """Pair each arm's verdict in the two families (the family the search tuned is read from the inputs)."""
-    from harness.search.space import split_variant
+    from harness.search_space import split_variant
 
     own = {v.arm: v for v in main.verdicts}
     other = {split_variant(v.arm)[0]: v for v in variant.verdicts}
@@ -323,6 +324,7 @@ def analyse(inputs: Inputs) -> Analysis:
         run_counts=counts,
         fit_problems=fit_problems(inputs),
         noise_floor=nf,
+        code=code_provenance(inputs.done),
     )
     if not inputs.family and inputs.variants:  # the other family, analysed alone, then paired arm by arm
         result.variant = analyse(inputs.variant(inputs.variants[0]))

@@ -11,6 +11,7 @@ import datetime as _dt
 import json
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -239,9 +240,52 @@ def failed_runs(inputs: Any) -> list[dict[str, Any]]:
     ]
 
 
-def environment(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
+@dataclass(frozen=True)
+class CodeProvenance:
+    """Which code computed the reported runs, against the code of this checkout
+    (:func:`harness.versions.code_version`): a report of runs that ``harness run`` would redo says so."""
+
+    runs: dict[str, int]  # code version -> completed runs it computed ("not recorded" for old stores)
+    current: str
+
+    @property
+    def is_current(self) -> bool:
+        return set(self.runs) <= {self.current}
+
+    def describe(self, checkout: bool = True) -> str:
+        """One line: the version(s) of the runs and, when they are not this checkout's, what follows;
+        ``checkout=False`` leaves "(this checkout's)" out of a current one (a page committed beside code
+        that moves on)."""
+        if not self.runs:
+            return f"no completed run (this checkout: {self.current})"
+        listed = ", ".join(f"{v} ({n} run{'s' if n != 1 else ''})" for v, n in self.runs.items())
+        if self.is_current:
+            return f"{self.current} (this checkout's)" if checkout else self.current
+        return (f"{listed}; this checkout computes {self.current}: these runs were computed by other code, "
+                "and `harness run` on this suite would redo them")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"runs": dict(self.runs), "current": self.current, "is_current": self.is_current}
+
+
+NOT_RECORDED = "not recorded"
+
+
+def code_provenance(runs: Any) -> CodeProvenance:
+    """The :class:`CodeProvenance` of a store's completed runs (``Inputs.done``)."""
+    from harness.versions import code_version
+
+    column = runs["code_version"] if "code_version" in runs.columns else [None] * len(runs)
+    counts: dict[str, int] = {}
+    for v in column:
+        key = NOT_RECORDED if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+        counts[key] = counts.get(key, 0) + 1
+    return CodeProvenance(dict(sorted(counts.items(), key=lambda kv: -kv[1])), code_version())
+
+
+def environment(meta: Mapping[str, Any], code: CodeProvenance | None = None) -> list[tuple[str, str]]:
     env = meta.get("environment")
-    rows: list[tuple[str, str]] = []
+    rows: list[tuple[str, str]] = [("code_version", code.describe())] if code is not None else []
     if isinstance(env, Mapping):
         for k, v in env.items():
             rows.append((str(k), v if isinstance(v, str) else json.dumps(jsonable(v))))

@@ -19,9 +19,9 @@ distribution fits the key's type, that both ends of a range (every choice) are a
 schema or by the filter's parameter spec (``diffusion_filters._spec``), and that the arm's own
 value lies in the range: trial 0 of every study is the suite's own configuration.
 
-This module owns the search's schema and only reads the suite: ``harness.suite`` imports it, and it
-never imports ``harness.suite`` (an arm's configuration is validated through the suite's own
-``arm_training`` / ``arm_model``). It imports only pydantic at import time.
+This module owns the search's schema and sits below both the suite and the search: ``harness.suite``
+and ``harness.search`` import it, and it imports neither (an arm's configuration is validated through
+the suite's own ``arm_training`` / ``arm_model``). It imports only pydantic at import time.
 """
 
 from __future__ import annotations
