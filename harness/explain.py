@@ -188,7 +188,7 @@ def trained_arm(name: str, arm: Any, store: ResultsStore, done: pd.DataFrame) ->
     """``arm`` as the run of ``name`` (its stored name) whose checkpoint is explained trained it: with
     the parameters its nested search chose (preprocessing, model, recipe) when the run was tuned, else
     as the suite says."""
-    from harness.search_space import apply_params
+    from harness.suite.search import apply_params
 
     rows = done[(done["arm"] == name) & done["checkpoint"].notna() & (done["checkpoint"].astype(str) != "")] \
         if "checkpoint" in done.columns else done.iloc[:0]

@@ -7,7 +7,7 @@ key is ``(content hash, pipeline hash, filters_version())``.
 
 What counts as "the code that computes the numbers" (:data:`CODE_SOURCES`): the filter library
 (its C kernels included), the training package, the network and its backbones (Lite0's weights are
-mapped there), augmentation, one run, the nested search and its space (a tuned run's numbers are its choice),
+mapped there), augmentation, one run, the nested search and the space it draws from (``harness/suite/search.py``: a tuned run's numbers are its choice),
 preprocessing, the splits and the metrics. Not included, on purpose:
 
 - ``harness/data``: its effect is already in the data content hash (decoder and simulator
@@ -44,7 +44,7 @@ CODE_SOURCES: tuple[str, ...] = (
     "harness/models.py",
     "harness/backbones.py",
     "harness/search/*.py",
-    "harness/search_space.py",
+    "harness/suite/search.py",
     "harness/augment.py",
     "harness/execute.py",
     "harness/preprocess.py",

@@ -194,7 +194,7 @@ def test_the_backbones_and_the_nested_search_are_part_of_the_code_version():
     from harness.versions import CODE_SOURCES, ROOT, _files
 
     names = {p.relative_to(ROOT).as_posix() for p in _files(CODE_SOURCES)}
-    assert {"harness/backbones.py", "harness/search/nested.py", "harness/search_space.py"} <= names
+    assert {"harness/backbones.py", "harness/search/nested.py", "harness/suite/search.py"} <= names
 
 
 def test_make_plan_without_identity_keeps_the_old_contract(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.search_space import apply_params, arm_space
+from harness.suite.search import apply_params, arm_space
 from harness.suite import SuiteError, validate_suite
 
 BASE = {
@@ -114,7 +114,7 @@ def test_the_search_changes_the_run_hash_and_its_absence_does_not():
     hashes = {plain.run_config_hash("b"), tuned.run_config_hash("b"), more.run_config_hash("b")}
     assert len(hashes) == 3
     # Without a search section nothing of it enters the hash (so existing stores keep their runs).
-    from harness.search_space import search_identity
+    from harness.suite.search import search_identity
 
     assert search_identity(plain, plain.run_arms()[0]) is None and plain.search is None
 

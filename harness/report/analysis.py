@@ -216,7 +216,7 @@ class TuningEffect:
 
 def tuning_effects(main: Analysis, variant: Analysis) -> list[TuningEffect]:
     """Pair each arm's verdict in the two families (the family the search tuned is read from the inputs)."""
-    from harness.search_space import split_variant
+    from harness.variants import split_variant
 
     own = {v.arm: v for v in main.verdicts}
     other = {split_variant(v.arm)[0]: v for v in variant.verdicts}

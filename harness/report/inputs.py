@@ -6,7 +6,7 @@ It shows the arms of the suite the store records (the latest run's): runs of arm
 suite stay in the store, untouched, and out of the report.
 
 Variants: a suite that tunes some arms and also runs them untuned stores the second set of runs as
-``<arm>~tuned`` or ``<arm>~untuned`` (:mod:`harness.search_space`). ``Inputs`` shows one family at a
+``<arm>~tuned`` or ``<arm>~untuned`` (:mod:`harness.variants`). ``Inputs`` shows one family at a
 time: the arms' own runs (``family == ""``), or, from :meth:`Inputs.variant`, the variant's runs,
 compared with the baseline's variant; the report sets the two families' verdicts side by side.
 """
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from harness.metrics import METRIC_NAMES
-from harness.search_space import VARIANT_SEPARATOR, split_variant
+from harness.variants import VARIANT_SEPARATOR, split_variant
 
 RunKey = tuple[int, int]  # (repeat, fold)
 ScoreKey = tuple[str, str, str, str]  # (arm, level, aggregation, metric)

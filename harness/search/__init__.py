@@ -3,7 +3,7 @@
 - :mod:`harness.search.nested`: the study of one outer run (:func:`~harness.search.nested.tune`).
 - :mod:`harness.search.storage`: the studies' SQLite files next to the results store; resuming.
 
-The ``search:`` section's schema, its space and applying a trial live below both this package and
-the suite, in :mod:`harness.search_space`: the suite reads that module and never this package.
+The ``search:`` section's schema, its space and applying a trial belong to the suite
+(:mod:`harness.suite.search`): this package reads them, and the suite never imports this package.
 Importing this package loads neither Optuna nor torch.
 """

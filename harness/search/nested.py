@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.search_space import apply_params, arm_space, current_value, searching
-from harness.search_space import objective as search_objective
+from harness.suite.search import apply_params, arm_space, current_value, searching
+from harness.suite.search import objective as search_objective
 from harness.search.storage import close_study, finished_trials, open_study, recover, study_path
 
 

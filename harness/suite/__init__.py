@@ -26,7 +26,6 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
@@ -37,7 +36,8 @@ from pydantic import (
 
 from harness.data.config import SEED_MAX, DataConfig
 from harness.metrics import METRIC_NAMES
-from harness.search_space import (
+from harness.suite.strict import Strict
+from harness.suite.search import (
     ArmSearchConfig,
     RunArm,
     SearchConfig,
@@ -60,12 +60,6 @@ class SuiteError(ValueError):
         super().__init__("\n".join(self.lines))
 
 
-class _Strict(BaseModel):
-    # strict: a boolean is not an integer, a string is not a number or a boolean (YAML's ``1e-3``
-    # is a float: read_yaml_config); every float is finite. Messages: _describe adds what is accepted.
-    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True, allow_inf_nan=False)
-
-
 def _check_name(value: str, what: str) -> str:
     if not _NAME_RE.match(value):
         raise ValueError(
@@ -81,7 +75,7 @@ def _check_name(value: str, what: str) -> str:
 # --------------------------------------------------------------------------- model
 
 
-class StemConfig(_Strict):
+class StemConfig(Strict):
     """A changed stem. ``type: diffusion``: a learnable diffusion stem; ``replace`` stands where
     ``conv_stem`` stands, ``prepend`` runs a 1-channel diffusion before the unchanged (pretrained)
     stem. ``type: conv``: a freshly initialised convolution of ``conv_stem``'s shape — the control
@@ -106,7 +100,7 @@ class StemConfig(_Strict):
         return self
 
 
-class BlocksConfig(_Strict):
+class BlocksConfig(Strict):
     """Depthwise learnable diffusion blocks (residual) after the given EfficientNet stages (0..6)."""
 
     after_stages: list[int] = Field(min_length=1)
@@ -124,7 +118,7 @@ class BlocksConfig(_Strict):
         return sorted(value)
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """The network: timm EfficientNet-B0 or -Lite0 with one input channel (+ optional diffusion layers)."""
 
     #: harness.backbones.BACKBONES (a test checks that the two agree).
@@ -165,7 +159,7 @@ class ModelConfig(_Strict):
 # --------------------------------------------------------------------------- training
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(Strict):
     """The fine-tuning recipe (harness.training): AdamW, cosine schedule with warm-up."""
 
     # Upper bounds: what a study could need (more epochs, larger batches or steps are mistakes, e.g. 1e12).
@@ -195,7 +189,7 @@ class TrainingConfig(_Strict):
     num_threads: int | None = Field(None, ge=1, le=1024)
 
 
-class EvaluationConfig(_Strict):
+class EvaluationConfig(Strict):
     """Repeated, stratified, patient-grouped k-fold cross-validation."""
 
     folds: int = Field(5, ge=2, le=1000)
@@ -218,7 +212,7 @@ class EvaluationConfig(_Strict):
 # --------------------------------------------------------------------------- arms / report
 
 
-class ArmConfig(_Strict):
+class ArmConfig(Strict):
     """One arm: a preprocessing pipeline and/or a model variant, trained like every other arm."""
 
     name: str
@@ -235,7 +229,7 @@ class ArmConfig(_Strict):
         return _check_name(value, "arm name")
 
 
-class ReportConfig(_Strict):
+class ReportConfig(Strict):
     """How the report compares arms (harness.report)."""
 
     baseline: str | None = Field(None, description="arm every other arm is compared with; default: the first arm")
@@ -270,7 +264,7 @@ def sha256_of(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
 
 
-class Suite(_Strict):
+class Suite(Strict):
     """A validated suite. ``base_dir`` resolves relative paths (data, weights)."""
 
     name: str
@@ -342,7 +336,7 @@ class Suite(_Strict):
 
     def run_arms(self) -> list[RunArm]:
         """Every set of runs the suite plans: each arm's own, then tuned / untuned variants
-        (``harness.search_space.run_arms``); without a search, one per arm, untuned."""
+        (:func:`harness.suite.search.run_arms`); without a search, one per arm, untuned."""
         return run_arms(self)
 
     def run_arm(self, name: str) -> RunArm:

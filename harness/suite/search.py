@@ -19,9 +19,10 @@ distribution fits the key's type, that both ends of a range (every choice) are a
 schema or by the filter's parameter spec (``diffusion_filters._spec``), and that the arm's own
 value lies in the range: trial 0 of every study is the suite's own configuration.
 
-This module owns the search's schema and sits below both the suite and the search: ``harness.suite``
-and ``harness.search`` import it, and it imports neither (an arm's configuration is validated through
-the suite's own ``arm_training`` / ``arm_model``). It imports only pydantic at import time.
+This module is the suite's: the suite owns the search section's schema, its sets of runs and their
+identity, and the search (:mod:`harness.search`) only reads them. It never imports the search, nor the
+rest of the suite package (an arm's configuration is validated through the suite's own
+``arm_training`` / ``arm_model``); it imports only pydantic at import time.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ from typing import Any, Literal
 
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from harness.suite.strict import Strict
+from harness.variants import TUNED, UNTUNED, VARIANT_SEPARATOR
 
 DISTRIBUTIONS = ("uniform", "log_uniform", "int", "choice")
 #: Training keys that are not hyper-parameters of a fit (shared by design, or about the machine).
@@ -47,11 +51,6 @@ NOT_TUNABLE = {
     "amp": "it is about the machine, not the recipe",
 }
 _KEY_RE = re.compile(r"^(training|model|preprocess)(\.[A-Za-z0-9_]+)+$")
-
-
-class _Strict(BaseModel):
-    # as the suite's schemas: a boolean is not an integer, a string not a number (trials: true is refused)
-    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True, allow_inf_nan=False)
 
 
 def _check_distribution(key: str, value: Any) -> dict[str, Any]:
@@ -95,7 +94,7 @@ def _check_space(value: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class ArmSearchConfig(_Strict):
+class ArmSearchConfig(Strict):
     """An arm's addition to the shared search space (the budget stays the suite's)."""
 
     space: dict[str, Any] = Field(default_factory=dict, description="key path -> distribution, added for this arm")
@@ -106,7 +105,7 @@ class ArmSearchConfig(_Strict):
         return _check_space(value)
 
 
-class SearchConfig(_Strict):
+class SearchConfig(Strict):
     """Nested hyper-parameter search: the same budget, sampler and pruner for every arm."""
 
     trials: int = Field(ge=1, le=10_000, description="completed or pruned trials per outer run (the budget)")
@@ -131,10 +130,6 @@ class SearchConfig(_Strict):
 
 
 # --------------------------------------------------------------------------- tuned and untuned runs
-#: Joins an arm's name and its variant in a stored arm name ('perona-malik~tuned'); arm names
-#: cannot hold it (harness.suite.NAME_PATTERN), so a variant never collides with an arm.
-VARIANT_SEPARATOR = "~"
-TUNED, UNTUNED = "tuned", "untuned"
 
 
 @dataclass(frozen=True)
@@ -154,12 +149,6 @@ class RunArm:
     def variant(self) -> str:
         """'' for the arm's own runs, else the suffix after :data:`VARIANT_SEPARATOR`."""
         return self.name.partition(VARIANT_SEPARATOR)[2]
-
-
-def split_variant(name: str) -> tuple[str, str]:
-    """``('perona-malik', 'tuned')`` of ``'perona-malik~tuned'``; ``(name, '')`` of a plain arm name."""
-    arm, _, variant = name.partition(VARIANT_SEPARATOR)
-    return arm, variant
 
 
 def tuned_arms(suite: Any) -> list[str]:
@@ -435,6 +424,6 @@ def suite_search_problems(suite: Any) -> list[tuple[str, str]]:
     return problems
 
 
-__all__ = ["ArmSearchConfig", "DISTRIBUTIONS", "TUNED", "UNTUNED", "VARIANT_SEPARATOR", "RunArm", "SearchConfig",
-           "apply_params", "arm_space", "current_value", "objective", "run_arm", "run_arms", "search_identity",
-           "searching", "space_problems", "split_variant", "suite_search_problems", "tuned_arms"]
+__all__ = ["ArmSearchConfig", "DISTRIBUTIONS", "RunArm", "SearchConfig", "apply_params", "arm_space", "current_value",
+           "objective", "run_arm", "run_arms", "search_identity", "searching", "space_problems", "suite_search_problems",
+           "tuned_arms"]
