@@ -7,8 +7,9 @@ key is ``(content hash, pipeline hash, filters_version())``.
 
 What counts as "the code that computes the numbers" (:data:`CODE_SOURCES`): the filter library
 (its C kernels included), the training package, the network and its backbones (Lite0's weights are
-mapped there), augmentation, one run, the nested search and the space it draws from (``harness/suite/search.py``: a tuned run's numbers are its choice),
-preprocessing, the splits and the metrics. Not included, on purpose:
+mapped there), augmentation, one run, the nested search and the space it draws from
+(``harness/suite/search.py``; a tuned run's numbers are its choice), preprocessing, the splits and
+the metrics. Not included, on purpose:
 
 - ``harness/data``: its effect is already in the data content hash (decoder and simulator
   sources are part of the frame keys; labels, groups and metadata are hashed as loaded), so an

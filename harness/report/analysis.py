@@ -173,6 +173,7 @@ class Analysis:
     changes: ParameterChanges  # diffusion parameters before and after training, per run
     leakage: dict[str, Any]
     failed_runs: list[dict[str, Any]]
+    code: CodeProvenance  # which code computed the runs, against this checkout's
     notes: list[str] = field(default_factory=list)
     levels: dict[str, LevelCheck] = field(default_factory=dict)
     chance: ChanceCheck | None = None
@@ -181,7 +182,6 @@ class Analysis:
     noise_floor: str | None = None  # the arm that is the baseline with another seed offset
     tuning_effect: list[TuningEffect] = field(default_factory=list)  # tuned vs untuned verdicts, per arm
     variant: Analysis | None = None  # the variant family (<arm>~tuned or ~untuned), compared within itself
-    code: CodeProvenance | None = None  # which code computed the runs, against this checkout's
 
     @property
     def test_train_ratio(self) -> float:

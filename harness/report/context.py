@@ -50,7 +50,7 @@ def template_context(analysis: Analysis) -> dict[str, Any]:
                           for e in analysis.tuning_effect],
         "primary_level": st.primary_level,
         "chance": analysis.chance.as_dict() if analysis.chance is not None else None,
-        "code_check": "" if analysis.code is None or analysis.code.is_current else f"Code version {analysis.code.describe()}.",
+        "code_check": "" if analysis.code.is_current else f"Code version {analysis.code.describe()}.",
         "verdict_intro": _verdict_intro(analysis),
         "levels": {lv: c.as_dict() for lv, c in analysis.levels.items()},
         "run_counts": [

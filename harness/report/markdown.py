@@ -144,8 +144,7 @@ def render_block(analysis: Analysis, command: str, forest_png: str | None, fores
         f"- **Command**: `{reproduce_command(inputs)}`",
         f"- **Runs**: {_runs(analysis)}",
         f"- **Wall time**: {_wall_time(inputs)}",
-        f"- **Code version** {analysis.code.describe(checkout=False) if analysis.code else inputs.meta.get('code_version', '?')}; "
-        f"{_machine(inputs.meta)}",
+        f"- **Code version** {analysis.code.describe(checkout=False)}; {_machine(inputs.meta)}",
         f"- **Primary metric** {st.primary} at the {st.primary_level} level (the other level is co-primary); "
         f"α = {st.alpha:g} with Holm's correction over arms; ROPE ±{st.rope:g}",
     ]

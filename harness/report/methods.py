@@ -283,9 +283,9 @@ def code_provenance(runs: Any) -> CodeProvenance:
     return CodeProvenance(dict(sorted(counts.items(), key=lambda kv: -kv[1])), code_version())
 
 
-def environment(meta: Mapping[str, Any], code: CodeProvenance | None = None) -> list[tuple[str, str]]:
+def environment(meta: Mapping[str, Any], code: CodeProvenance) -> list[tuple[str, str]]:
     env = meta.get("environment")
-    rows: list[tuple[str, str]] = [("code_version", code.describe())] if code is not None else []
+    rows: list[tuple[str, str]] = [("code_version", code.describe())]
     if isinstance(env, Mapping):
         for k, v in env.items():
             rows.append((str(k), v if isinstance(v, str) else json.dumps(jsonable(v))))

@@ -49,7 +49,7 @@ def summary(analysis: Analysis) -> dict[str, Any]:
             "hash": inputs.meta.get("suite_hash"),
             "config": s,
         },
-        "code": analysis.code.as_dict() if analysis.code is not None else None,
+        "code": analysis.code.as_dict(),
         "baseline": st.baseline,
         "primary_metric": st.primary,
         "primary_level": st.primary_level,

@@ -130,8 +130,6 @@ class SearchConfig(Strict):
 
 
 # --------------------------------------------------------------------------- tuned and untuned runs
-
-
 @dataclass(frozen=True)
 class RunArm:
     """One set of runs of a suite's plan: an arm, tuned by the nested search or not, stored as ``name``.
