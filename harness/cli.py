@@ -162,7 +162,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.store import STORE_FILENAME, ResultsStore
+    from harness.store import STORE_FILENAME, ResultsStore, StoreError
 
     if not (args.dir / STORE_FILENAME).is_file():
         _err(f"{args.dir}: no {STORE_FILENAME} here (run a suite first: python -m harness run SUITE --out {args.dir})")
@@ -182,7 +182,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         extra = {} if args.markdown is None else {"markdown": args.markdown, "markdown_command": _report_command(args)}
         path = build_report(args.dir, output=args.output, **extra)
-    except MarkdownPageError as err:  # raised before anything is written
+    except (MarkdownPageError, StoreError) as err:  # raised before anything is written (a StoreError: a stored
+        # value out of its range, harness.report.inputs)
         _err(str(err))
         return EXIT_BAD_INPUT
     except Exception as err:  # the results are untouched; say what failed in one line

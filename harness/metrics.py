@@ -14,6 +14,7 @@ Undefined values (ROC-AUC / PR-AUC with a single class in the fold) are NaN, nev
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,45 @@ METRIC_NAMES: tuple[str, ...] = (
 
 #: The metrics where lower is better (the report, the search's direction).
 LOWER_IS_BETTER: tuple[str, ...] = ("brier", "log_loss")
+
+#: The values each metric can take, ``(low, high)``, both ends included where finite; the one place
+#: that knows them (the report refuses a stored value outside its range and keeps every interval
+#: of a mean inside it). Any metric may also be NaN: undefined on that fold (a single class).
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    "accuracy": (0.0, 1.0),
+    "balanced_accuracy": (0.0, 1.0),
+    "precision": (0.0, 1.0),
+    "recall": (0.0, 1.0),
+    "specificity": (0.0, 1.0),
+    "f1": (0.0, 1.0),
+    "roc_auc": (0.0, 1.0),
+    "pr_auc": (0.0, 1.0),
+    "brier": (0.0, 1.0),  # mean squared error of a probability against a 0/1 label
+    "log_loss": (0.0, math.inf),  # finite: scikit-learn clips the probabilities away from 0 and 1
+}
+assert tuple(METRIC_RANGES) == METRIC_NAMES
+#: How far past an end of its range a value may lie and still be accepted: scikit-learn's sums round
+#: (an average precision of 1 + 2e-16), which is no value outside the range.
+RANGE_TOLERANCE = 1e-9
+
+
+def range_text(metric: str) -> str:
+    """The accepted values of ``metric`` in words: ``[0, 1]``, ``>= 0 (finite)``; ``any`` for a metric this
+    code does not know (written by newer code)."""
+    if metric not in METRIC_RANGES:
+        return "any"
+    lo, hi = METRIC_RANGES[metric]
+    return f"[{lo:g}, {hi:g}]" if math.isfinite(hi) else f">= {lo:g} (finite)"
+
+
+def in_range(metric: str, values: np.ndarray) -> np.ndarray:
+    """Per value: NaN (undefined) or finite inside the range of ``metric`` (every value of an unknown metric)."""
+    v = np.asarray(values, dtype=np.float64)
+    if metric not in METRIC_RANGES:
+        return np.ones(v.shape, dtype=bool)
+    lo, hi = METRIC_RANGES[metric]
+    with np.errstate(invalid="ignore"):
+        return np.isnan(v) | (np.isfinite(v) & (v >= lo - RANGE_TOLERANCE) & (v <= hi + RANGE_TOLERANCE))
 
 THRESHOLD = 0.5
 AGGREGATIONS = ("mean", "max")

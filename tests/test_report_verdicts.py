@@ -266,17 +266,22 @@ def test_forest_plot_draws_every_arm_with_the_noise_floor_band() -> None:
 # --------------------------------------------------------------------------- 7. bounded intervals
 
 
+#: Frame-level ROC-AUCs that vary so widely over 6 runs that a t interval of their mean leaves [0, 1].
+WIDE_AUC = {(0, 0): 0.02, (0, 1): 0.98, (0, 2): 0.97, (1, 0): 0.01, (1, 1): 0.99, (1, 2): 0.5}
+
+
 def test_metric_intervals_stay_inside_zero_one(tmp_path: Path) -> None:
-    values = {(0, 0): 0.02, (0, 1): 0.98, (0, 2): 0.97, (1, 0): 0.01, (1, 1): 0.99, (1, 2): 0.5}
-    build(tmp_path / "b", {"baseline": 1.5, "pm": 2.0}, frame_auc={"pm": values})
+    build(tmp_path / "b", {"baseline": 1.5, "pm": 2.0}, frame_auc={"pm": WIDE_AUC})
     s, html = report(tmp_path / "b")
     auc = s["arms"]["pm"]["metrics"]["roc_auc"]
     assert auc["ci95"][0] < 0 or auc["ci95"][1] > 1  # the t-interval runs outside [0, 1] here ...
     lo, hi = auc["ci95_bounded"]
-    assert 0 <= lo <= hi <= 1 and "bootstrap" in auc["ci95_bounded_method"]  # ... the shown one does not
+    assert 0 <= lo <= hi <= 1 and auc["ci95_clipped"] is True  # ... the shown one does not, and says it was cut
+    assert auc["ci95_bounded_method"] == ("95 % corrected t interval of the mean over runs (Nadeau-Bengio variance), "
+                                          "clipped to the metric's range [0, 1]")
     table = html.split('id="metrics"')[1].split("</table>")[0]
-    assert f"[{lo:.3f}, {hi:.3f}]" in table and f"{auc['ci95'][0]:.3f}," not in table
-    assert "percentile bootstrap interval of the mean over runs" in html
+    assert f"[{lo:.3f}, {hi:.3f}] clipped" in table and f"{auc['ci95'][0]:.3f}," not in table
+    assert "corrected 95 % t interval of the mean over runs" in html
 
 
 # --------------------------------------------------------------------------- 8. chance check
@@ -291,6 +296,36 @@ def test_a_baseline_at_chance_is_said_first(tmp_path: Path) -> None:
     assert lo <= 0.5 <= hi
     assert html.index("cannot answer its question with this recipe") < html.index('class="verdicts"')
     assert any("not above chance" in c for c in s["arms"]["pm"]["verdict_caveats"])
+
+
+def test_the_chance_check_interval_is_the_tables_one_inside_zero_one_and_labelled(tmp_path: Path) -> None:
+    """Few runs, widely varying ROC-AUC: the corrected t interval of the mean would be about [-0.5, 1.6]."""
+    from harness.report.inputs import read_store
+
+    out = build(tmp_path / "w", {"baseline": 1.5, "pm": 1.5}, frame_auc={"baseline": WIDE_AUC, "pm": WIDE_AUC})
+    s, html = report(out)
+    values = [WIDE_AUC[k] for k in sorted(WIDE_AUC)]
+    raw_lo, raw_hi = stats.corrected_mean_interval(values, read_store(out).split_sizes.ratio)
+    assert raw_lo < 0 and raw_hi > 1  # the unclipped interval leaves [0, 1] at both ends
+    ch = s["chance_check"]
+    assert ch["interval"] == ("95 % corrected t interval of the mean over runs (Nadeau-Bengio variance), "
+                              "clipped to the metric's range [0, 1]")
+    base = ch["levels"]["frame"]["baseline"]
+    assert base["ci95"] == [max(raw_lo, 0.0), min(raw_hi, 1.0)] == [0.0, 1.0] and base["clipped"] is True
+    assert base["mean"] == pytest.approx(np.mean(values)) and base["above_chance"] is False
+    # The same numbers as the metric tables (summary.json and the page) ...
+    table = s["arms"]["baseline"]["metrics"]["roc_auc"]
+    assert table["ci95_bounded"] == base["ci95"] and table["ci95_clipped"] is True
+    assert ch["levels"]["frame"]["pm"]["ci95"] == s["arms"]["pm"]["metrics"]["roc_auc"]["ci95_bounded"]
+    # ... and in the sentences: the message said first, the arm's caveat, each labelled as clipped.
+    said = "95 % corrected interval [0.000, 1.000] (clipped to [0, 1])"
+    assert f"frame-level roc_auc of baseline is {np.mean(values):.3f}, {said}, which includes chance" in ch["message"]
+    assert html.count(said) >= 2  # the message and pm's caveat
+    assert f"pm is not above chance at the frame level (roc_auc {np.mean(values):.3f}, {said} includes 0.5)." in \
+        s["arms"]["pm"]["verdict_caveats"]
+    metrics_table = html.split('id="metrics"')[1].split("</table>")[0]
+    assert "[0.000, 1.000] clipped" in metrics_table
+    assert f"{raw_lo:.3f}" not in html and f"{raw_hi:.3f}" not in html
 
 
 def test_a_learning_baseline_passes_the_chance_check(main: tuple[dict[str, Any], str, Path]) -> None:

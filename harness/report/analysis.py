@@ -32,7 +32,7 @@ from harness.report.comparisons import (
     rank_arms,
 )
 from harness.report.inputs import Inputs
-from harness.report.intervals import bounded_ci
+from harness.report.intervals import mean_interval, mean_method
 from harness.report.learned import ParameterChanges, learned_summary, parameter_changes
 from harness.report.methods import CodeProvenance, code_provenance, failed_runs, leakage
 from harness.report.strata import StrataTable, stratify
@@ -84,12 +84,15 @@ class MetricSummary:
 
     mean: float
     std: float
-    ci95: list[float]  # t interval (may leave [0, 1]; kept for summary.json)
-    ci95_bootstrap: list[float]
+    ci95: list[float]  # plain t interval, runs as independent (may leave [0, 1]; kept for summary.json)
+    ci95_bootstrap: list[float]  # percentile bootstrap, runs as independent (kept for summary.json)
     n: int
     per_run: list[dict[str, Any]]  # {"repeat", "fold", "value"}
-    ci95_bounded: list[float] = field(default_factory=list)  # what the page shows: inside the metric's range
+    # What the page and the chance check show: the corrected interval of the mean, inside the metric's
+    # range (harness.report.intervals.mean_interval); ci95_clipped: the range cut it.
+    ci95_bounded: list[float] = field(default_factory=list)
     ci95_bounded_method: str = ""
+    ci95_clipped: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -230,7 +233,9 @@ def tuning_effects(main: Analysis, variant: Analysis) -> list[TuningEffect]:
 
 
 def summarise_arms(inputs: Inputs) -> dict[str, ArmSummary]:
-    """Per arm, level and metric: mean, std, t and bootstrap CIs and the per-run values."""
+    """Per arm, level and metric: mean, std, the corrected interval of the mean (inside the metric's range),
+    the plain t and bootstrap CIs and the per-run values."""
+    ratio = inputs.split_sizes.ratio
     out: dict[str, ArmSummary] = {}
     for arm in inputs.arms:
         levels: dict[str, dict[str, MetricSummary]] = {}
@@ -239,19 +244,19 @@ def summarise_arms(inputs: Inputs) -> dict[str, ArmSummary]:
             for metric in inputs.metric_names:
                 values = inputs.scores.get(arm, level, agg, metric)
                 if values:
-                    block[metric] = _metric_summary(values, metric)
+                    block[metric] = _metric_summary(values, metric, ratio)
             if block:
                 levels[f"{level}/{agg}"] = block
         out[arm] = ArmSummary(levels)
     return out
 
 
-def _metric_summary(values: dict[tuple[int, int], float], metric: str = "") -> MetricSummary:
+def _metric_summary(values: dict[tuple[int, int], float], metric: str, ratio: float) -> MetricSummary:
     keys = sorted(values)
     s = stats.summarize([values[k] for k in keys])
     per_run = [{"repeat": r, "fold": f, "value": values[(r, f)]} for r, f in keys]
-    # Bounded metrics (all but the log-loss) get an interval that respects their bounds.
-    ci, method = bounded_ci(s, metric)
+    # The one interval of an arm's mean (the chance check reads the same one): corrected, inside the range.
+    ci, clipped = mean_interval([values[k] for k in keys], metric, ratio)
     return MetricSummary(
         s["mean"],
         s["std"],
@@ -260,7 +265,8 @@ def _metric_summary(values: dict[tuple[int, int], float], metric: str = "") -> M
         s["n"],
         per_run,
         ci95_bounded=ci,
-        ci95_bounded_method=method,
+        ci95_bounded_method=mean_method(metric),
+        ci95_clipped=clipped,
     )
 
 
@@ -414,8 +420,8 @@ def _caveats(
         info = block.get(arm)
         if info and info.get("above_chance") is False:
             out.append(
-                f"{arm} is not above chance at the {level} level ({primary} {info['mean']:.3f}, 95 % interval "
-                f"[{info['ci95'][0]:.3f}, {info['ci95'][1]:.3f}] includes {chance.chance:g})."
+                f"{arm} is not above chance at the {level} level ({primary} {info['mean']:.3f}, "
+                f"{chance.interval_text(info)} includes {chance.chance:g})."
             )
     # Failed runs, counted, with the sensitivity line.
     mine, base = counts.get(arm), counts.get(baseline)

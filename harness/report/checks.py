@@ -8,7 +8,6 @@ words why it fails, so the page can print the reason instead of a number.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import stats
 from harness.report.inputs import Inputs, first_line
+from harness.report.intervals import clipped_note, mean_interval, mean_method
 
 #: Fewest units of each class (frames, videos, patients) every test fold must hold for a level.
 MIN_PER_CLASS = 5
@@ -227,15 +226,26 @@ class ChanceCheck:
 
     metric: str
     chance: float | None
-    arms: dict[str, dict[str, dict[str, Any]]]  # level -> arm -> {mean, ci95, above_chance, n}
+    arms: dict[str, dict[str, dict[str, Any]]]  # level -> arm -> {mean, ci95, clipped, above_chance, n}
     baseline_ok: dict[str, bool | None]  # level -> baseline above chance (None: not checkable)
     message: str | None  # shown first on the page when the baseline did not learn
+
+    @property
+    def interval(self) -> str:
+        """What ``ci95`` is: the metric tables' interval of the same mean (:func:`mean_interval`)."""
+        return mean_method(self.metric)
+
+    def interval_text(self, info: Mapping[str, Any]) -> str:
+        """``95 % corrected interval [lo, hi]`` of one arm's entry, with ``(clipped to [0, 1])`` when it was."""
+        lo, hi = info["ci95"]
+        clip = f" ({clipped_note(self.metric)})" if info.get("clipped") else ""
+        return f"95 % corrected interval [{lo:.3f}, {hi:.3f}]{clip}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "metric": self.metric,
             "chance": self.chance,
-            "interval": "corrected t interval of the mean over runs (Nadeau-Bengio variance)",
+            "interval": self.interval,
             "levels": self.arms,
             "baseline_above_chance": self.baseline_ok,
             "answerable": not self.message,
@@ -250,7 +260,8 @@ def check_chance(
     ratio = inputs.split_sizes.ratio
     per_level: dict[str, dict[str, dict[str, Any]]] = {}
     base_ok: dict[str, bool | None] = {}
-    problems = []
+    problems: list[str] = []
+    result = ChanceCheck(metric, chance, per_level, base_ok, None)
     for level, agg in levels:
         block: dict[str, dict[str, Any]] = {}
         for arm in inputs.arms:
@@ -258,10 +269,12 @@ def check_chance(
             if len(values) < 2:
                 continue
             v = [values[k] for k in sorted(values)]
-            r = ratio if math.isfinite(ratio) else 0.0
-            lo, hi = stats.corrected_mean_interval(v, r)
+            # The interval of the metric tables (same runs, same function): clipping to the range moves
+            # only an end outside it, so "lower end above chance" is the same answer as unclipped.
+            (lo, hi), clipped = mean_interval(v, metric, ratio)
             above = None if chance is None else bool(lo > chance)
-            block[arm] = {"mean": float(np.mean(v)), "ci95": [lo, hi], "above_chance": above, "n": len(v)}
+            block[arm] = {"mean": float(np.mean(v)), "ci95": [lo, hi], "clipped": clipped, "above_chance": above,
+                          "n": len(v)}
         per_level[level] = block
         est = level_checks.get(level)
         if chance is None or baseline not in block or (est is not None and not est.estimable):
@@ -271,8 +284,8 @@ def check_chance(
         if not base_ok[level]:
             b = block[baseline]
             problems.append(
-                f"{level}-level {metric} of {baseline} is {b['mean']:.3f}, 95 % interval "
-                f"[{b['ci95'][0]:.3f}, {b['ci95'][1]:.3f}], which includes chance ({chance:g})"
+                f"{level}-level {metric} of {baseline} is {b['mean']:.3f}, {result.interval_text(b)}, "
+                f"which includes chance ({chance:g})"
             )
     message = None
     if problems:
@@ -283,7 +296,8 @@ def check_chance(
             "nothing about diffusion; change the recipe (more epochs or data, pretrained weights, a larger image "
             "size) until the baseline is clearly above chance."
         )
-    return ChanceCheck(metric, chance, per_level, base_ok, message)
+    result.message = message
+    return result
 
 
 # --------------------------------------------------------------------------- noise floor

@@ -184,7 +184,7 @@ def metric_tables(analysis: Analysis) -> list[dict[str, Any]]:
         arms = [a for a in analysis.arms if by_arm[a]]
         names = [m for m in inputs.metric_names if any(m in by_arm[a] for a in arms)]
         names.sort(key=lambda m: m != primary)
-        empty = {"mean": None, "std": None, "ci95": None, "ci95_bounded": None}
+        empty = {"mean": None, "std": None, "ci95": None, "ci95_bounded": None, "ci95_clipped": False}
         check = analysis.levels.get(level)
         rows = [
             {"metric": m, "cells": [by_arm[a][m].as_dict() if m in by_arm[a] else empty for a in arms]}

@@ -30,7 +30,7 @@ import pandas as pd
 from harness import stats
 from harness.report.analysis import Analysis, ArmSummary, summarise_arms
 from harness.report.comparisons import Comparison, PairingLog, compare_arms
-from harness.report.inputs import LEVEL_TITLES, first_line
+from harness.report.inputs import LEVEL_TITLES, check_metric_values, check_prediction_values, first_line
 
 CORRECTION_NOTE = (
     "Every run scores the same external frames: the corrected t-test (with the study's split sizes) does not model "
@@ -70,7 +70,12 @@ def _read(analysis: Analysis) -> tuple[pd.DataFrame, pd.DataFrame]:
     from harness.store import ResultsStore
 
     with ResultsStore(analysis.inputs.store_path, readonly=True) as store:
-        return store.external_metrics(), store.external_predictions()
+        metrics, predictions = store.external_metrics(), store.external_predictions()
+    # The same refusal as the main tables' (harness.report.inputs.read_store); the analysis reads these
+    # before the report writes anything.
+    check_metric_values(metrics, analysis.inputs.store_path)
+    check_prediction_values(predictions, analysis.inputs.store_path)
+    return metrics, predictions
 
 
 def _analyse(analysis: Analysis) -> list[ExternalSet]:
@@ -186,7 +191,7 @@ def _comparison(c: Comparison) -> dict[str, Any]:
 def context(analysis: Analysis) -> list[dict[str, Any]]:
     """What the page's External validation section shows."""
     st = analysis.settings
-    empty = {"mean": None, "ci95_bounded": None}
+    empty = {"mean": None, "ci95_bounded": None, "ci95_clipped": False}
     out = []
     for s in external_sets(analysis):
         tables = []

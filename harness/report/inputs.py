@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.metrics import METRIC_NAMES
+from harness.metrics import METRIC_NAMES, in_range, range_text
+from harness.store import StoreError
 from harness.variants import VARIANT_SEPARATOR, split_variant
 
 RunKey = tuple[int, int]  # (repeat, fold)
@@ -35,6 +36,12 @@ LEVEL_TITLES: dict[tuple[str, str], str] = {
     ("patient", "mean"): "Patient level (mean of the frame probabilities)",
     ("patient", "max"): "Patient level (maximum frame probability)",
 }
+
+
+class StoredValueError(StoreError):
+    """A value in the store that it cannot hold (a metric outside its range, a probability outside [0, 1],
+    a label other than 0 / 1): the report refuses the store before it writes anything, and the command
+    line says so in one line with exit status 2 (a :class:`~harness.store.StoreError`)."""
 
 
 def first_line(exc: BaseException) -> str:
@@ -201,6 +208,74 @@ def _of_arms(table: pd.DataFrame, arms: set[str]) -> pd.DataFrame:
     return table[table["arm"].isin(arms)].reset_index(drop=True)
 
 
+def _numbers(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``(the values as floats, where a value is neither a number nor NULL: text in a number column)``."""
+    v = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+    return v, np.isnan(v) & column.notna().to_numpy()
+
+
+def _shown(raw: Any, not_number: bool) -> str:
+    return f"{raw!r} (not a number)" if not_number else f"{float(raw):.10g}"
+
+
+def _where(row: pd.Series) -> str:
+    """``run <id>`` (and its external set, for an external table's row)."""
+    on = f" on external set {row['dataset']}" if "dataset" in row.index else ""
+    return f"run {row['run_id']}{on}"
+
+
+def _more(n_bad: int) -> str:
+    return f" ({n_bad - 1} more stored value(s) are out of range too)" if n_bad > 1 else ""
+
+
+def check_metric_values(metrics: pd.DataFrame, store_path: Path | str) -> None:
+    """Refuse a stored metric value outside its range (:data:`harness.metrics.METRIC_RANGES`; NaN is an
+    undefined value, accepted), naming the run, the metric, its level / aggregation, the value and the range.
+
+    Raises :class:`StoredValueError` for the first such row (and counts the others)."""
+    if not len(metrics):
+        return
+    values, not_number = _numbers(metrics["value"])
+    names = metrics["metric"].astype(str).to_numpy()
+    bad = not_number.copy()
+    for metric in np.unique(names):
+        mask = names == metric
+        bad[mask] |= ~in_range(metric, values[mask])
+    if not bad.any():
+        return
+    i = int(np.flatnonzero(bad)[0])
+    row = metrics.iloc[i]
+    raise StoredValueError(
+        f"{store_path}: {_where(row)} stores {row['metric']} = {_shown(row['value'], bool(not_number[i]))} at level "
+        f"{row['level']}/{row['aggregation']}; accepted: {range_text(str(row['metric']))}, or NaN where undefined"
+        f"{_more(int(bad.sum()))}")
+
+
+def check_prediction_values(predictions: pd.DataFrame, store_path: Path | str,
+                            columns: tuple[str, ...] = ("prob", "label")) -> None:
+    """Refuse a stored prediction whose probability is not in [0, 1] or whose label is not 0 or 1 (the
+    samples table's labels too: a frame without ``run_id``), naming the run, the sample and the value."""
+    if not len(predictions):
+        return
+    for column, accepted in (("prob", "a probability in [0, 1]"), ("label", "0 or 1")):
+        if column not in columns or column not in predictions.columns:
+            continue
+        values, not_number = _numbers(predictions[column])
+        with np.errstate(invalid="ignore"):
+            ok = (values >= 0) & (values <= 1) if column == "prob" else np.isin(values, (0.0, 1.0))
+        bad = ~ok | not_number
+        if not bad.any():
+            continue
+        i = int(np.flatnonzero(bad)[0])
+        row = predictions.iloc[i]
+        raw = row[column]
+        shown = "NULL" if raw is None else _shown(raw, bool(not_number[i]))
+        who = f"{_where(row)} stores" if "run_id" in row.index else "the samples table stores"
+        raise StoredValueError(
+            f"{store_path}: {who} {column} = {shown} for sample {row['sample_id']}; accepted: {accepted}"
+            f"{_more(int(bad.sum()))}")
+
+
 def read_store(out_dir: Path) -> Inputs:
     """Read the results store of ``out_dir`` (or a path to the ``.sqlite`` file itself)."""
     from harness.store import ResultsStore
@@ -226,6 +301,11 @@ def read_store(out_dir: Path) -> Inputs:
         )
     finally:
         store.close()
+    # Before anything is computed or written: a value the store cannot hold (an edited file, a bug in
+    # the code that wrote it) is refused, never reported as it is.
+    check_metric_values(inputs.metrics, inputs.store_path)
+    check_prediction_values(inputs.predictions, inputs.store_path)
+    check_prediction_values(inputs.samples, inputs.store_path, columns=("label",))  # its metadata is free-form
     if "strata" not in inputs.meta and not (suite_dict.get("report") or {}).get("strata"):
         inputs.notes.append("This store was written before the strata were stored with it: no per-stratum "
                             "analysis (set report.strata in the suite, or run it again into this directory).")

@@ -127,7 +127,7 @@ def _per_run(pred: pd.DataFrame, first_arm: str) -> tuple[PerRun, dict[str, list
 
 def _cells(values: dict[str, list[float]], metrics: Sequence[str]) -> dict[str, Any]:
     """``cells`` (the table's metrics) and ``metrics`` (all) of one (stratum, arm): mean and CI over runs,
-    inside the metric's range (:func:`harness.report.intervals.bounded_ci`, as for the arms' scores)."""
+    inside the metric's range (:func:`harness.report.intervals.bounded_ci`: the percentile bootstrap over runs)."""
     cells: dict[str, dict[str, Any]] = {}
     for metric in metrics:
         vals = np.array(values.get(metric, []), dtype=float)

@@ -101,7 +101,8 @@ def corrected_mean_interval(
     ``mean ± t_{n−1} · sqrt((1/n + ratio) · s²)``: the Nadeau-Bengio variance applied to one
     arm's per-run scores (the runs of one arm are correlated for the same reason as their
     differences). Use it to ask whether an arm scored above chance; it may leave [0, 1] for
-    bounded metrics (it is an interval of the mean, symmetric by construction).
+    bounded metrics (it is an interval of the mean, symmetric by construction): the report cuts
+    it to the metric's range (:func:`harness.report.intervals.mean_interval`).
     """
     confidence = check_probability(confidence, "confidence")
     x = as_float_vector(values, "values", min_len=2)
