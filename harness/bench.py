@@ -32,6 +32,8 @@ from torch.nn import functional as F
 
 from diffusion_filters.bench import cpu_name
 
+#: The ``--json`` file's format: how an earlier result of ours is recognised before it is replaced.
+BENCH_FORMAT = "lus-harness bench 1"
 VARIANTS: dict[str, dict[str, Any]] = {
     "plain": {},
     "stem-replace-pm": {"stem": {"mode": "replace", "variant": "perona_malik", "iterations": 4}},
@@ -170,6 +172,17 @@ def variants(size: int, batch: int, steps: int, warmup: int, device: str,
     return rows
 
 
+def bench_output(path: Path) -> Any:
+    """``--json``: replaced only when it is a result of this command (its format, or, written before it had one,
+    its ``environment`` record with the timed settings)."""
+    from harness.safe_write import Output, either, json_field
+
+    return Output(path, "bench result", either(
+        json_field("format", lambda v: v == BENCH_FORMAT),
+        json_field("environment", lambda v: isinstance(v, dict) and {"cpu", "threads", "steps"} <= v.keys())),
+        "--json")
+
+
 def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     print(title)
@@ -197,6 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     for v in ("image_size", "batch_size", "steps", "rounds"):
         if getattr(args, v) < 1:
             p.error(f"--{v.replace('_', '-')} must be >= 1")
+    if args.json is not None:  # before minutes of measuring: an existing file must be a bench result of ours
+        from harness.safe_write import OutputError, check_outputs
+
+        if args.json.suffix.lower() != ".json":
+            p.error(f"--json {args.json}: not a .json file; accepted: a path ending in .json")
+        try:
+            check_outputs([bench_output(args.json)])
+        except OutputError as err:
+            p.error(str(err))
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
@@ -216,7 +238,7 @@ def _run(args: argparse.Namespace, names: list[str]) -> int:
            "image_size": args.image_size, "batch_size": args.batch_size, "steps": args.steps}
     print(f"bench: {env['cpu']}, {env['threads']} threads, torch {env['torch']}, "
           f"{args.image_size} px, batch {args.batch_size}, {args.steps} steps\n")
-    out: dict[str, Any] = {"environment": env}
+    out: dict[str, Any] = {"format": BENCH_FORMAT, "environment": env}
     if args.part in ("all", "throughput"):
         rows = throughput(args.image_size, args.batch_size, args.steps, args.warmup, args.device, args.rounds)
         out["throughput"] = rows
@@ -231,8 +253,9 @@ def _run(args: argparse.Namespace, names: list[str]) -> int:
                      [[r["variant"], f"{r['step_ms']:.0f}", f"{r['step_ratio']:.2f}x", f"{r['activation_mb']:.0f}",
                        f"{r['memory_ratio']:.2f}x"] for r in rows])
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2))
+        from harness.safe_write import write_all
+
+        write_all({args.json: json.dumps(out, indent=2) + "\n"})
         print(f"wrote {args.json}")
     return 0
 

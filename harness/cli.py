@@ -50,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="build report.html (+ summary.json, metrics.csv) from a results directory")
     rep.add_argument("dir", type=Path)
-    rep.add_argument("-o", "--output", type=Path, help="HTML file (default: DIR/report.html)")
+    rep.add_argument("-o", "--output", type=Path, help="HTML file (default: DIR/report.html); an existing file is "
+                     "replaced only when it is a report of this suite written by this tool")
+    rep.add_argument("--summary", type=Path, metavar="JSON", help="summary.json path (default: beside the HTML)")
+    rep.add_argument("--metrics", type=Path, metavar="CSV", help="metrics.csv path (default: beside the HTML)")
     rep.add_argument("--markdown", type=Path, metavar="PAGE",
                      help="also rewrite the generated block of this Markdown page (between its "
                           "'<!-- harness report: begin/end -->' lines; a new file gets the block alone) "
@@ -170,38 +173,37 @@ def cmd_report(args: argparse.Namespace) -> int:
     with ResultsStore(args.dir, readonly=True) as store:  # a damaged or foreign file: StoreError, exit 2
         store.check_integrity()
         store.suite_config()  # a store without its suite record (nothing was run into it): StoreError, exit 2
-    if args.output is not None and args.output.is_dir():
-        _err(f"-o {args.output}: a folder; accepted: an HTML file path (summary.json and metrics.csv go beside it)")
-        return EXIT_BAD_INPUT
     from harness.report import build_report
     from harness.report.markdown import MarkdownPageError
+    from harness.safe_write import OutputError
 
     beside = args.output.resolve().parent if args.output is not None else args.dir.resolve()
     existing = [n for n in ("summary.json", "metrics.csv") if (beside / n).is_file()] \
         if beside != args.dir.resolve() else []
     try:
         extra = {} if args.markdown is None else {"markdown": args.markdown, "markdown_command": _report_command(args)}
-        path = build_report(args.dir, output=args.output, **extra)
-    except (MarkdownPageError, StoreError) as err:  # raised before anything is written (a StoreError: a stored
-        # value out of its range, harness.report.inputs)
+        path = build_report(args.dir, output=args.output, summary=args.summary, metrics=args.metrics, **extra)
+    except (MarkdownPageError, OutputError, StoreError) as err:  # raised before anything is written
         _err(str(err))
         return EXIT_BAD_INPUT
-    except Exception as err:  # the results are untouched; say what failed in one line
+    except Exception as err:  # the results are untouched, and the outputs all replaced or none; one line
         _err(f"report failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
         return EXIT_FAILED_RUNS
     print(f"report: {path}")
     if args.markdown is not None:
         print(f"markdown: {args.markdown} (generated block) and its forest plot beside it")
-    if beside != args.dir.resolve():  # build_report writes them beside the HTML: say so, never silently
-        replaced = f" (replaced the existing {', '.join(existing)})" if existing else ""
+    if beside != args.dir.resolve() and args.summary is None and args.metrics is None:
+        # build_report writes them beside the HTML: say so, never silently
+        replaced = f" (replaced this suite's earlier {', '.join(existing)})" if existing else ""
         print(f"summary.json and metrics.csv: written to {beside}{replaced}")
     return EXIT_OK
 
 
 def _report_command(args: argparse.Namespace) -> str:
     parts = ["python -m harness report", shlex.quote(str(args.dir))]
-    if args.output is not None:
-        parts += ["-o", shlex.quote(str(args.output))]
+    for flag, value in (("-o", args.output), ("--summary", args.summary), ("--metrics", args.metrics)):
+        if value is not None:
+            parts += [flag, shlex.quote(str(value))]
     if args.markdown is not None:
         parts += ["--markdown", shlex.quote(str(args.markdown))]
     return " ".join(parts)
@@ -252,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     from harness.models import ModelError
     from harness.runner import DirectoryBusyError, OutDirError
 
-    bad_input += (DataError, ModelError, DirectoryBusyError, OutDirError)
+    from harness.safe_write import OutputError
+
+    bad_input += (DataError, ModelError, DirectoryBusyError, OutDirError, OutputError)
     try:
         return int(handler(args) or 0)
     except bad_input as err:

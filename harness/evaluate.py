@@ -30,6 +30,30 @@ from harness.suite import SuiteError, read_yaml_config, validation_lines
 #: 10,000 (~1/sqrt(n) of its spread); beyond this a value is a mistake that would run for hours or forever.
 MAX_BOOTSTRAP = 100_000
 LEVELS = (("frame", "none"), ("video", "mean"), ("video", "max"), ("patient", "mean"), ("patient", "max"))
+#: ``evaluation.json``'s format and the page's generator line: how an earlier evaluation of ours is
+#: recognised before ``--out`` replaces it (harness.safe_write).
+EVALUATION_FORMAT = "lus-harness evaluation 1"
+GENERATOR = "harness.evaluate"
+PREDICTION_COLUMNS = ("sample_id", "group_id", "video_id", "label", "prob")
+
+
+def evaluation_outputs(out: Path) -> dict[str, Any]:
+    """``{file name: Output}`` of an evaluation in ``out``, each replaced only when it is an evaluation's."""
+    from harness.safe_write import Output, csv_header, either, html_generator, json_field
+
+    def legacy(path: Path) -> bool:  # pages written before the generator line: their fixed heading
+        return b"<h1>Evaluation of a weights file (no training)</h1>" in path.read_bytes()[:8192]
+
+    flag = "--out"
+    return {
+        "evaluation.json": Output(out / "evaluation.json", "evaluation.json", either(
+            json_field("format", lambda v: v == EVALUATION_FORMAT),
+            json_field("bootstrap", lambda v: isinstance(v, dict) and "unit" in v)), flag),
+        "predictions.csv": Output(out / "predictions.csv", "predictions.csv of an evaluation",
+                                  csv_header(PREDICTION_COLUMNS), flag),
+        "evaluation.html": Output(out / "evaluation.html", "evaluation page",
+                                  either(html_generator(GENERATOR), legacy), flag),
+    }
 
 
 def load_data_section(path: Path) -> tuple[Any, Path, int, Any]:
@@ -167,6 +191,12 @@ def evaluate(weights: str | Path, data: str | Path, out_dir: str | Path | None =
         raise FileNotFoundError(f"{weights}: weights file not found; accepted: a .safetensors/.pth/.pt file")
     cfg, base_dir, seed, suite = load_data_section(data)
     out = Path(out_dir) if out_dir else Path("reports") / "evaluate" / f"{_stem(weights)}-{data.stem}"
+    from harness.safe_write import OutputError, check_outputs, write_all
+
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out}: a file; nothing was written; accepted: a directory for the evaluation")
+    outputs = evaluation_outputs(out)
+    check_outputs(list(outputs.values()))  # before the weights are read or the data decoded
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     model = build_model(weights, suite, arm)
     frames = load_frames(cfg, base_dir=base_dir, cache_dir=cache, seed=seed)
@@ -188,6 +218,7 @@ def evaluate(weights: str | Path, data: str | Path, out_dir: str | Path | None =
         metrics.setdefault(f"{level}/{agg}", {})[metric] = {"value": value if value == value else None,
                                                              "ci95": iv.get("ci95"), "n_valid": iv.get("n_valid", 0)}
     result = {
+        "format": EVALUATION_FORMAT,
         "weights": {"path": str(weights.resolve()), "sha256": file_sha256(weights)},
         "model_card": read_model_card(weights),
         "arm": arm,
@@ -203,12 +234,13 @@ def evaluate(weights: str | Path, data: str | Path, out_dir: str | Path | None =
     }
     from harness.jsonable import jsonable
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "evaluation.json").write_text(json.dumps(jsonable(result), indent=2, allow_nan=False) + "\n")
-    pd.DataFrame({"sample_id": frames.sample_ids, "group_id": frames.groups, "video_id": frames.videos,
-                  "label": frames.labels, "prob": probs}).to_csv(out / "predictions.csv", index=False,
-                                                                 float_format="%.6g")
-    (out / "evaluation.html").write_text(render_html(result), encoding="utf-8")
+    predictions = pd.DataFrame(dict(zip(PREDICTION_COLUMNS, (frames.sample_ids, frames.groups, frames.videos,
+                                                             frames.labels, probs))))
+    write_all({  # all three or none
+        outputs["evaluation.json"].path: json.dumps(jsonable(result), indent=2, allow_nan=False) + "\n",
+        outputs["predictions.csv"].path: predictions.to_csv(index=False, float_format="%.6g", lineterminator="\n"),
+        outputs["evaluation.html"].path: render_html(result),
+    })
     for key in ("frame/none", "video/mean"):
         auc = metrics.get(key, {}).get("roc_auc")
         if auc:
@@ -233,7 +265,8 @@ def render_html(result: dict[str, Any]) -> str:
     e = html.escape
     d = result["data"]
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>Evaluation</title><style>"
+        f"<!doctype html><html><head><meta charset='utf-8'><meta name=\"generator\" content=\"{GENERATOR}\">"
+        "<title>Evaluation</title><style>"
         "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}td:first-child{text-align:left}</style>"
         "</head><body>",

@@ -448,17 +448,20 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def save_weights(state: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-    """Write a state dict as safetensors, atomically (a temporary file, then a rename). Values
-    become torch tensors, so 0-d ones such as BatchNorm's step counter keep their shape and the
-    file loads back with :func:`load_weights` or as ``model.pretrained``."""
-    from safetensors.torch import save_file
+def weights_bytes(state: Mapping[str, Any]) -> bytes:
+    """A state dict as the bytes of a safetensors file. Values become torch tensors, so 0-d ones such as
+    BatchNorm's step counter keep their shape and the file loads back with :func:`load_weights` or as
+    ``model.pretrained``."""
+    from safetensors.torch import save
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: torch.as_tensor(v).detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
-    tmp.replace(path)
+    return save({k: torch.as_tensor(v).detach().cpu().contiguous() for k, v in state.items()})
+
+
+def save_weights(state: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write a state dict as safetensors (:func:`weights_bytes`), atomically (a temporary file, then a rename)."""
+    from harness.safe_write import write_all
+
+    write_all({Path(path): weights_bytes(state)})
 
 
 def output_size(size: int) -> int:
@@ -470,4 +473,5 @@ def output_size(size: int) -> int:
 read_checkpoint = _read_checkpoint
 
 __all__ = ["INPUT_MEAN", "INPUT_STD", "ModelError", "NormalizedConv2d", "as_model_config", "check_weights", "create_model", "diffusion_modules",
-           "learned_params", "load_weights", "output_size", "read_checkpoint", "save_weights"]
+           "learned_params", "load_weights", "output_size", "read_checkpoint", "save_weights",
+           "weights_bytes"]

@@ -36,6 +36,7 @@ Example spec (``tests/data/pretrain-tiny.yaml``)::
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import itertools
 import json
 import sys
@@ -49,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.backbones import describe_backbones
 from harness.data.config import SEED_MAX, SimulatedData
-from harness.models import save_weights
+from harness.models import weights_bytes
 from harness.preprocess import to_unit
 from harness.suite import ModelConfig, SuiteError, TrainingConfig, _check_name, read_yaml_config, validation_lines
 from harness.versions import file_sha256
@@ -199,6 +200,25 @@ def load_mix(spec: PretrainSpec, cache_dir: Path | None) -> tuple[Any, list[Simu
 # --------------------------------------------------------------------------- weights and card
 
 
+def pretrain_outputs(out_dir: Path) -> list[Any]:
+    """The two files of a pretraining in ``out_dir``; each replaced only when it is an earlier pretraining's:
+    the card by its format, the weights by the SHA-256 that card records for them."""
+    from harness.safe_write import Output, json_field
+
+    card_is_ours = json_field("format", lambda v: v == CARD_FORMAT)
+
+    def weights_are_ours(path: Path) -> bool:
+        card = path.parent / CARD_FILE
+        if not (card.is_file() and card_is_ours(card)):
+            return False
+        recorded = (json.loads(card.read_text(encoding="utf-8")).get("weights") or {}).get("sha256")
+        return recorded == file_sha256(path)
+
+    return [Output(out_dir / WEIGHTS_FILE, "weights file of a pretraining (with its model card)", weights_are_ours,
+                   "--out"),
+            Output(out_dir / CARD_FILE, "model card", card_is_ours, "--out")]
+
+
 def read_model_card(weights: str | Path) -> dict[str, Any] | None:
     """The ``model_card.json`` beside a weights file, or None; a card written for another file gets a note."""
     weights = Path(weights).expanduser()
@@ -250,6 +270,9 @@ def pretrain(spec: PretrainSpec, out_dir: str | Path, cache_dir: str | Path | No
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise PretrainSpecError([f"--out {out_dir}: is a file; accepted: a directory"])
+    from harness.safe_write import check_outputs, write_all
+
+    check_outputs(pretrain_outputs(out_dir))  # an earlier pretraining's files only, before anything trains
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     frames, comps = load_mix(spec, cache)
     folds = max(2, int(round(1.0 / spec.held_out)))
@@ -278,14 +301,15 @@ def pretrain(spec: PretrainSpec, out_dir: str | Path, cache_dir: str | Path | No
 
     weights = out_dir / WEIGHTS_FILE
     assert result.state_dict is not None
-    save_weights(result.state_dict, weights)
+    blob = weights_bytes(result.state_dict)
     card = {
         "format": CARD_FORMAT,
         "name": spec.name,
         "description": spec.description,
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "backbone": describe_backbones([spec.model])[0],  # which network, from which weights, and how it differs
-        "weights": {"file": WEIGHTS_FILE, "sha256": file_sha256(weights), "architecture": spec.model.architecture,
+        "weights": {"file": WEIGHTS_FILE, "sha256": hashlib.sha256(blob).hexdigest(),
+                    "architecture": spec.model.architecture,
                     "in_chans": 1, "num_classes": spec.model.num_classes, "n_tensors": len(result.state_dict),
                     "format": "plain timm state dict (safetensors, torch tensors)",
                     "use": f"model.pretrained: {weights}"},
@@ -313,7 +337,7 @@ def pretrain(spec: PretrainSpec, out_dir: str | Path, cache_dir: str | Path | No
     }
     from harness.jsonable import jsonable
 
-    (out_dir / CARD_FILE).write_text(json.dumps(jsonable(card), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    write_all({weights: blob, out_dir / CARD_FILE: json.dumps(jsonable(card), indent=2, allow_nan=False) + "\n"})
     echo(f"held-out ROC-AUC {_fmt(card['held_out']['roc_auc'])} (frame), {_fmt(card['held_out']['video_roc_auc'])} "
          f"(video); {card['wall_seconds']:.0f} s; wrote {weights} and {out_dir / CARD_FILE}")
     return card

@@ -42,6 +42,12 @@ def test_the_stored_names_of_variants_import_nothing_of_the_harness() -> None:
     assert _imports(ROOT / "harness/variants.py", "harness") == []
 
 
+def test_safe_writing_imports_nothing_of_the_harness() -> None:
+    # harness.safe_write is the one home of "never overwrite what the tool did not make": the data layer,
+    # the report and every command use it, so it sits below all of them.
+    assert _imports(ROOT / "harness/safe_write.py", "harness") == []
+
+
 TRAINING_SIDE = ["harness/pretrain.py", "harness/evaluate.py", "harness/models.py", "harness/backbones.py",
                  "harness/execute.py", "harness/explain.py", "harness/recipe.py", "harness/preprocess.py",
                  *[p.relative_to(ROOT).as_posix() for p in (ROOT / "harness/training").glob("*.py")],

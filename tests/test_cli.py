@@ -115,16 +115,16 @@ def test_report_command_delegates_and_reports_failure(tmp_path, capsys, monkeypa
     store.close()
     calls = []
 
-    def fake_build(out_dir, output=None):
-        calls.append((Path(out_dir), output))
+    def fake_build(out_dir, output=None, summary=None, metrics=None):
+        calls.append((Path(out_dir), output, summary, metrics))
         return Path(output or Path(out_dir) / "report.html")
 
     monkeypatch.setattr(harness.report, "build_report", fake_build)
     assert main(["report", str(tmp_path), "-o", str(tmp_path / "r.html")]) == 0
-    assert calls == [(tmp_path, tmp_path / "r.html")]
+    assert calls == [(tmp_path, tmp_path / "r.html", None, None)]
     assert capsys.readouterr().out.strip() == f"report: {tmp_path / 'r.html'}"
 
-    def broken(out_dir, output=None):
+    def broken(out_dir, output=None, **named):
         raise KeyError("roc_auc")
 
     monkeypatch.setattr(harness.report, "build_report", broken)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from harness.data.frameset import DataError
+from harness.safe_write import unwritable
 from harness.versions import file_sha256
 
 CACHE_ENV = "LUS_HARNESS_CACHE"
@@ -34,29 +35,6 @@ def default_cache_dir() -> Path:
     """``$LUS_HARNESS_CACHE`` when set, else ``~/.cache/lus-harness``."""
     env = os.environ.get(CACHE_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "lus-harness"
-
-
-def _probe_write(folder: Path) -> None:
-    """Create and remove a temporary file in ``folder`` (raises ``OSError`` where that is refused)."""
-    with tempfile.TemporaryFile(dir=folder):
-        pass
-
-
-def unwritable(folder: Path) -> str | None:
-    """Why no file can be written in ``folder``, or None. A folder that does not exist yet is judged by
-    its nearest existing ancestor (where it would be created); nothing is left behind."""
-    folder = Path(folder)
-    existing = folder
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is a file, not a directory" if existing == folder else \
-            f"{existing} is a file, so no directory can be made below it"
-    try:
-        _probe_write(existing)
-    except OSError as err:
-        return f"{existing} is not writable ({err.strerror or type(err).__name__})"
-    return None
 
 
 def check_cache_dir(folder: Path) -> None:

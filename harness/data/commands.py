@@ -10,6 +10,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import textwrap
 from collections import Counter
@@ -18,8 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.frameset import FrameSet
+from harness.safe_write import Output, OutputError, check_outputs, png_software, write_all
 
 CLASS_NAMES = {0: "no B-lines", 1: "B-lines"}
+PREVIEW_SOFTWARE = "harness data preview"  # the PNG's Software chunk: how a preview of ours is recognised
 
 
 def _video_labels(frames: FrameSet) -> dict[str, int]:
@@ -111,10 +114,19 @@ def write_preview(frames: FrameSet, path: str | Path, per_class: int = 8) -> Pat
     fig.suptitle("\n".join(textwrap.wrap(frames.description or "", width=16 * cols)[:3]), fontsize=7)
     fig.tight_layout()
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    check_outputs([preview_output(out)])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, metadata={"Software": PREVIEW_SOFTWARE})
     plt.close(fig)
+    write_all({out: buf.getvalue()})
     return out
+
+
+def preview_output(path: Path) -> Output:
+    """``-o`` of ``data preview``: a ``.png`` path; an existing file is replaced only when it is a preview of ours."""
+    if path.suffix.lower() != ".png":
+        raise OutputError(f"-o {path}: not a .png file; nothing was written; accepted: a path ending in .png")
+    return Output(path, "preview image", png_software(PREVIEW_SOFTWARE), "-o")
 
 
 def _suite_frames(args: argparse.Namespace) -> FrameSet:
@@ -146,6 +158,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
+    check_outputs([preview_output(args.output)])  # before the frames are decoded
     out = write_preview(_suite_frames(args), args.output, per_class=args.per_class)
     print(f"wrote {out}")
     return 0

@@ -6,7 +6,8 @@ three files side by side from that one result: ``report.html`` (self-contained;
 :mod:`harness.report.context`, :mod:`harness.report.figure_specs`, :mod:`harness.report.html`),
 ``summary.json`` (the numbers, NaN -> null) and ``metrics.csv`` (every per-run metric, long
 format; both :mod:`harness.report.outputs`); on request also the generated block of a Markdown
-page and its forest plot (:mod:`harness.report.markdown`).
+page and its forest plot (:mod:`harness.report.markdown`). Where they go is checked first
+(:mod:`harness.report.destinations`) and they are written all or none.
 """
 
 from __future__ import annotations
@@ -17,27 +18,31 @@ from pathlib import Path
 from harness.report import html
 from harness.report.analysis import analyse
 from harness.report.context import template_context
+from harness.report.destinations import report_files
 from harness.report.inputs import read_store
-from harness.report.markdown import check_page, write_markdown
-from harness.report.outputs import write_metrics_csv, write_summary
+from harness.report.markdown import markdown_files
+from harness.report.outputs import metrics_csv, summary_json
+from harness.safe_write import write_all
 
 
 def build_report(out_dir: Path | str, output: Path | str | None = None, markdown: Path | str | None = None,
-                 markdown_command: str = "") -> Path:
+                 markdown_command: str = "", summary: Path | str | None = None,
+                 metrics: Path | str | None = None) -> Path:
     """Write ``report.html``, ``summary.json`` and ``metrics.csv`` for the results in ``out_dir``.
 
-    ``output`` is the HTML path (default ``out_dir/report.html``); the JSON and CSV go beside it.
-    ``markdown``: a Markdown page whose generated block (and ``<stem>-forest.png`` beside it) is
-    rewritten from the same analysis; ``markdown_command`` is the command printed in that block.
+    ``output`` is the HTML path (default ``out_dir/report.html``); the JSON and CSV go beside it unless
+    ``summary`` / ``metrics`` name them. ``markdown``: a Markdown page whose generated block (and
+    ``<stem>-<suite>-forest.png`` beside it) is rewritten from the same analysis; ``markdown_command``
+    is the command printed in that block. Every destination is checked before the analysis
+    (:mod:`harness.report.destinations`): an existing file that is not one of ours of this suite is
+    never overwritten, and the files are written all or none (:func:`harness.safe_write.write_all`).
     Returns the HTML path.  Raises :class:`harness.store.StoreError` if there is no store,
-    :class:`harness.report.markdown.MarkdownPageError` (before anything is written) if the page
-    cannot take the block.
+    :class:`harness.safe_write.OutputError` or :class:`harness.report.markdown.MarkdownPageError`
+    (before anything is written) for a destination that cannot take its file.
     """
     inputs = read_store(Path(out_dir))
-    if markdown is not None:
-        check_page(Path(markdown), str(inputs.suite_dict.get("name", "")))
-    html_path = Path(output) if output is not None else inputs.out_dir / "report.html"
-    html_path.parent.mkdir(parents=True, exist_ok=True)
+    suite = str(inputs.suite_dict.get("name", ""))
+    dest = report_files(inputs.out_dir, suite, _path(output), _path(summary), _path(metrics), _path(markdown))
     # statsmodels' Holm calls gc.collect() on every use (~90 calls per report, ~0.4 s each with
     # torch loaded); freezing the long-lived objects makes each collection cheap.
     gc.freeze()
@@ -46,9 +51,13 @@ def build_report(out_dir: Path | str, output: Path | str | None = None, markdown
         context = template_context(analysis)
     finally:
         gc.unfreeze()
-    write_summary(analysis, html_path.parent / "summary.json")
-    write_metrics_csv(inputs.metrics, html_path.parent / "metrics.csv")
-    html_path.write_text(html.render(context), encoding="utf-8")
-    if markdown is not None:
-        write_markdown(analysis, Path(markdown), markdown_command)
-    return html_path
+    files: dict[Path, str | bytes] = {dest.summary: summary_json(analysis), dest.metrics: metrics_csv(inputs.metrics),
+                                      dest.html: html.render(context)}
+    if dest.markdown is not None:
+        files.update(markdown_files(analysis, dest.markdown, markdown_command))
+    write_all(files)
+    return dest.html
+
+
+def _path(value: Path | str | None) -> Path | None:
+    return Path(value) if value is not None else None

@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,10 +37,14 @@ from harness.report.figure_specs import FigureData, forest_figure
 from harness.report.inputs import Inputs
 from harness.report.methods import backbones, reproduce_command
 from harness.report.strata import StrataTable
+from harness.safe_write import Output, Recognise, check_outputs, either, png_software, write_all
 
 BEGIN = "<!-- harness report: begin"
 END = "<!-- harness report: end"
 _MARKER = re.compile(r"<!-- harness report: (?P<kind>begin|end)(?: (?P<name>[A-Za-z0-9._-]+))?(?=[: ])[^\n]*?-->")
+
+
+PAGE_SUFFIXES = (".md", ".markdown")
 
 
 class MarkdownPageError(ValueError):
@@ -56,38 +59,89 @@ class _Block:
 
 
 def write_markdown(analysis: Analysis, page: Path | str, command: str) -> tuple[Path, Path | None]:
-    """Write the study's block into ``page`` and its figures beside it; (page, forest PNG or None).
+    """Write the study's block into ``page`` and its figures beside it, all or none; (page, forest PNG or None).
 
     ``command`` is the command that regenerates the block (printed in its first line).
-    Raises :class:`MarkdownPageError` when ``page`` exists without the study's markers.
+    Raises :class:`MarkdownPageError` when ``page`` cannot take the block, and
+    :class:`harness.safe_write.OutputError` when a figure's file beside it is not one of ours.
     """
     page = Path(page)
-    suite = str(analysis.inputs.suite_dict.get("name", ""))
-    text = page.read_text(encoding="utf-8") if page.exists() else None
-    head, tail = _split(page, text, suite)
+    suite = _suite(analysis)
+    check_outputs(figure_outputs(page, suite))
+    files = markdown_files(analysis, page, command)
+    write_all(files)
+    forest = _figure_path(page, suite, "forest")
+    return page, forest if forest in files else None
+
+
+def markdown_files(analysis: Analysis, page: Path | str, command: str) -> dict[Path, str | bytes]:
+    """The page with the study's block and the block's figures, ``{path: content}``, not yet written."""
+    page = Path(page)
+    suite = _suite(analysis)
+    head, tail = _split(page, _read(page), suite)
     data = FigureData.of(analysis)
-    png = page.with_name(f"{page.stem}-{suite}-forest.png")
+    files: dict[Path, str | bytes] = {}
+    png = _figure_path(page, suite, "forest")
     uri, note = forest_figure(data)
     if uri is not None:
-        png.write_bytes(base64.b64decode(uri.partition(",")[2]))
-    cams = page.with_name(f"{page.stem}-{suite}-gradcam.png")
+        files[png] = base64.b64decode(uri.partition(",")[2])
+    cams = _figure_path(page, suite, "gradcam")
     cam_uri, cam_arms, cam_note = gradcam_extremes(analysis, data)
     if cam_uri is not None:
-        cams.write_bytes(base64.b64decode(cam_uri.partition(",")[2]))
+        files[cams] = base64.b64decode(cam_uri.partition(",")[2])
     block = render_block(analysis, command, png.name if uri is not None else None, note,
                          (cams.name, cam_arms) if cam_uri is not None else None, cam_note)
-    page.parent.mkdir(parents=True, exist_ok=True)
-    tmp = page.with_name(page.name + ".tmp")
-    tmp.write_text(head + block + tail, encoding="utf-8")
-    os.replace(tmp, page)  # never a half-written page
-    return page, png if uri is not None else None
+    files[page] = head + block + tail
+    return files
 
 
 def check_page(page: Path, suite: str) -> None:
     """Raise :class:`MarkdownPageError` now if ``page`` cannot take ``suite``'s block (before any work)."""
+    if page.suffix.lower() not in PAGE_SUFFIXES:
+        raise MarkdownPageError(f"--markdown {page}: not a {' or '.join(PAGE_SUFFIXES)} file; nothing was written; "
+                                f"accepted: a Markdown page path ending in {' or '.join(PAGE_SUFFIXES)}")
     if page.is_dir():
         raise MarkdownPageError(f"--markdown {page}: a folder; accepted: a Markdown file path")
-    _split(page, page.read_text(encoding="utf-8") if page.exists() else None, suite)
+    _split(page, _read(page), suite)
+
+
+def figure_outputs(page: Path, suite: str) -> list[Output]:
+    """The page and its figures as destinations (:mod:`harness.safe_write`), the page checked first.
+
+    A figure file beside the page is ours when it carries the report's PNG marker, or when the page's
+    block of this suite shows it by name (figures written before the marker existed).
+    """
+    check_page(page, suite)
+    text = _read(page)
+    head, tail = _split(page, text, suite)
+    block = text[len(head):len(text) - len(tail)] if text is not None else ""
+    shown: Recognise = lambda path: f"({path.name})" in block  # noqa: E731 (a one-line test)
+    ours = either(png_software(figures.FIGURE_SOFTWARE), shown)
+    return [Output(page, "Markdown page", lambda path: True, "--markdown"),  # check_page has read it
+            *(Output(_figure_path(page, suite, kind), f"{kind} figure of a Markdown page", ours, "beside --markdown")
+              for kind in ("forest", "gradcam"))]
+
+
+def _suite(analysis: Analysis) -> str:
+    return str(analysis.inputs.suite_dict.get("name", ""))
+
+
+def _figure_path(page: Path, suite: str, kind: str) -> Path:
+    return page.with_name(f"{page.stem}-{suite}-{kind}.png")
+
+
+def _read(page: Path) -> str | None:
+    """The page's text, None for a new page; a page that is not UTF-8 text is refused in one line."""
+    if not page.exists():
+        return None
+    try:
+        return page.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise MarkdownPageError(f"--markdown {page}: not UTF-8 text (byte {err.start}); nothing was written; "
+                                "accepted: a Markdown page (UTF-8), or a new file") from None
+    except OSError as err:
+        raise MarkdownPageError(f"--markdown {page}: cannot be read ({err.strerror or err}); accepted: a readable "
+                                "Markdown page, or a new file") from None
 
 
 def _blocks(page: Path, text: str) -> list[_Block]:
@@ -246,8 +300,8 @@ def score_table(analysis: Analysis) -> list[str]:
             metric = summary.levels.get(f"{level}/{agg}", {}).get(st.primary) if summary else None
             cells += [_score(metric), "baseline" if arm == st.baseline else _difference(comps.get((arm, level)))]
         rows.append("| " + " | ".join(cells) + " |")
-    rows += ["", "Scores: mean over the runs with the bounded 95 % interval the report shows "
-             "(bootstrap over runs, inside the metric's range)."]
+    rows += ["", "Scores: mean over the runs with the interval the report shows (95 % corrected t interval of the "
+             "mean, Nadeau-Bengio variance, cut to the metric's range; * where the cut applied)."]
     return rows
 
 
@@ -315,8 +369,9 @@ def tuning_table(analysis: Analysis) -> list[str]:
 def _score(m: MetricSummary | None) -> str:
     if m is None or not _finite(m.mean):
         return "–"
-    ci = m.ci95_bounded or m.ci95_bootstrap or m.ci95
-    return f"{m.mean:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and all(_finite(x) for x in ci) else f"{m.mean:.3f}"
+    ci = m.ci95_bounded or m.ci95
+    mark = "*" if m.ci95_clipped else ""
+    return f"{m.mean:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]{mark}" if ci and all(_finite(x) for x in ci) else f"{m.mean:.3f}"
 
 
 def _difference(c: Comparison | None) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -15,25 +14,24 @@ import pandas as pd
 from harness.jsonable import jsonable
 from harness.report.analysis import Analysis, ArmSummary
 from harness.report.comparisons import Comparison, PredictionTest
+from harness.report.destinations import METRICS_CSV_COLUMNS, SUMMARY_FORMAT
 from harness.report.external import summary as external_summary
 from harness.report.learned import learned_record
 from harness.report.strata import StrataTable
 from harness.report.tuning import tuning
 
-METRICS_CSV_COLUMNS = ["run_id", "arm", "repeat", "fold", "level", "aggregation", "metric", "value"]
 
 
-def write_metrics_csv(metrics: pd.DataFrame, path: Path) -> None:
-    """Every per-run metric, one row each (long format), sorted for stable diffs."""
+def metrics_csv(metrics: pd.DataFrame) -> str:
+    """``metrics.csv``: every per-run metric, one row each (long format), sorted for stable diffs."""
     df = metrics.reindex(columns=METRICS_CSV_COLUMNS)
     df = df.sort_values(["arm", "repeat", "fold", "level", "aggregation", "metric"], kind="stable")
-    df.to_csv(path, index=False, float_format="%.10g")
+    return str(df.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
 
 
-def write_summary(analysis: Analysis, path: Path) -> None:
+def summary_json(analysis: Analysis) -> str:
     """``summary.json``: strict JSON (NaN/inf as null)."""
-    text = json.dumps(jsonable(summary(analysis)), indent=2, allow_nan=False)
-    path.write_text(text + "\n", encoding="utf-8")
+    return json.dumps(jsonable(summary(analysis)), indent=2, allow_nan=False) + "\n"
 
 
 def summary(analysis: Analysis) -> dict[str, Any]:
@@ -43,6 +41,7 @@ def summary(analysis: Analysis) -> dict[str, Any]:
     pred_by_arm = {p.arm: p for p in analysis.prediction_tests}
     learned = learned_record(analysis.changes)
     return {
+        "format": SUMMARY_FORMAT,  # how an earlier summary of ours is recognised before it is replaced
         "suite": {
             "name": s.get("name"),
             "description": s.get("description", ""),
