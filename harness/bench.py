@@ -210,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     for v in ("image_size", "batch_size", "steps", "rounds"):
         if getattr(args, v) < 1:
             p.error(f"--{v.replace('_', '-')} must be >= 1")
+    if args.batch_size < 2:  # the engine's TrainingConfig: BatchNorm trains on 2 images per batch at least
+        p.error(f"--batch-size {args.batch_size}: accepted: an integer >= 2 (BatchNorm needs two images per batch)")
     if args.json is not None:  # before minutes of measuring: an existing file must be a bench result of ours
         from harness.safe_write import OutputError, check_outputs
 

@@ -108,10 +108,15 @@ def _err(line: str) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     from harness.suite import load_suite
 
+    from harness.data.columns import manifest_header, metadata_columns
+    from harness.data.config import ManifestData
     from harness.prechecks import check_suite
-    from harness.runner import check_weights
+    from harness.runner import check_strata_columns, check_weights
 
     suite = load_suite(args.suite, args.overrides)
+    # report.strata against the columns the data will carry (known without loading a frame)
+    header = manifest_header(suite.data, suite.base_dir) if isinstance(suite.data, ManifestData) else None
+    check_strata_columns(suite, metadata_columns(suite.data), header)
     check_suite(suite)  # device, filter stencils against data.image_size (the data is not loaded here)
     check_weights(suite, network=False)  # weights files read and fitted to the network (no ImageNet download)
     ev = suite.evaluation
@@ -263,9 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in str(err).splitlines() or [type(err).__name__]:
             _err(line)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # Ctrl-C: 130; SIGTERM (harness.runner.StoppedBySignal): 128 + 15 = 143
         _err("interrupted: finished runs are saved; run the same command again to resume")
-        return 130
+        return 128 + int(getattr(err, "signum", 2))
     except BrokenPipeError:
         # The reader went away (`harness status DIR | head -1`): stop quietly, as Unix tools do; stdout
         # is pointed at /dev/null so that the interpreter's final flush does not raise again.

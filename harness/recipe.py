@@ -18,6 +18,7 @@ from which docs/results.md's recipe tables are written.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -59,6 +60,31 @@ def _roc_auc(rows: list[dict[str, Any]], level: str, aggregation: str) -> float 
     return None
 
 
+def flag_problems(suite: Any, arm_name: str, *, repeat: int = 0, fold: int = 0, inner_folds: int = 4,
+                  inner_seed: int = 7, which: Iterable[int] | None = None) -> list[str]:
+    """One line per flag of ``harness recipe`` out of range for ``suite`` (checked before the data is loaded)."""
+    ev = suite.evaluation
+    problems = []
+    names = [a.name for a in suite.arms]
+    if arm_name not in names:
+        problems.append(f"--arm {arm_name}: not an arm of the suite; accepted: {', '.join(names)}")
+    if not 0 <= repeat < ev.repeats:
+        problems.append(f"--repeat {repeat}: out of range; accepted: 0..{ev.repeats - 1} (evaluation.repeats "
+                        f"is {ev.repeats})")
+    if not 0 <= fold < ev.folds:
+        problems.append(f"--fold {fold}: out of range; accepted: 0..{ev.folds - 1} (evaluation.folds is {ev.folds})")
+    if inner_folds < 2:
+        problems.append(f"--inner-folds {inner_folds}: too few to score on; accepted: an integer >= 2 "
+                        "(patient-grouped folds of the outer training part)")
+    if inner_seed < 0:
+        problems.append(f"--inner-seed {inner_seed}: negative; accepted: an integer >= 0")
+    bad = sorted({i for i in which or () if not 0 <= i < inner_folds})
+    if bad and inner_folds >= 2:
+        problems.append(f"--inner {', '.join(map(str, bad))}: out of range; accepted: 0..{inner_folds - 1} "
+                        f"(--inner-folds is {inner_folds})")
+    return problems
+
+
 def score_recipe(suite: Any, arm_name: str, *, repeat: int = 0, fold: int = 0, inner_folds: int = 4,
                  inner_seed: int = 7, which: Iterable[int] | None = None, cache_dir: str | Path,
                  fit: Any = None, echo: Any = print) -> list[InnerScore]:
@@ -72,6 +98,10 @@ def score_recipe(suite: Any, arm_name: str, *, repeat: int = 0, fold: int = 0, i
     from harness.suite import sha256_of
     from harness.training import RunData
 
+    problems = flag_problems(suite, arm_name, repeat=repeat, fold=fold, inner_folds=inner_folds,
+                             inner_seed=inner_seed, which=which)
+    if problems:
+        raise ValueError(problems[0])
     if fit is None:
         from harness.training import fit_evaluate as fit
     arm = suite.arm(arm_name)
@@ -124,6 +154,12 @@ def main(args: Any) -> int:
     from harness.suite import load_suite
 
     suite = load_suite(args.suite, args.overrides)
+    problems = flag_problems(suite, args.arm or suite.baseline, repeat=args.repeat, fold=args.fold,
+                             inner_folds=args.inner_folds, inner_seed=args.inner_seed, which=args.inner)
+    for line in problems:  # one line each, before the data is loaded (sklearn would say it in a traceback)
+        print(line, file=sys.stderr)
+    if problems:
+        return 2
     scores = score_recipe(suite, args.arm or suite.baseline, repeat=args.repeat, fold=args.fold,
                           inner_folds=args.inner_folds, inner_seed=args.inner_seed, which=args.inner,
                           cache_dir=args.cache_dir or default_cache_dir())
@@ -137,4 +173,4 @@ def main(args: Any) -> int:
     return 0
 
 
-__all__ = ["InnerScore", "main", "score_recipe"]
+__all__ = ["InnerScore", "flag_problems", "main", "score_recipe"]

@@ -202,8 +202,17 @@ def record_result(store: ResultsStore, out_dir: Path, result: RunOutcome) -> Non
                      external=getattr(result, "external", None))
 
 
+class StoppedBySignal(KeyboardInterrupt):
+    """A driver stopped by a signal (SIGTERM): cleaned up as Ctrl-C is (it is a ``KeyboardInterrupt``); the
+    CLI exits with ``128 + signum`` (143 for SIGTERM, the Unix convention; Ctrl-C keeps 130)."""
+
+    def __init__(self, signum: int):
+        self.signum = int(signum)
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+    raise StoppedBySignal(signum)
 
 
 def _sigterm_as_interrupt(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -247,6 +256,8 @@ def run_suite(suite: Suite, out_dir: str | Path, *, executor: str = "local", wor
         echo(f"--replace-other-suite: {out_dir} held suite {replaced!r}; its runs that {suite.name!r} does not "
              f"share {'would be' if dry_run else 'are'} kept but set aside as stale")
     check_weights(suite, network=not dry_run)  # a bad weights file: one line before the data is loaded
+    if not dry_run:
+        check_not_busy(out_dir)  # another driver writing here: refused before the data is loaded
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     t_load = time.perf_counter()
     frames = load_suite_frames(suite, cache_dir)
@@ -433,7 +444,7 @@ def check_store_suite(out_dir: Path, suite_name: str, replace: bool = False) -> 
     is touched, unless ``replace`` (``--replace-other-suite``); returns the replaced suite's name, else None."""
     import sqlite3
 
-    from harness.store import StoreError
+    from harness.store import NewerStoreError, StoreError
 
     db = Path(out_dir) / STORE_FILENAME
     if not db.is_file():
@@ -441,6 +452,8 @@ def check_store_suite(out_dir: Path, suite_name: str, replace: bool = False) -> 
     try:
         with ResultsStore(db, readonly=True) as store:
             stored = store.meta().get("suite_name")
+    except NewerStoreError:
+        raise  # one line now, before the data is loaded: this checkout cannot read it at all
     except (StoreError, sqlite3.Error):
         return None  # a damaged or foreign file: refused with its own line before anything is written
     if stored is None or stored == suite_name:
@@ -453,6 +466,29 @@ def check_store_suite(out_dir: Path, suite_name: str, replace: bool = False) -> 
     return str(stored)
 
 
+def _busy(out_dir: Path, holder: str) -> DirectoryBusyError:
+    return DirectoryBusyError(f"{out_dir}: another 'harness run' (pid {holder or '?'}) is writing here; wait for it "
+                              "or choose another --out")
+
+
+def check_not_busy(out_dir: Path) -> None:
+    """:class:`DirectoryBusyError` when another driver holds ``out_dir``'s lock; the lock is only tested
+    (nothing is created or written), so a busy ``--out`` is refused before the data is loaded;
+    :func:`_lock_out_dir` takes it once the store is open."""
+    import fcntl
+
+    try:
+        handle = open(Path(out_dir) / ".lock")  # noqa: SIM115 (read-only: no lock file is created)
+    except OSError:
+        return  # no lock file yet: no driver has run here
+    with handle:
+        try:  # shared: refused only by a driver's exclusive lock
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _busy(out_dir, handle.read().strip()) from None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _lock_out_dir(out_dir: Path):
     """An exclusive ``flock`` on ``out_dir/.lock`` held while this driver writes the store."""
     import fcntl
@@ -463,10 +499,9 @@ def _lock_out_dir(out_dir: Path):
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
-        holder = handle.read().strip() or "?"
+        holder = handle.read().strip()
         handle.close()
-        raise DirectoryBusyError(f"{out_dir}: another 'harness run' (pid {holder}) is writing here; wait for it "
-                                 "or choose another --out") from None
+        raise _busy(out_dir, holder) from None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
@@ -491,13 +526,20 @@ def check_weights(suite: Suite, network: bool = True) -> None:
 
 def check_strata(suite: Suite, frames) -> None:
     """The report's strata must be metadata columns of the data (checked before training)."""
+    check_strata_columns(suite, list(frames.metadata.columns))
+
+
+def check_strata_columns(suite: Suite, columns: list[str], header: list[str] | None = None) -> None:
+    """``report.strata`` must name metadata ``columns``; ``header``: a manifest CSV's columns, to say
+    which missing ones the CSV has (a manifest's metadata are the columns ``data.metadata_columns`` lists)."""
     from harness.suite import SuiteError
 
-    columns = list(frames.metadata.columns)
     missing = [c for c in suite.strata if c not in columns]
     if missing and suite.report.strata is not None:
         label = str(suite.source_path or "<suite>")
-        raise SuiteError([f"{label}: report.strata: {missing} not in the data's metadata; accepted: "
+        in_csv = [c for c in missing if header is not None and c in header]
+        hint = f" ({', '.join(in_csv)}: in the CSV; list them in data.metadata_columns)" if in_csv else ""
+        raise SuiteError([f"{label}: report.strata: {missing} not in the data's metadata{hint}; accepted: "
                           f"{', '.join(columns) or '(no metadata columns)'}"])
 
 

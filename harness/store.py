@@ -54,6 +54,10 @@ import numpy as np
 import pandas as pd
 
 STORE_FILENAME = "results.sqlite"
+#: The store's schema version (SQLite ``PRAGMA user_version``), set when a store is created or migrated.
+#: A store from before it was recorded reads 0 (and is read as it always was); one of a higher version was
+#: written by a newer checkout and is refused (:func:`_check_version`), never migrated or written to.
+SCHEMA_VERSION = 1
 RUN_STATUSES = ("running", "done", "failed", "stale", "interrupted")
 #: Run columns added after the first release: (name, SQL type); older stores are migrated.
 _ADDED_RUN_COLUMNS = (("fit", "TEXT"), ("initial_params", "TEXT"), ("data_hash", "TEXT"),
@@ -163,6 +167,21 @@ class StoreError(RuntimeError):
     """The store cannot be opened or is not a results store."""
 
 
+class NewerStoreError(StoreError):
+    """The store was written by a newer checkout (a higher :data:`SCHEMA_VERSION`): nothing reads or writes it."""
+
+
+def _check_version(conn: sqlite3.Connection, path: Path) -> None:
+    """:class:`NewerStoreError` (one line) when ``conn``'s store has a schema newer than this checkout's
+    (another application's SQLite file, without a ``meta`` table, is left to the "not a results store" line)."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION and conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
+                                                 "name='meta'").fetchone() is not None:
+        raise NewerStoreError(f"{path}: written by a newer version of the harness (store schema {version}; this "
+                              f"checkout reads schema {SCHEMA_VERSION} and older); nothing was written to it; "
+                              "accepted: a newer checkout of the harness, or another --out")
+
+
 def _refuse_foreign_database(path: Path) -> None:
     """An existing file that is not a results store is left untouched: no tables, no WAL switch."""
     if path.exists() and not path.is_file():
@@ -173,6 +192,7 @@ def _refuse_foreign_database(path: Path) -> None:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
         try:
             tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            _check_version(conn, path)  # before the WAL switch, the tables and the migration below
         finally:
             conn.close()
     except sqlite3.DatabaseError as err:
@@ -200,18 +220,29 @@ class ResultsStore:
                 if not path.is_file():
                     raise StoreError(f"{path}: no results store here (run a suite first)")
                 self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+                self._check_version_or_close()
             else:
                 _refuse_foreign_database(path)  # before anything is written to it
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._conn = sqlite3.connect(path, timeout=30)
+                self._check_version_or_close()  # again: a store created meanwhile by a newer checkout
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 # NORMAL is durable against process crashes in WAL mode (only power loss drops commits).
                 self._conn.execute("PRAGMA synchronous=NORMAL")
                 self._conn.executescript(_SCHEMA)
                 self._add_missing_columns()
+                if int(self._conn.execute("PRAGMA user_version").fetchone()[0]) < SCHEMA_VERSION:
+                    self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")  # created or migrated
             self._conn.execute("SELECT 1 FROM runs LIMIT 1")
         except sqlite3.DatabaseError as err:
             raise StoreError(f"{path}: not a results store ({err})") from None
+
+    def _check_version_or_close(self) -> None:
+        try:
+            _check_version(self._conn, self.path)
+        except NewerStoreError:
+            self._conn.close()
+            raise
 
     def check_integrity(self) -> None:
         """Raise :class:`StoreError` (one line) when SQLite finds the file damaged (``PRAGMA quick_check``)."""

@@ -231,13 +231,15 @@ def _gone(pids: list[int], timeout: float = 15.0) -> list[int]:
 
 
 def _start_driver(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
-    """This file as a driver with 2 workers, once both workers are inside a run: (process, worker pids)."""
+    """This file as a driver (``harness run``, 2 workers; its stderr in ``tmp_path/driver.err``), once both
+    workers are inside a run: (process, worker pids)."""
     _manifest(tmp_path)
     _suite(tmp_path)
     started = tmp_path / "started"
     started.mkdir()
-    proc = subprocess.Popen([sys.executable, __file__, str(tmp_path), str(started)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(tmp_path / "driver.err", "w") as err:
+        proc = subprocess.Popen([sys.executable, __file__, str(tmp_path), str(started)], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.monotonic() + 240
     while len(list(started.iterdir())) < 2:
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -257,6 +259,8 @@ def test_workers_die_with_their_driver(tmp_path, how):
         proc.send_signal(getattr(signal, how))
         proc.wait(timeout=60)
         assert _gone(workers) == []
+        # killed by -9: the signal's status; SIGTERM: the driver cleans up and exits 128 + 15 (Ctrl-C: 130)
+        assert proc.returncode == (-signal.SIGKILL if how == "SIGKILL" else 143)
     finally:
         for pid in _gone(workers, timeout=0):
             os.kill(pid, signal.SIGKILL)
@@ -268,6 +272,8 @@ def test_workers_die_with_their_driver(tmp_path, how):
         assert status == ["running"] * 4
     else:  # SIGTERM cleans up like Ctrl-C: the claimed runs are released, none stays 'running'
         assert status == ["interrupted"] * 4
+        assert (tmp_path / "driver.err").read_text().strip().splitlines()[-1] == \
+            "interrupted: finished runs are saved; run the same command again to resume"
     summary, fit, lines = _run(tmp_path)  # and a resume redoes them
     assert summary.ok and fit.calls == 4 and "4 runs redone: they were interrupted before they finished " \
         "(Ctrl-C, SIGTERM or kill -9)" in lines
@@ -313,7 +319,14 @@ def test_the_watchdog_ends_a_worker_whose_parent_is_gone(tmp_path):
             os.kill(left, signal.SIGKILL)
 
 
-if __name__ == "__main__":  # the driver _start_driver kills: this file TMP STARTED
+if __name__ == "__main__":  # the driver _start_driver kills: this file TMP STARTED, as `harness run` with SlowFit
+    import functools
+
+    import harness.runner
+    from harness.cli import main
+
     work, started = Path(sys.argv[1]), sys.argv[2]
-    run_suite(load_suite(work / "suite.yaml"), work / "out", cache_dir=work / "cache", report=False, progress=False,
-              workers=2, fit=SlowFit(started))
+    harness.runner.run_suite = functools.partial(run_suite, fit=SlowFit(started))  # cmd_run imports it when called
+    os.cpu_count = lambda: 2  # two workers, also on a machine of one core (cmd_run caps them at its cores)
+    sys.exit(main(["run", str(work / "suite.yaml"), "--out", str(work / "out"), "--cache-dir", str(work / "cache"),
+                   "--workers", "2", "--no-report", "--no-progress"]))

@@ -47,8 +47,11 @@ from harness.suite.search import (
     suite_search_problems,
 )
 
-NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
+NAME_PATTERN = r"[A-Za-z0-9._-]+"  # the whole name (re.fullmatch: '$' would also match before a final newline)
 _NAME_RE = re.compile(NAME_PATTERN)
+#: The longest name: it becomes a file name ('checkpoints/<arm>.safetensors', '<arm>~untuned', 'reports/<suite>')
+#: and must stay well below the 255 bytes a file name may have.
+NAME_MAX = 100
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
 
 
@@ -61,14 +64,21 @@ class SuiteError(ValueError):
 
 
 def _check_name(value: str, what: str) -> str:
-    if not _NAME_RE.match(value):
+    """A name that becomes a file name and a command-line value (``--arm NAME``): refused unless plain."""
+    if len(value) > NAME_MAX:
+        raise ValueError(f"{what} {value[:20]!r}... is {len(value)} characters long (it becomes a file name); "
+                         f"accepted: at most {NAME_MAX} characters")
+    if not _NAME_RE.fullmatch(value):
         raise ValueError(
             f"{what} {value!r} has characters outside letters, digits, '.', '_' and '-'"
-            " (it becomes a file name and appears in the report)"
+            " (it becomes a file name and appears in the report); accepted: those characters only"
         )
     if not value.strip("."):
         raise ValueError(f"{what} {value!r} names a folder ('.' or '..'), not a file; accepted: letters, digits, "
                          "'.', '_' and '-', not dots alone")
+    if value.startswith("-"):
+        raise ValueError(f"{what} {value!r} starts with '-' (on a command line it reads as an option, e.g. "
+                         f"--arm {value}); accepted: a name that starts with a letter, a digit, '.' or '_'")
     return value
 
 
@@ -164,7 +174,7 @@ class TrainingConfig(Strict):
 
     # Upper bounds: what a study could need (more epochs, larger batches or steps are mistakes, e.g. 1e12).
     epochs: int = Field(10, ge=1, le=1000)
-    batch_size: int = Field(32, ge=1, le=4096)
+    batch_size: int = Field(32, ge=2, le=4096)  # BatchNorm trains on the batch's statistics: 2 images at least
     lr: float = Field(1e-3, gt=0.0, le=1.0)
     weight_decay: float = Field(0.05, ge=0.0, le=1.0)
     warmup_epochs: int = Field(1, ge=0, le=1000)
@@ -187,6 +197,14 @@ class TrainingConfig(Strict):
     channels_last: bool = True
     amp: bool = True
     num_threads: int | None = Field(None, ge=1, le=1024)
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _two_images(cls, value: Any) -> Any:
+        if type(value) is int and value == 1:  # say why, not only the bound (0 and below: the bound)
+            raise ValueError("batch_size 1 cannot train: BatchNorm needs more than one image per training batch "
+                             "(the first run would fail); accepted: an integer from 2 to 4096")
+        return value
 
 
 class EvaluationConfig(Strict):

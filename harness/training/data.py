@@ -62,6 +62,11 @@ def _labels(y: np.ndarray, name: str, num_classes: int) -> torch.Tensor:
     return t
 
 
+def single_image_tail(n: int, batch_size: int) -> bool:
+    """Whether an epoch of ``n`` images in batches of ``batch_size`` would end in a batch of one image."""
+    return n > batch_size and n % batch_size == 1
+
+
 def batches(n: int, batch_size: int, labels: torch.Tensor, balance: str, g: torch.Generator) -> list[torch.Tensor]:
     """Index batches of one epoch: a seeded permutation, or class-balanced sampling with replacement."""
     if balance == "sampler":
@@ -71,8 +76,11 @@ def batches(n: int, batch_size: int, labels: torch.Tensor, balance: str, g: torc
     else:
         order = torch.randperm(n, generator=g)
     out = list(order.split(batch_size))
-    # BatchNorm cannot train on a single image: fold a trailing singleton into the previous batch.
-    if len(out) > 1 and out[-1].numel() == 1:
+    # BatchNorm in training mode cannot use a batch of one image (one value per channel at the last
+    # stage): a trailing single image joins the previous batch instead of being dropped, so every
+    # image trains and the random streams draw exactly what they draw without it (the run's timings
+    # count these merges: ``single_image_batches_merged``).
+    if single_image_tail(n, batch_size):
         last = out.pop()
         out[-1] = torch.cat([out[-1], last])
     return out
@@ -84,4 +92,4 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return full + (1 if rest > 1 or (rest == 1 and full == 0) else 0)
 
 
-__all__ = ["RunData", "RunTensors", "batches", "steps_per_epoch"]
+__all__ = ["RunData", "RunTensors", "batches", "single_image_tail", "steps_per_epoch"]

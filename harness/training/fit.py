@@ -35,7 +35,7 @@ from torch import nn
 from harness.models import create_model, learned_params
 from harness.suite import ModelConfig, TrainingConfig
 from harness.training import recipe
-from harness.training.data import RunData, RunTensors, steps_per_epoch
+from harness.training.data import RunData, RunTensors, single_image_tail, steps_per_epoch
 from harness.training.device import Precision, deterministic_error, resolve_device, run_settings
 from harness.training.epochs import (
     StepContext,
@@ -63,10 +63,12 @@ _STREAM_OFFSETS = {"dropout": 1, "order": 2, "augment": 3}
 #: ``inference_ms_single_image``: median latency of one image (batch 1); ``peak_rss_mb``: the
 #: largest resident set size sampled after every epoch and at the end; ``cuda_max_allocated_mb``:
 #: ``torch.cuda.max_memory_allocated`` (None on CPU); ``train_images_per_second``: images trained
-#: / ``train_seconds``.
+#: / ``train_seconds``; ``single_image_batches_merged``: epochs whose last batch would have held one
+#: image and was joined to the one before (BatchNorm cannot train on one image; 0 for most runs).
 TIMING_KEYS = ("data_seconds", "train_seconds", "epoch_seconds", "epoch_train_seconds", "forward_seconds",
                "backward_seconds", "optimizer_seconds", "eval_seconds", "inference_ms_per_image",
-               "inference_ms_single_image", "peak_rss_mb", "cuda_max_allocated_mb", "train_images_per_second")
+               "inference_ms_single_image", "peak_rss_mb", "cuda_max_allocated_mb", "train_images_per_second",
+               "single_image_batches_merged")
 
 
 @dataclass
@@ -289,6 +291,8 @@ class _Run:
             "cuda_max_allocated_mb": (torch.cuda.max_memory_allocated(self.device) / 2**20
                                       if self.device.type == "cuda" else None),
             "train_images_per_second": t.total("images") / train if train > 0 else None,
+            "single_image_batches_merged": (len(self.epoch_train_seconds) if
+                                            single_image_tail(self.t.train_x.shape[0], self.cfg.batch_size) else 0),
         }
 
 
