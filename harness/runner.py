@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from harness.backbones import describe_backbones
+from harness.data.overlap import check_external_overlap
 from harness.execute import FitFn, RunOutcome, execute_run, load_external_frames, load_suite_frames, run_seed
 from harness.search.nested import search_plan_line
 from harness.store import STORE_FILENAME, ResultsStore, run_id_for
@@ -246,7 +247,8 @@ def run_suite(suite: Suite, out_dir: str | Path, *, executor: str = "local", wor
     (:func:`check_store_suite`) unless ``replace_other_suite``.
 
     Every check that needs no training runs first, in this order, before anything is written: the
-    output directory, the data, the splits, the strata, :func:`harness.prechecks.check_suite` (device,
+    output directory, the data, the splits, the external sets (none may hold the study's frames unless
+    ``overlap: allow``), the strata, :func:`harness.prechecks.check_suite` (device,
     filter stencils against the frame size); the pretrained weights files are read and checked first of
     all (ImageNet's download or cache too, unless ``dry_run``)."""
     out_dir = Path(out_dir)
@@ -266,6 +268,10 @@ def run_suite(suite: Suite, out_dir: str | Path, *, executor: str = "local", wor
         echo(f"data: {len(frames)} frames loaded in {t_load:.1f} s")
     splits = splits_for(suite, frames)  # SplitError here: nothing has trained
     externals = load_external_frames(suite, cache_dir)  # evaluation.external: DataError here, before training
+    for name, ef in externals.items():  # the study's own frames or files in an external set: refused unless allowed
+        warning = check_external_overlap(name, frames, ef, suite.evaluation.external[name].overlap)
+        if warning:
+            echo(warning)
     check_strata(suite, frames)
     from harness.prechecks import check_suite
 
@@ -316,8 +322,6 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
     store.put_samples(frames.sample_ids, frames.groups, frames.videos, frames.labels, frames.metadata)
     for name, ef in externals.items():
         store.put_external_samples(name, ef.sample_ids, ef.groups, ef.videos, ef.labels, ef.metadata)
-        if ef.content_hash == frames.content_hash:
-            echo(f"warning: evaluation.external.{name} holds the study's own data: it is no external validation")
     store.put_splits([row for s in splits for row in s.roles(frames.groups)])
     store.put_skipped(frames.skipped)
     store.mark_stale({r.identity for r in plan.runs})

@@ -241,4 +241,33 @@ class ManifestData(_VideoData):
 
 DataConfig = Annotated[Union[SimulatedData, CovidBluesData, ManifestData], Field(discriminator="source")]
 
-__all__ = ["CovidBluesData", "DataConfig", "ManifestData", "SimulatedData"]
+
+# --------------------------------------------------------------------------- external validation sets
+
+Overlap = Literal["refuse", "allow"]
+
+
+def _overlap_field() -> Any:
+    # exclude=True: out of every dump, so the runs' identity and the cache keys stay those of the plain data
+    # section (scoring a set anyway changes no number); only the driver reads it (harness.data.overlap)
+    return Field("refuse", exclude=True, description="refuse = stop before training when the set holds frames or "
+                 "files of the study's own data; allow = score it anyway, with a warning stating the overlap")
+
+
+class ExternalSimulated(SimulatedData):
+    overlap: Overlap = _overlap_field()
+
+
+class ExternalCovidBlues(CovidBluesData):
+    overlap: Overlap = _overlap_field()
+
+
+class ExternalManifest(ManifestData):
+    overlap: Overlap = _overlap_field()
+
+
+#: ``evaluation.external.NAME``: a data section plus ``overlap``.
+ExternalDataConfig = Annotated[Union[ExternalSimulated, ExternalCovidBlues, ExternalManifest],
+                               Field(discriminator="source")]
+
+__all__ = ["CovidBluesData", "DataConfig", "ExternalDataConfig", "ManifestData", "SimulatedData"]

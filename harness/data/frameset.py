@@ -20,7 +20,9 @@ class FrameSet:
     ``labels`` is ``(N,)`` int64 with 1 = B-lines present; ``groups`` the patient ids (CV unit);
     ``videos`` the source video of each frame; ``sample_ids`` unique, stable ids
     (``patient_1_L3#12`` = frame 12 of video ``patient_1_L3``); ``metadata`` one row per frame;
-    ``skipped`` the items left out with ``on_error: skip``; ``content_hash`` keys downstream caches.
+    ``skipped`` the items left out with ``on_error: skip``; ``content_hash`` keys downstream caches;
+    ``pixel_digests`` / ``file_digests`` (optional, ``(N,)`` bytes) each frame's pixel digest and its
+    source file's, for the overlap checks (:mod:`harness.data.overlap`; None = not known).
     """
 
     images: np.ndarray
@@ -32,6 +34,8 @@ class FrameSet:
     skipped: list[dict] = field(default_factory=list)
     content_hash: str = ""
     description: str = ""
+    pixel_digests: np.ndarray | None = None
+    file_digests: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -42,6 +46,9 @@ class FrameSet:
                 raise DataError(f"FrameSet.{name} has {len(getattr(self, name))} entries for {n} images")
         if len(self.metadata) != n:
             raise DataError(f"FrameSet.metadata has {len(self.metadata)} rows for {n} images")
+        for name in ("pixel_digests", "file_digests"):
+            if getattr(self, name) is not None and len(getattr(self, name)) != n:
+                raise DataError(f"FrameSet.{name} has {len(getattr(self, name))} entries for {n} images")
         if len(set(self.sample_ids.tolist())) != n:
             raise DataError("FrameSet.sample_ids are not unique")
 
@@ -63,4 +70,6 @@ class FrameSet:
             skipped=list(self.skipped),
             content_hash=self.content_hash,
             description=self.description,
+            pixel_digests=None if self.pixel_digests is None else self.pixel_digests[index],
+            file_digests=None if self.file_digests is None else self.file_digests[index],
         )

@@ -18,6 +18,7 @@ import pandas as pd
 
 from harness.data import video
 from harness.data.cache import FrameCache, hash_json, source_hash
+from harness.data.overlap import check_no_cross_group_duplicate, pixel_digests
 from harness.versions import file_sha256
 from harness.data.frameset import DataError, FrameSet
 
@@ -46,12 +47,14 @@ def load_items(items: list[Item], params: video.DecodeParams, cache_dir: Path, o
     skipped = list(skipped or [])
     version = _decoder_version()
     entries: list[tuple[Item, str, np.ndarray, list[int]]] = []
+    file_digests: list[bytes] = []  # per entry: its source file's SHA-256 (the external overlap check)
     for n, item in enumerate(items):
         try:
             if not item.path.is_file():
                 raise DataError(f"{item.where}: file not found: {item.path}; accepted: an existing file under the root")
             video.media_kind(item.path)
-            key = hash_json({"file": file_sha256(item.path), "params": params.as_dict(), "decoder": version})
+            digest = file_sha256(item.path)
+            key = hash_json({"file": digest, "params": params.as_dict(), "decoder": version})
             hit = cache.load("frames", key)
             if hit is None:
                 frames, indices = video.decode_media(item.path, params)
@@ -61,6 +64,7 @@ def load_items(items: list[Item], params: video.DecodeParams, cache_dir: Path, o
                     hit = (frames, {"indices": indices})
             array, info = hit
             entries.append((item, key, array, list(info["indices"])))
+            file_digests.append(bytes.fromhex(digest)[:16])
         except DataError as exc:
             message = str(exc) if item.where in str(exc) else f"{item.where}: {exc}"
             if on_error != "skip":
@@ -78,16 +82,18 @@ def load_items(items: list[Item], params: video.DecodeParams, cache_dir: Path, o
         cache.save_stream("sets", set_key, (size, size), [a for _, _, a, _ in entries], info={"n": sum(len(a) for _, _, a, _ in entries)})
         hit = cache.load("sets", set_key)
     images = hit[0] if hit is not None else np.concatenate([a for _, _, a, _ in entries])
-    rows, labels, groups, videos, ids = [], [], [], [], []
-    for item, _, array, indices in entries:
+    rows, labels, groups, videos, ids, files, where = [], [], [], [], [], [], []
+    for k, (item, _, array, indices) in enumerate(entries):
         for index in indices[: len(array)]:
+            files.append(file_digests[k])
+            where.append((item, index))
             labels.append(item.label)
             groups.append(item.group)
             videos.append(item.video_id)
             ids.append(f"{item.video_id}#{index}")
             rows.append(dict(item.metadata))
     content = hash_json({"frames": set_key, "labels": labels, "groups": groups, "videos": videos, "meta": rows})
-    return FrameSet(
+    frames = FrameSet(
         images=images,
         labels=np.asarray(labels, dtype=np.int64),
         groups=np.asarray(groups, dtype=str),
@@ -97,7 +103,13 @@ def load_items(items: list[Item], params: video.DecodeParams, cache_dir: Path, o
         skipped=skipped,
         content_hash=content,
         description=description,
+        pixel_digests=pixel_digests(images),
+        file_digests=np.asarray(files, dtype="S16"),
     )
+    # the same image under two patients: refused whatever on_error says (it is no unreadable item)
+    check_no_cross_group_duplicate(frames, lambda i: f"{where[i][0].where} ({where[i][0].video_id}, "
+                                                      f"frame {where[i][1]})")
+    return frames
 
 
 def every(step: int) -> str:

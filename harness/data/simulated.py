@@ -11,6 +11,7 @@ from harness.data import simulator
 from harness.data.cache import FrameCache, hash_json, source_hash
 from harness.data.config import SimulatedData
 from harness.data.frameset import FrameSet
+from harness.data.overlap import check_no_cross_group_duplicate, pixel_digests
 
 META_COLUMNS = ["patient", "b_line_count", "confluent", "speckle", "speckle_level", "b_line_contrast",
                 "depth_cm", "pleura_depth_cm", "gain_db", "probe"]
@@ -48,7 +49,7 @@ def load_simulated(cfg: SimulatedData, cache_dir: Path | None, seed: int) -> Fra
         f"B-line prevalence {cfg.b_line_prevalence:g} ({n_pos}/{len(table)} positive frames), "
         f"B-line contrast {cfg.b_line_contrast:g}, speckle {cfg.speckle:g}, seed {seed}"
     )
-    return FrameSet(
+    frames = FrameSet(
         images=images,
         labels=table["label"].to_numpy(np.int64),
         groups=table["group"].to_numpy(str),
@@ -58,4 +59,9 @@ def load_simulated(cfg: SimulatedData, cache_dir: Path | None, seed: int) -> Fra
         skipped=[],
         content_hash=hash_json({"key": key, "rows": rows}),
         description=description,
+        pixel_digests=pixel_digests(images),
     )
+    # speckle is drawn per frame, so two patients never share a frame; a simulator change that made
+    # them would be a leak
+    check_no_cross_group_duplicate(frames, lambda i: f"sample {frames.sample_ids[i]}", "simulated data: ")
+    return frames

@@ -34,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from harness.data.config import SEED_MAX, DataConfig
+from harness.data.config import SEED_MAX, DataConfig, ExternalDataConfig
 from harness.metrics import METRIC_NAMES
 from harness.suite.strict import Strict
 from harness.suite.search import (
@@ -215,9 +215,9 @@ class EvaluationConfig(Strict):
     primary_metric: Literal[METRIC_NAMES] = "roc_auc"  # type: ignore[valid-type]
     primary_level: Literal["frame", "video"] = Field(
         "frame", description="the level the verdict leads with; the other is co-primary (labels are per video)")
-    external: dict[str, DataConfig] = Field(
-        default_factory=dict, description="external validation sets {name: data section}: every outer-fold model "
-        "is also scored on each (never trained or tuned on them; harness.report.external)")
+    external: dict[str, ExternalDataConfig] = Field(
+        default_factory=dict, description="external validation sets {name: data section + overlap}: every outer-fold "
+        "model is also scored on each (never trained or tuned on them; harness.report.external)")
 
     @field_validator("external")
     @classmethod
