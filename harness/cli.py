@@ -32,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, help="parallel worker processes (cores are divided)")
     run.add_argument("--executor", choices=["local", "ray"], default="local")
     run.add_argument("--address", help="Ray cluster address for --executor ray (e.g. auto, ray://host:10001)")
+    run.add_argument("--gpus-per-run", type=float, metavar="G", help="--executor ray: GPUs each run asks for "
+                     "(fractional packs runs on a card, e.g. 0.25; default: 1 when the cluster has GPUs and "
+                     "training.device is auto or cuda, else 0)")
+    run.add_argument("--cpus-per-run", type=float, metavar="C", help="--executor ray: CPUs each run asks for "
+                     "(default 1)")
     run.add_argument("--cache-dir", type=Path, help="frame/preprocessing cache (default: $LUS_HARNESS_CACHE "
                      "or ~/.cache/lus-harness)")
     run.add_argument("--dry-run", action="store_true", help="print the plan and a time estimate; train nothing")
@@ -135,9 +140,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         _err(f"--workers {args.workers}: accepted: an integer >= 1")
         return EXIT_BAD_INPUT
-    if args.address and args.executor != "ray":
-        _err("--address is for --executor ray")
-        return EXIT_BAD_INPUT
+    for flag, value in (("--address", args.address), ("--gpus-per-run", args.gpus_per_run),
+                        ("--cpus-per-run", args.cpus_per_run)):
+        if value is not None and args.executor != "ray":
+            _err(f"{flag} is for --executor ray (local workers divide this machine's cores and share its GPU)")
+            return EXIT_BAD_INPUT
+    from harness.ray_cluster import RunResources
+
+    resources = RunResources(cpus=args.cpus_per_run, gpus=args.gpus_per_run)  # ClusterError: one line, exit 2
     cores = os.cpu_count() or 1
     if args.executor == "local" and args.workers > cores:  # a Ray cluster has its own cores
         _err(f"warning: --workers {args.workers} > {cores} cores on this machine: using {cores} (more worker "
@@ -148,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_suite(suite, out, executor=args.executor, workers=args.workers, address=args.address,
                         dry_run=args.dry_run, report=not args.no_report, cache_dir=args.cache_dir,
                         progress=not args.no_progress, command=["python", "-m", "harness", *sys.argv[1:]],
-                        replace_other_suite=args.replace_other_suite)
+                        replace_other_suite=args.replace_other_suite, resources=resources)
     if args.dry_run:
         return EXIT_OK
     print(f"{summary.done} runs done, {summary.skipped} already done, {len(summary.failed)} failed; results in {out}")
@@ -259,9 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     from harness.models import ModelError
     from harness.runner import DirectoryBusyError, OutDirError
 
+    from harness.ray_cluster import ClusterError
     from harness.safe_write import OutputError
 
-    bad_input += (DataError, ModelError, DirectoryBusyError, OutDirError, OutputError)
+    bad_input += (DataError, ModelError, DirectoryBusyError, OutDirError, OutputError, ClusterError)
     try:
         return int(handler(args) or 0)
     except bad_input as err:

@@ -24,14 +24,20 @@ def _git_commit(root: Path) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def environment() -> dict[str, Any]:
-    """A JSON-able description of the machine and software."""
-    versions = {}
+def package_versions() -> dict[str, str | None]:
+    """``{package: installed version or None}`` of :data:`PACKAGES` (what every Ray node must match)."""
+    versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
+    return versions
+
+
+def environment() -> dict[str, Any]:
+    """A JSON-able description of the machine and software."""
+    versions = package_versions()
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -157,7 +157,7 @@ def execute_run(payload: dict[str, Any], arm_name: str, repeat: int, fold: int, 
     info = {"n_train": len(split.train_idx), "n_val": len(split.val_idx), "n_test": len(test),
             "n_train_groups": leak["n_train_groups"], "n_val_groups": leak["n_val_groups"],
             "n_test_groups": leak["n_test_groups"], "leakage_check": leak,
-            "best_epoch": int(result.best_epoch), "device": str(result.device),
+            "best_epoch": int(result.best_epoch), **where_it_ran(result.device),
             "fit": result.diagnosis.as_dict(), "initial_params": result.initial_params}
     return RunOutcome(
         arm=run.name, repeat=repeat, fold=fold, config_hash=suite.run_config_hash(run), seed=seed,
@@ -169,6 +169,19 @@ def execute_run(payload: dict[str, Any], arm_name: str, repeat: int, fold: int, 
         info=info, preprocessing=prep_info,
         state_dict=result.state_dict if want_state else None, search=search,
         external=_score_external(externals, getattr(result, "extra_probs", None) or {}) or None)
+
+
+def where_it_ran(device: Any) -> dict[str, str]:
+    """``device`` (``cpu``, or ``cuda`` with the card's name) and ``host`` of the process that trained the run:
+    on Ray, the node and the GPU the task was given, which the driver cannot see."""
+    import socket
+
+    import torch
+
+    label = str(device)
+    if label.startswith("cuda") and torch.cuda.is_available():
+        label = f"cuda ({torch.cuda.get_device_name(torch.device(label))})"
+    return {"device": label, "host": socket.gethostname()}
 
 
 def _score_external(externals: dict[str, Any], probs: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:

@@ -11,8 +11,9 @@ the same whichever executor ran the work.
   their driver however it ends (:func:`die_with_parent`: the parent-death signal on Linux and a
   watchdog thread everywhere), and a driver that stops early (Ctrl-C, SIGTERM, an error) ends them
   at once instead of waiting for their runs.
-- ``RayExecutor(address)``: ``ray.init(address=...)`` (an existing cluster, ``"auto"``, or a new
-  local instance when ``address`` is None); each run is a Ray task.
+- ``RayExecutor(address, resources, device)``: ``ray.init(address=...)`` (an existing cluster, ``"auto"``,
+  or a new local instance when ``address`` is None); each run is a Ray task asking for the CPUs and
+  GPUs that :meth:`RayExecutor.prepare` resolved and checked on every node (:mod:`harness.ray_cluster`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+from harness.ray_cluster import Request, RunResources
 
 Task = tuple[Any, ...]
 Outcome = tuple[Task, Any, BaseException | None]
@@ -165,10 +168,18 @@ def _call(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
+def _call_without_gpus(fn: Callable[..., Any], *args: Any) -> Any:
+    """Ray task body of a run that asked for no GPU: it sees none. Ray versions differ here (newer ones leave
+    ``CUDA_VISIBLE_DEVICES`` as it was for such a task, so ``device: auto`` would take a card Ray gave to
+    another run); hiding them is this harness's rule, whatever the version."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    return fn(*args)
+
+
 class RayExecutor:
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus_per_task: float = 1.0,
+    def __init__(self, address: str | None = None, resources: RunResources | None = None, device: str = "auto",
                  init_kwargs: dict[str, Any] | None = None):
         try:
             import ray
@@ -189,11 +200,28 @@ class RayExecutor:
                 raise ExecutorError(f"cannot start or reach Ray at {address or 'a new local instance'}: "
                                     f"{_error_text(err).splitlines()[0]}") from None
             self._owned = True
-        self.num_cpus_per_task = num_cpus_per_task
+        self.resources, self.device = resources or RunResources(), device
+        self.request: Request | None = None
+
+    def prepare(self, paths: Sequence[str], cache_dir: str) -> Request:
+        """Resolve every run's CPU/GPU request against the alive nodes and check each node can run the study
+        (code, packages, data, cache): :class:`harness.ray_cluster.ClusterError` in one line before any run."""
+        from harness.ray_cluster import check_nodes, resolve_resources
+
+        nodes = [n.get("Resources", {}) for n in self._ray.nodes() if n.get("Alive")]
+        try:
+            self.request = resolve_resources(self.resources, nodes, self.device)
+            check_nodes(self._ray, paths, cache_dir)
+        except Exception:
+            self.close()
+            raise
+        return self.request
 
     def run(self, fn: Callable[..., Any], tasks: Sequence[Task]) -> Iterator[Outcome]:
         ray = self._ray
-        remote = ray.remote(num_cpus=self.num_cpus_per_task, max_retries=0)(_call)
+        request = self.request or Request(1.0, 0.0, "not prepared")
+        body = _call if request.gpus > 0 else _call_without_gpus
+        remote = ray.remote(num_cpus=request.cpus, num_gpus=request.gpus, max_retries=0)(body)
         refs = {remote.remote(fn, *task): task for task in tasks}
         pending = list(refs)
         while pending:
@@ -213,12 +241,16 @@ class RayExecutor:
 
 
 def make_executor(kind: str = "local", workers: int = 1, address: str | None = None,
-                  ray_init: dict[str, Any] | None = None) -> LocalExecutor | ProcessExecutor | RayExecutor:
-    """``local`` with ``workers`` > 1 means worker processes; ``ray`` uses ``address``."""
+                  ray_init: dict[str, Any] | None = None, resources: RunResources | None = None,
+                  device: str = "auto") -> LocalExecutor | ProcessExecutor | RayExecutor:
+    """``local`` with ``workers`` > 1 means worker processes; ``ray`` uses ``address`` and ``resources``."""
     if kind == "ray":
-        return RayExecutor(address, init_kwargs=ray_init)
+        return RayExecutor(address, resources, device, init_kwargs=ray_init)
     if kind != "local":
         raise ValueError(f"--executor {kind!r}; accepted: local, ray")
     if address:
         raise ValueError("--address is for --executor ray")
+    if resources is not None and resources != RunResources():
+        raise ValueError("--cpus-per-run / --gpus-per-run are for --executor ray (local workers divide the cores, "
+                         "and share this machine's GPU)")
     return LocalExecutor() if workers <= 1 else ProcessExecutor(workers)

@@ -26,8 +26,11 @@ def _cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def problems(suite: Suite, frames: Any = None) -> list[tuple[str, str]]:
-    """``(key path, message)`` of every problem found without training."""
+def problems(suite: Suite, frames: Any = None, runs_here: bool = True) -> list[tuple[str, str]]:
+    """``(key path, message)`` of every problem found without training.
+
+    ``runs_here``: the runs train on this machine; False for a Ray cluster, whose nodes (not the driver)
+    need the CUDA device (:mod:`harness.ray_cluster` checks the GPUs each run asks for)."""
     import diffusion_filters
 
     out: list[tuple[str, str]] = []
@@ -47,16 +50,18 @@ def problems(suite: Suite, frames: Any = None) -> list[tuple[str, str]]:
                 where, _, message = text.partition(": ")
                 out.append((where, f"{message} (frames are {size}x{size}); accepted: a smaller window or a "
                                    "larger data.image_size"))
-    if wants_cuda and not _cuda_available():
+    if wants_cuda and runs_here and not _cuda_available():
         for where, _ in wants_cuda:
             out.append((where, "cuda, but this machine has no CUDA device (torch.cuda.is_available() is False); "
-                               "accepted: auto (CUDA when present, else CPU) or cpu"))
+                               "accepted: auto (CUDA when present, else CPU) or cpu, or run --executor ray on a "
+                               "cluster with GPUs"))
     return out
 
 
-def check_suite(suite: Suite, frames: Any = None) -> None:
-    """Raise :class:`SuiteError` with one line per problem (nothing is trained)."""
-    found = problems(suite, frames)
+def check_suite(suite: Suite, frames: Any = None, runs_here: bool = True) -> None:
+    """Raise :class:`SuiteError` with one line per problem (nothing is trained); ``runs_here`` as in
+    :func:`problems`."""
+    found = problems(suite, frames, runs_here)
     if found:
         label = str(suite.source_path or "<suite>")
         raise SuiteError([f"{label}: {p}: {m}" for p, m in found])

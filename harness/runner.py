@@ -33,6 +33,7 @@ from harness.data.overlap import check_external_overlap
 from harness.execute import FitFn, RunOutcome, execute_run, load_external_frames, load_suite_frames, run_seed
 from harness.search.nested import search_plan_line
 from harness.store import STORE_FILENAME, ResultsStore, run_id_for
+from harness.ray_cluster import RunResources
 from harness.suite import Suite
 
 
@@ -240,8 +241,12 @@ def run_suite(suite: Suite, out_dir: str | Path, *, executor: str = "local", wor
               address: str | None = None, dry_run: bool = False, report: bool = True,
               cache_dir: str | Path | None = None, fit: FitFn | None = None, progress: bool = True,
               command: list[str] | None = None, ray_init: dict[str, Any] | None = None,
-              echo: Callable[[str], None] = print, replace_other_suite: bool = False) -> RunSummary:
+              echo: Callable[[str], None] = print, replace_other_suite: bool = False,
+              resources: RunResources | None = None) -> RunSummary:
     """Run (or, with ``dry_run``, plan) every run of the suite that the store lacks.
+
+    ``resources``: what each Ray task asks for (``--cpus-per-run`` / ``--gpus-per-run``; resolved and
+    checked on every node before any run, :mod:`harness.ray_cluster`).
 
     A store belongs to one suite name: an ``out_dir`` holding another suite's store is refused
     (:func:`check_store_suite`) unless ``replace_other_suite``.
@@ -275,7 +280,7 @@ def run_suite(suite: Suite, out_dir: str | Path, *, executor: str = "local", wor
     check_strata(suite, frames)
     from harness.prechecks import check_suite
 
-    check_suite(suite, frames)
+    check_suite(suite, frames, runs_here=executor != "ray")  # on Ray the nodes' GPUs are checked instead
     db = out_dir / STORE_FILENAME
     store = ResultsStore(db, readonly=dry_run) if not dry_run or db.exists() else None
     if store is not None:
@@ -284,7 +289,7 @@ def run_suite(suite: Suite, out_dir: str | Path, *, executor: str = "local", wor
     try:
         return _drive(suite, out_dir, cache_dir, frames, splits, store, executor=executor, workers=workers,
                       address=address, dry_run=dry_run, report=report, fit=fit, progress=progress,
-                      command=command, ray_init=ray_init, echo=echo, externals=externals)
+                      command=command, ray_init=ray_init, echo=echo, externals=externals, resources=resources)
     finally:
         if lock is not None:
             lock.close()
@@ -293,7 +298,8 @@ def run_suite(suite: Suite, out_dir: str | Path, *, executor: str = "local", wor
 def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, store: ResultsStore | None, *,
            executor: str, workers: int, address: str | None, dry_run: bool, report: bool, fit: FitFn | None,
            progress: bool, command: list[str] | None, ray_init: dict[str, Any] | None,
-           echo: Callable[[str], None], externals: dict[str, Any] | None = None) -> RunSummary:
+           echo: Callable[[str], None], externals: dict[str, Any] | None = None,
+           resources: RunResources | None = None) -> RunSummary:
     from harness.executors import make_executor
 
     from harness.versions import code_version
@@ -306,7 +312,13 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
         _print_plan(suite, plan, frames, store, echo, cache_dir)
         return summary
     assert store is not None
+    # The executor starts before anything is written: a cluster that cannot run the study (no GPU for
+    # device: cuda, a node with other code) is one line before the store changes.
+    ex = make_executor(executor, workers, address, ray_init=ray_init, resources=resources,
+                       device=suite_device(suite)) if plan.todo else None
+    execution = execution_record(ex, executor, workers, suite, cache_dir, echo)
     store.set_meta(
+        execution=execution,
         suite_name=suite.name, suite_config=suite.model_dump(mode="json"), suite_hash=suite.suite_hash(),
         suite_path=str(suite.source_path) if suite.source_path else None,
         config_hashes={a.name: suite.run_config_hash(a) for a in suite.run_arms()},
@@ -333,7 +345,7 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
         echo(line)
     payload = suite.to_payload()
     tasks = [(payload, r.arm, r.repeat, r.fold, str(out_dir), str(cache_dir)) + ((fit,) if fit else ()) for r in todo]
-    bar = ex = None
+    bar = None
     try:
         for r in todo:
             store.claim_run(r.arm, r.repeat, r.fold, r.config_hash,
@@ -342,7 +354,6 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
                             data_hash=r.data_hash, code_version=r.code_version)
         bar = _progress_bar(len(todo), progress, suite.evaluation.primary_metric, echo,
                             level=suite.evaluation.primary_level)
-        ex = make_executor(executor, workers, address, ray_init=ray_init) if todo else None
         for task, result, error in (ex.run(execute_run, tasks) if ex else ()):
             run_id = run_id_for(task[1], task[2], task[3])
             if error is None:
@@ -379,6 +390,47 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
     if report:
         summary.report, summary.report_error = _build_report(out_dir)
     return summary
+
+
+def suite_device(suite: Suite) -> str:
+    """The device the suite's arms may ask for: ``cuda`` if any arm needs it, else ``auto`` if any may use it."""
+    devices = {suite.arm_training(a).device for a in suite.arms}
+    return "cuda" if "cuda" in devices else "auto" if "auto" in devices else "cpu"
+
+
+def data_paths(suite: Suite) -> list[str]:
+    """The folders and files the suite's data sections read (what every Ray node must be able to read)."""
+    sections = [suite.data, *suite.evaluation.external.values()]
+    paths = []
+    for section in sections:
+        path = getattr(section, "path", None)
+        if path:
+            p = Path(path).expanduser()
+            paths.append(str(p if p.is_absolute() else suite.base_dir / p))
+    return paths
+
+
+def execution_record(ex: Any, executor: str, workers: int, suite: Suite, cache_dir: Path,
+                     echo: Callable[[str], None]) -> dict[str, Any]:
+    """Where the runs execute (stored as ``meta.execution``; the report's environment section says it).
+
+    On Ray, every run's CPU/GPU request is resolved and each node checked first (one line when a node
+    cannot run the study). With ``workers`` > 1 on one machine, the worker processes share its GPU(s)
+    on purpose: recorded, so that the report says the timings are of shared cards."""
+    record: dict[str, Any] = {"executor": executor, "workers": workers}
+    if ex is not None and hasattr(ex, "prepare"):
+        request = ex.prepare(data_paths(suite), str(cache_dir))
+        record["request"] = request.as_dict()
+        echo(f"ray: each run asks for {request.cpus:g} CPU(s) and {request.gpus:g} GPU(s) ({request.reason}); "
+             f"every node checked (code, packages, data, cache)")
+    elif executor == "local" and workers > 1 and suite_device(suite) != "cpu":
+        import torch
+
+        if torch.cuda.is_available():
+            record["shared_gpus"] = torch.cuda.device_count()
+            echo(f"--workers {workers}: the worker processes share this machine's {torch.cuda.device_count()} "
+                 "GPU(s) (each run's timings are of a shared card)")
+    return record
 
 
 def data_identity(frames, externals: dict[str, Any]) -> str:
@@ -419,7 +471,7 @@ def check_out_dir(out_dir: Path) -> None:
     file, a path below a file, a directory this user cannot write to (read-only, or on a read-only file
     system: a temporary file is tried), a store path that is not a file, or a directory holding other
     files but no store (its files, e.g. a ``report.html``, would be overwritten without being named)."""
-    from harness.data.cache import unwritable
+    from harness.safe_write import unwritable
 
     out_dir = Path(out_dir)
     problem = unwritable(out_dir)

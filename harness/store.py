@@ -406,7 +406,7 @@ class ResultsStore:
                          for sid, p, y in block.get("predictions", [])]
         info = dict(info or {})
         allowed = {"n_train", "n_val", "n_test", "n_train_groups", "n_val_groups", "n_test_groups",
-                   "leakage_check", "best_epoch", "device", *_JSON_RUN_FIELDS}
+                   "leakage_check", "best_epoch", "device", "host", *_JSON_RUN_FIELDS}
         unknown = set(info) - allowed
         if unknown:
             raise ValueError(f"finish_run: unknown run fields {sorted(unknown)}; accepted: {sorted(allowed)}")

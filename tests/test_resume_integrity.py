@@ -253,7 +253,7 @@ def test_cli_out_file_exit_2_and_report_output_says_where_summary_goes(tmp_path,
     # report -o FILE: summary.json / metrics.csv written beside FILE are named, never silently replaced
     import harness.report
 
-    def fake_build(out_dir, output=None):
+    def fake_build(out_dir, output=None, **named):  # the destinations' own checks: test_report_destinations.py
         target = Path(output) if output else Path(out_dir) / "report.html"
         target.write_text("<html/>")
         (target.parent / "summary.json").write_text("{}")
@@ -267,7 +267,8 @@ def test_cli_out_file_exit_2_and_report_output_says_where_summary_goes(tmp_path,
     store.close()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    (elsewhere / "summary.json").write_text('{"mine": 1}')
+    (elsewhere / "summary.json").write_text('{"format": "lus-harness summary 1", "suite": {"name": "x"}}')
     assert main(["report", str(results), "-o", str(elsewhere / "r.html")]) == 0
     out = capsys.readouterr().out
-    assert f"summary.json and metrics.csv: written to {elsewhere.resolve()} (replaced the existing summary.json)" in out
+    assert f"summary.json and metrics.csv: written to {elsewhere.resolve()} (replaced this suite's earlier " \
+           "summary.json)" in out

@@ -19,7 +19,7 @@ from harness.report.figure_specs import FigureData, draw_all, strata_figure
 from harness.report.inputs import LEVEL_TITLES
 from harness.report.methods import environment, methods, reproduce_command
 from harness.report.strata import StrataTable
-from harness.report.timing import TIMING_COLUMNS, timing_cell
+from harness.report.timing import TIMING_COLUMNS, devices, timing_cell
 from harness.report.tuning import context as tuning_context
 
 QUESTION = (
@@ -234,5 +234,5 @@ def _timing(analysis: Analysis) -> dict[str, Any]:
         {"arm": a, "cells": [timing_cell(cost[k], a, baseline, d) for k, _, d in TIMING_COLUMNS]}
         for a in analysis.ran
     ]
-    device = ", ".join(sorted({str(d) for d in done.get("device", []) if d})) if len(done) else ""
+    device = devices(done, analysis.inputs.meta.get("execution"))
     return {"columns": [{"key": k, "label": label} for k, label, _ in TIMING_COLUMNS], "rows": rows, "device": device}

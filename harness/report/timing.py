@@ -50,3 +50,30 @@ def timing_cell(values: Mapping[str, float], arm: str, baseline: str, digits: in
     b = values.get(baseline, float("nan"))
     ratio = v / b if np.isfinite(v) and np.isfinite(b) and b > 0 else None
     return {"value": v, "ratio": ratio, "digits": digits}
+
+
+def devices(done: Any, execution: Mapping[str, Any] | None) -> str:
+    """Where the runs trained, for the cost section: each device with its run count and hosts, and how they
+    were executed (a Ray request per run; worker processes sharing one machine's GPU)."""
+    if not len(done) or "device" not in done:
+        return ""
+    hosts = done["host"] if "host" in done else [None] * len(done)
+    by_device: dict[str, tuple[int, set[str]]] = {}
+    for device, host in zip(done["device"], hosts):
+        if device is None or (isinstance(device, float) and device != device):
+            continue
+        n, seen = by_device.get(str(device), (0, set()))
+        by_device[str(device)] = (n + 1, seen | ({str(host)} if host else set()))
+    parts = [f"{d} ({n} run{'s' if n != 1 else ''} on {len(h)} host{'s' if len(h) != 1 else ''})"
+             for d, (n, h) in sorted(by_device.items())]
+    text = ", ".join(parts)
+    execution = execution or {}
+    request = execution.get("request")
+    if isinstance(request, Mapping):
+        text += (f"; Ray, each run asked for {request.get('cpus_per_run', 0):g} CPU(s) and "
+                 f"{request.get('gpus_per_run', 0):g} GPU(s) ({request.get('reason', '')})")
+    elif execution.get("shared_gpus"):
+        text += (f"; {execution.get('workers')} worker processes shared this machine's {execution['shared_gpus']} "
+                 "GPU(s) on purpose, so each run's timings are of a shared card")
+    return text
+
