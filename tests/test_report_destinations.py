@@ -41,6 +41,19 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
+def _fail_fsync(monkeypatch: pytest.MonkeyPatch, call: int, errno: int, message: str) -> None:
+    """The ``call``-th ``os.fsync`` fails like a full or broken disk (the files before it were written)."""
+    real, calls = os.fsync, []
+
+    def fsync(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == call:
+            raise OSError(errno, message)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
 def _refused(argv: list[str], capsys: pytest.CaptureFixture[str], *needles: str) -> str:
     capsys.readouterr()
     assert cli.main(argv) == 2
@@ -139,16 +152,7 @@ def test_a_failed_write_replaces_nothing(stores, tmp_path, monkeypatch, capsys) 
     no temporary file is left, and the one line says nothing was replaced."""
     a, _ = stores
     before = _snapshot(a)
-    real = os.fsync
-    calls = []
-
-    def full(fd: int) -> None:
-        calls.append(fd)
-        if len(calls) == 2:
-            raise OSError(28, "No space left on device")
-        real(fd)
-
-    monkeypatch.setattr(os, "fsync", full)
+    _fail_fsync(monkeypatch, call=2, errno=28, message="No space left on device")
     capsys.readouterr()
     assert cli.main(["report", str(a)]) == 1
     err = capsys.readouterr().err
@@ -212,15 +216,7 @@ def test_write_all_writes_every_file_or_none(tmp_path, monkeypatch) -> None:
         p.write_text(text)
     write_all({p: f"new {p.name}" for p in keep})
     assert [p.read_text() for p in keep] == ["new a.txt", "new b.txt", "new c.txt"]
-    real, n = os.fsync, []
-
-    def fail_third(fd: int) -> None:
-        n.append(fd)
-        if len(n) == 3:
-            raise OSError(5, "Input/output error")
-        real(fd)
-
-    monkeypatch.setattr(os, "fsync", fail_third)
+    _fail_fsync(monkeypatch, call=3, errno=5, message="Input/output error")
     with pytest.raises(OSError, match="nothing was replaced"):
         write_all({p: "newer" for p in keep})
     assert [p.read_text() for p in keep] == ["new a.txt", "new b.txt", "new c.txt"]

@@ -117,3 +117,25 @@ def test_pretrain_and_evaluate_replace_their_own_output(tmp_path, cache_dir) -> 
                      "--bootstrap", "0", "--cache-dir", str(cache_dir)]) == 0
     assert json.loads((ev / "evaluation.json").read_text())["format"] == "lus-harness evaluation 1"
     assert sorted(p.name for p in ev.iterdir()) == ["evaluation.html", "evaluation.json", "predictions.csv"]
+
+
+def test_a_read_only_folder_is_one_line_before_any_work(tmp_path, capsys, monkeypatch) -> None:
+    """``data preview -o`` and ``report -o`` into a folder that cannot be written (a read-only file system:
+    tests run as root, so it is simulated): one line naming the folder, never a traceback."""
+    from test_report_verdicts import build
+    from test_stores_and_processes import _read_only
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE)
+    store = build(tmp_path / "store", {"baseline": 1.5, "pm": 2.2},
+                  arms=[{"name": "baseline"}, {"name": "pm", "preprocess": [{"gaussian": {"sigma": 1.0}}]}])
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    with monkeypatch.context() as m:
+        _read_only(m, ro)
+        _one_line_refusal(capsys, ["data", "preview", str(suite), "-o", str(ro / "p.png"),
+                                   "--cache-dir", str(tmp_path / "cache")], f"{ro} is not writable")
+        _one_line_refusal(capsys, ["report", str(store), "-o", str(ro / "r.html")], f"{ro} is not writable")
+        _one_line_refusal(capsys, ["report", str(store), "--markdown", str(ro / "results.md")],
+                          f"{ro} is not writable")
+    assert list(ro.iterdir()) == [] and not (store / "report.html").exists()
