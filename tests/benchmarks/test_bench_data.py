@@ -35,15 +35,15 @@ def test_bench_scatterer_field_anchor(benchmark) -> None:
     assert benchmark(draw).shape == (64, 2, nd, na)
 
 
-def _clip(tmp_path: Path) -> Path:
+def _clip(tmp_path: Path, seed: int = 0) -> Path:
     import av
 
-    path = tmp_path / "clip.mp4"
+    path = tmp_path / ("clip.mp4" if seed == 0 else f"clip{seed}.mp4")
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("mpeg4", rate=25)
         stream.width = stream.height = 352
         stream.pix_fmt = "yuv420p"
-        rng = np.random.default_rng(0)
+        rng = np.random.default_rng(seed)
         for _ in range(50):
             frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (352, 352, 3), dtype=np.uint8), format="rgb24")
             for packet in stream.encode(frame):
@@ -85,9 +85,8 @@ def test_bench_covid_rows_on_a_tiny_copy(tmp_path: Path) -> None:
 
     root = tmp_path / "cb"
     (root / "lus_videos").mkdir(parents=True)
-    clip = _clip(tmp_path)
-    for name in ("patient_1_L1", "patient_2_R3"):
-        shutil.copy(clip, root / "lus_videos" / f"{name}.mp4")
+    for seed, name in enumerate(("patient_1_L1", "patient_2_R3")):  # two patients, two different clips (the
+        shutil.copy(_clip(tmp_path, seed), root / "lus_videos" / f"{name}.mp4")  # same frame under both is refused)
     (root / "severity.csv").write_text("video_file,Severity Score,A-lines,B-lines,comments\n"
                                        "patient_1_L1,1.0,yes,yes,x\npatient_2_R3,0.0,yes,no,y\n")
     (root / "clinical_variables.csv").write_text("patient_id,cov_test\n1,1\n2,0\n")
