@@ -37,6 +37,12 @@ Power and chance (:mod:`harness.stats.power`):
 - :func:`holm_alpha` — the level of Holm's strictest step, alpha / m.
 - :func:`corrected_mean_interval` — one arm's mean score with the Nadeau-Bengio correction.
 
+Equivalence (:mod:`harness.stats.equivalence`):
+
+- :func:`corrected_tost` — two one-sided tests (Schuirmann 1987) with the Nadeau-Bengio variance:
+  is the mean difference within ``±margin``?
+- :func:`decide` — better / worse / equivalent / undecided from the Holm-adjusted corrected t and TOST.
+
 Null experiments that check the tests' calibration are in :mod:`harness.stats.calibration`
 (``python -m harness.stats.calibration``). See docs/statistics.md for the methods.
 """
@@ -44,6 +50,7 @@ Null experiments that check the tests' calibration are in :mod:`harness.stats.ca
 from __future__ import annotations
 
 from harness.stats.delong import combine_delong_folds, delong_paired
+from harness.stats.equivalence import TostResult, corrected_tost, decide
 from harness.stats.multiple import holm
 from harness.stats.paired import (
     bayesian_correlated_t,
@@ -81,4 +88,7 @@ __all__ = [
     "minimal_detectable_difference",
     "holm_alpha",
     "corrected_mean_interval",
+    "corrected_tost",
+    "TostResult",
+    "decide",
 ]

@@ -258,6 +258,32 @@ class ReportConfig(Strict):
     min_per_class: int = Field(
         5, ge=1, le=1000, description="a level (frame/video/patient) is reported only where every test fold "
         "holds at least this many units of each class")
+    equivalence_margin: float | None = Field(
+        None, gt=0.0, description="stated before the run, in the primary metric's units: each arm ends better, "
+        "worse, equivalent within ±margin (corrected TOST, Holm) or undecided; default: no equivalence test")
+    contrasts: list[list[str]] = Field(
+        default_factory=list, description="pairs [arm, arm] the reading relies on, compared with the same tests "
+        "(Holm within the contrasts)")
+    sensitivity: list[dict[str, Any]] = Field(
+        default_factory=list, description="named row exclusions by metadata, e.g. {name: ambiguous-labels, "
+        "exclude: {severity: [2, 3], label: 0}}: the verdicts again without those test samples (harness.exclusions)")
+
+    @field_validator("contrasts")
+    @classmethod
+    def _contrasts(cls, value: list[list[str]]) -> list[list[str]]:
+        for i, pair in enumerate(value):
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise ValueError(f"[{i}]: {pair!r}; accepted: two different arm names, e.g. [learnable-stem, "
+                                 "conv-stem-reinit]")
+        return value
+
+    @field_validator("sensitivity")
+    @classmethod
+    def _sensitivity(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from harness.exclusions import parse_exclusions
+
+        parse_exclusions(value, where="")  # one place parses the rules; the report applies them
+        return value
 
 
 # --------------------------------------------------------------------------- suite
@@ -509,6 +535,15 @@ def semantic_problems(suite: Suite) -> list[tuple[str, str]]:
     names = [a.name for a in suite.arms]
     if suite.report.baseline is not None and suite.report.baseline not in names:
         problems.append(("report.baseline", f"{suite.report.baseline!r} is not an arm; accepted: {', '.join(names)}"))
+    seen_pairs: dict[frozenset[str], int] = {}
+    for i, pair in enumerate(suite.report.contrasts):
+        unknown = [a for a in pair if a not in names]
+        if unknown:
+            problems.append((f"report.contrasts[{i}]", f"{', '.join(map(repr, unknown))} not an arm; accepted: "
+                             f"{', '.join(names)}"))
+        elif frozenset(pair) in seen_pairs:
+            problems.append((f"report.contrasts[{i}]", f"{pair!r} repeats report.contrasts[{seen_pairs[frozenset(pair)]}]"))
+        seen_pairs.setdefault(frozenset(pair), i)
     return problems
 
 
