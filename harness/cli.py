@@ -122,6 +122,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     # report.strata against the columns the data will carry (known without loading a frame)
     header = manifest_header(suite.data, suite.base_dir) if isinstance(suite.data, ManifestData) else None
     check_strata_columns(suite, metadata_columns(suite.data), header)
+    # report.sensitivity's exclusions against the same columns (harness.exclusions: the one parser and check)
+    from harness.exclusions import column_problems, parse_exclusions
+    from harness.suite import SuiteError
+
+    bad = column_problems(parse_exclusions(suite.report.sensitivity), metadata_columns(suite.data))
+    if bad:
+        raise SuiteError([f"{suite.source_path or args.suite}: {line}" for line in bad])
     check_suite(suite)  # device, filter stencils against data.image_size (the data is not loaded here)
     check_weights(suite, network=False)  # weights files read and fitted to the network (no ImageNet download)
     ev = suite.evaluation

@@ -121,19 +121,26 @@ def aggregate(labels: np.ndarray, probs: np.ndarray, keys: np.ndarray,
     return g["y"].max().index.to_numpy(), g["y"].max().to_numpy(), g["p"].agg(how).to_numpy()
 
 
-def run_metrics(labels: np.ndarray, probs: np.ndarray, videos: np.ndarray, groups: np.ndarray) -> list[dict[str, Any]]:
+def run_metrics(labels: np.ndarray, probs: np.ndarray, videos: np.ndarray, groups: np.ndarray,
+                levels: Any = None) -> list[dict[str, Any]]:
     """Rows ``{level, aggregation, metric, value}`` for the store.
 
-    Frame level always (aggregation ``none``); video level when some video has several frames;
-    patient level when some patient has several frames.
+    Frame level (aggregation ``none``); video level when some video has several frames;
+    patient level when some patient has several frames. ``levels``: only these (level, aggregation)
+    pairs (the report's label sensitivity recomputes the primary one from the stored predictions).
     """
+    def wanted(level: str, how: str) -> bool:
+        return levels is None or (level, how) in levels
+
     rows = [{"level": "frame", "aggregation": "none", "metric": k, "value": v}
-            for k, v in binary_metrics(labels, probs).items()]
+            for k, v in binary_metrics(labels, probs).items()] if wanted("frame", "none") else []
     for level, keys in (("video", videos), ("patient", groups)):
         keys = np.asarray(keys).astype(str)
         if len(np.unique(keys)) == len(keys):
             continue  # one frame per unit: identical to frame level
         for how in AGGREGATIONS:
+            if not wanted(level, how):
+                continue
             _, y, p = aggregate(labels, probs, keys, how)
             rows += [{"level": level, "aggregation": how, "metric": k, "value": v}
                      for k, v in binary_metrics(y, p).items()]

@@ -31,10 +31,12 @@ from harness.report.comparisons import (
     prediction_tests,
     rank_arms,
 )
+from harness.report.equivalence import Contrast, add_equivalence, contrasts, decision_text
 from harness.report.inputs import Inputs
 from harness.report.intervals import mean_interval, mean_method
 from harness.report.learned import ParameterChanges, learned_summary, parameter_changes
 from harness.report.methods import CodeProvenance, code_provenance, failed_runs, leakage
+from harness.report.sensitivity import Sensitivity, check_columns, rules_of, sensitivities
 from harness.report.strata import StrataTable, stratify
 from harness.report.timing import Cost, timing
 
@@ -50,6 +52,8 @@ class Settings:
     strata_columns: list[str]
     primary_level: str = "frame"  # evaluation.primary_level: frame | video; the other one is co-primary
     min_per_class: int = MIN_PER_CLASS
+    margin: float | None = None  # report.equivalence_margin: the four-way verdicts (harness.report.equivalence)
+    contrasts: tuple[tuple[str, str], ...] = ()  # report.contrasts, as stored names of this family
 
     @property
     def headline_levels(self) -> list[tuple[str, str]]:
@@ -75,6 +79,8 @@ class Settings:
             strata_columns=strata,
             primary_level="video" if (s.get("evaluation", {}) or {}).get("primary_level") == "video" else "frame",
             min_per_class=int(rep.get("min_per_class", MIN_PER_CLASS)),
+            margin=None if rep.get("equivalence_margin") is None else float(rep["equivalence_margin"]),
+            contrasts=tuple((inputs.own_name(a), inputs.own_name(b)) for a, b in rep.get("contrasts") or []),
         )
 
 
@@ -134,10 +140,19 @@ class Verdict:
     noise_floor: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_comparison(cls, c: Comparison, alpha: float) -> Verdict:
-        text = stats.verdict(c.as_mapping(), alpha=alpha)
+    def from_comparison(cls, c: Comparison, alpha: float, versus: str | None = None) -> Verdict:
+        """The verdict of a comparison: the four-way decision where it carries an equivalence test
+        (``report.equivalence_margin``), else the Bayesian sentence of :func:`harness.stats.verdict`;
+        ``versus`` names the other arm of a contrast."""
+        if c.equivalence:
+            text, kind = decision_text(c, alpha, versus or "the baseline"), str(c.equivalence["decision"])
+        else:
+            text = stats.verdict(c.as_mapping(), alpha=alpha)
+            if versus:
+                text = text.replace(" than the baseline", f" than {versus}")
+            kind = _verdict_kind(text)
         head, _, detail = text.partition(" (")
-        return cls(c.arm, text, head, ("(" + detail) if detail else "", _verdict_kind(text), c, level=c.level)
+        return cls(c.arm, text, head, ("(" + detail) if detail else "", kind, c, level=c.level)
 
     @classmethod
     def not_compared(cls, arm: str, text: str, level: str) -> Verdict:
@@ -185,6 +200,8 @@ class Analysis:
     noise_floor: str | None = None  # the arm that is the baseline with another seed offset
     tuning_effect: list[TuningEffect] = field(default_factory=list)  # tuned vs untuned verdicts, per arm
     variant: Analysis | None = None  # the variant family (<arm>~tuned or ~untuned), compared within itself
+    contrasts: list[Contrast] = field(default_factory=list)  # report.contrasts, each pair at each headline level
+    sensitivity: list[Sensitivity] = field(default_factory=list)  # report.sensitivity: the verdicts without rows
 
     @property
     def test_train_ratio(self) -> float:
@@ -282,6 +299,8 @@ def analyse(inputs: Inputs) -> Analysis:
     """Compute every number of the report (no figures: they are drawn from the result)."""
     settings = Settings.from_inputs(inputs)
     baseline, primary = settings.baseline, settings.primary
+    rules = rules_of(inputs)
+    check_columns(inputs, rules)  # a rule on a column the store's samples lack: refused in one line, nothing written
     log = PairingLog()
     arm_summaries = summarise_arms(inputs)
     levels = check_levels(inputs, primary, settings.min_per_class)
@@ -293,6 +312,11 @@ def analyse(inputs: Inputs) -> Analysis:
         c for level in estimable if level != ("frame", "none")
         for c in compare_arms(inputs, baseline, settings.rope, log, level, alpha=settings.alpha)
     ]
+    if settings.margin is not None:  # the TOST of the primary metric, Holm across the arms of each level
+        for level in {(c.level, c.aggregation) for c in [*comparisons, *other_levels]}:
+            add_equivalence([c for c in [*comparisons, *other_levels]
+                             if (c.level, c.aggregation) == level and c.metric == primary], settings.margin,
+                            settings.alpha)
     counts = run_counts(inputs)
     nf = noise_floor_arm(inputs.suite_dict, baseline)
     chance = check_chance(inputs, baseline, primary, [lv for lv in settings.headline_levels if lv in inputs.levels], levels)
@@ -332,6 +356,12 @@ def analyse(inputs: Inputs) -> Analysis:
         noise_floor=nf,
         code=code_provenance(inputs.done),
     )
+    if settings.contrasts:
+        shown = [lv for lv in settings.headline_levels if lv in estimable]
+        result.contrasts = contrasts(inputs, settings.contrasts, shown, primary, settings.rope, settings.alpha,
+                                     settings.margin, log)
+        result.notes += [n for n in log.notes if n not in result.notes]
+    result.sensitivity = sensitivities(inputs, settings, rules, verdicts)
     if not inputs.family and inputs.variants:  # the other family, analysed alone, then paired arm by arm
         result.variant = analyse(inputs.variant(inputs.variants[0]))
         result.tuning_effect = tuning_effects(result, result.variant)
@@ -445,8 +475,13 @@ def _caveats(
             f"{mine.fit['did_not_fit']} run(s) of {arm} did not fit and {mine.fit['diverged']} diverged "
             f"(of {mine.done} completed; reasons in the table of section 9); their scores are counted as they are."
         )
-    # The seed-noise floor.
-    if noise_floor and c is not None:
+    # The seed-noise floor, as a defined test where a margin is stated (issue 26): the corrected TOST of the
+    # noise-floor arm against the baseline at ±margin, Holm with the other arms. "The seeds alone move the score
+    # by less than the margin" then has an error rate (alpha); setting one arm's mean difference against the
+    # noise arm's interval (below, and without a margin) has none, so it stays descriptive.
+    if noise_floor and c is not None and c.equivalence:
+        out.append(_noise_floor_test(arm, noise_floor, comparisons, c, v))
+    elif noise_floor and c is not None:
         nf = _find(comparisons, noise_floor, (c.level, c.aggregation), c.metric)
         if arm == noise_floor:
             out.append(
@@ -472,3 +507,37 @@ def _caveats(
         else:
             out.append(f"The seed-noise floor ({noise_floor}) could not be compared at this level.")
     return out
+
+
+def _noise_floor_test(arm: str, noise_floor: str, comparisons: list[Comparison], c: Comparison, v: Verdict) -> str:
+    """The caveat of the seed-noise floor tested against the margin (and ``v.noise_floor``, for summary.json)."""
+    nf = _find(comparisons, noise_floor, (c.level, c.aggregation), c.metric)
+    if nf is None or not nf.equivalence or nf.equivalence.get("p_tost_holm") is None:
+        return f"The seed-noise floor ({noise_floor}) could not be tested at this level."
+    eq = nf.equivalence
+    m = float(eq["margin"])
+    within = eq["decision"] == "equivalent"
+    numbers = (f"{noise_floor} − baseline {nf.mean_difference:+.3f}, 90 % corrected interval {_fmt_ci(eq['ci90'])}, "
+               f"Holm-adjusted TOST p = {float(eq['p_tost_holm']):.3g}")
+    said = (f"the seeds alone move {c.metric} by less than ±{m:g}" if within else
+            f"the seeds alone are not shown to move {c.metric} by less than ±{m:g}: these runs do not resolve "
+            f"differences of ±{m:g}, so 'undecided' is the expected verdict of an arm as close to the baseline as a "
+            "second seed")
+    if arm == noise_floor:
+        return (f"{arm} is the baseline trained again with another seed offset; the seed-noise floor, tested against "
+                f"the margin (corrected TOST): {said} ({numbers}).")
+    lo, hi = nf.ci95
+    v.noise_floor = {
+        "arm": noise_floor,
+        "test": "corrected TOST of the noise-floor arm against the baseline at ±margin, Holm across arms",
+        "margin": m,
+        "within_margin": within,
+        "p_tost_holm": eq["p_tost_holm"],
+        "ci90": eq["ci90"],
+        # descriptive, as without a margin (no error rate): the arm's mean difference against the noise interval
+        "exceeds": not (lo <= c.mean_difference <= hi) and abs(c.mean_difference) > abs(nf.mean_difference),
+        "mean_difference": c.mean_difference,
+        "noise_mean_difference": nf.mean_difference,
+        "noise_ci95": nf.ci95,
+    }
+    return f"Seed-noise floor, tested against the margin (corrected TOST of {noise_floor}): {said} ({numbers})."

@@ -58,6 +58,11 @@ class Comparison:
     sd_difference: float = float("nan")  # std (ddof 1) of the per-run differences
     mde: dict[str, Any] = field(default_factory=dict)  # minimal detectable difference (see :func:`add_mde`)
     failed_runs: dict[str, Any] = field(default_factory=dict)  # runs without a score, and the sensitivity lines
+    differences: list[float] = field(default_factory=list)  # the per-run paired differences, (repeat, fold) order
+    # With report.equivalence_margin, on the primary metric (harness.report.equivalence.add_equivalence): the
+    # corrected TOST against the margin, Holm across the family, and the four-way decision.
+    equivalence: dict[str, Any] = field(default_factory=dict)
+    decision: str | None = None  # better | worse | equivalent | undecided
 
     @classmethod
     def from_stats(cls, result: Mapping[str, Any], **where: str) -> Comparison:
@@ -132,7 +137,8 @@ def _compare_one(
         log.unpaired[arm] = max(log.unpaired.get(arm, 0), len(missing))
     result = _orient(result, metric)
     c = Comparison.from_stats(result, arm=arm, versus=baseline, metric=metric, level=level[0], aggregation=level[1])
-    c.sd_difference = float(np.std([scores[k] - base[k] for k in keys], ddof=1))
+    c.differences = [float(scores[k] - base[k]) for k in keys]
+    c.sd_difference = float(np.std(c.differences, ddof=1))
     c.failed_runs = failed_runs(inputs, arm, baseline, scores, base, metric, c.ratio, folds, repeats)
     return c
 

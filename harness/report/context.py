@@ -14,10 +14,12 @@ import pandas as pd
 from harness.metrics import LOWER_IS_BETTER
 from harness.report.analysis import Analysis, Verdict
 from harness.report.comparisons import Comparison
+from harness.report.equivalence import Contrast
 from harness.report.external import context as external_context
 from harness.report.figure_specs import FigureData, draw_all, strata_figure
 from harness.report.inputs import LEVEL_TITLES
 from harness.report.methods import environment, methods, reproduce_command
+from harness.report.sensitivity import Sensitivity
 from harness.report.strata import StrataTable
 from harness.report.timing import TIMING_COLUMNS, devices, timing_cell
 from harness.report.tuning import context as tuning_context
@@ -79,7 +81,38 @@ def template_context(analysis: Analysis) -> dict[str, Any]:
         "environment": environment(inputs.meta, analysis.code),
         "command": reproduce_command(inputs),
         "store_path": str(inputs.store_path),
+        # issue 26 §3: the equivalence margin, the contrasts and the label sensitivity (empty without them)
+        "margin": st.margin,
+        "contrasts": [_contrast(x) for x in analysis.contrasts],
+        "sensitivity": [_sensitivity(s) for s in analysis.sensitivity],
     }
+
+
+def _contrast(x: Contrast) -> dict[str, Any]:
+    c = x.comparison
+    out: dict[str, Any] = {"first": x.first, "second": x.second, "level": x.level, "kind": x.kind, "text": x.text,
+                           "headline": x.headline, "compared": c is not None}
+    if c is not None:
+        out.update(mean_first=c.mean_arm, mean_second=c.mean_baseline, mean_difference=c.mean_difference,
+                   ci95=c.ci95, n_runs=c.n_runs, p_holm=c.tests["corrected_t"].get("p_holm"),
+                   p_corrected=c.tests["corrected_t"].get("p"), equivalence=c.equivalence or None)
+    return out
+
+
+def _sensitivity(s: Sensitivity) -> dict[str, Any]:
+    def side(v: Verdict) -> dict[str, Any]:
+        c = v.comparison
+        return {"kind": v.kind, "headline": v.headline, "compared": c is not None,
+                "mean_difference": c.mean_difference if c is not None else None,
+                "ci95": c.ci95 if c is not None else None,
+                "p_holm": c.tests["corrected_t"].get("p_holm") if c is not None else None,
+                "p_tost_holm": (c.equivalence or {}).get("p_tost_holm") if c is not None else None}
+
+    return {"name": s.rule.name, "description": s.rule.description, "rule": s.rule.describe(), "level": s.level,
+            "metric": s.metric, "n_samples": s.n_samples, "n_excluded": s.n_excluded,
+            "n_excluded_positive": s.n_excluded_positive, "notes": s.notes,
+            "rows": [{"arm": r.arm, "changed": r.changed, "full": side(r.full), "without": side(r.without)}
+                     for r in s.rows]}
 
 
 def _verdict(v: Verdict) -> dict[str, Any]:
@@ -94,6 +127,7 @@ def _verdict(v: Verdict) -> dict[str, Any]:
         "co_primary": v.co_primary,
         "caveats": v.caveats,
         "compared": c is not None,
+        "equivalence": None,
     }
     if c is None:
         return out
@@ -110,6 +144,7 @@ def _verdict(v: Verdict) -> dict[str, Any]:
         "p_better": b["p_better"],
         "p_corrected": c.tests["corrected_t"]["p"],
         "p_holm": c.tests["corrected_t"]["p_holm"],
+        "equivalence": c.equivalence or None,
     }
 
 

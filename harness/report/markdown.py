@@ -36,6 +36,7 @@ from harness.report.comparisons import Comparison
 from harness.report.figure_specs import FigureData, forest_figure
 from harness.report.inputs import Inputs
 from harness.report.methods import backbones, reproduce_command
+from harness.report.sensitivity import Sensitivity
 from harness.report.strata import StrataTable
 from harness.safe_write import Output, Recognise, check_outputs, either, png_software, write_all
 
@@ -200,7 +201,9 @@ def render_block(analysis: Analysis, command: str, forest_png: str | None, fores
         f"- **Wall time**: {_wall_time(inputs)}",
         f"- **Code version** {analysis.code.describe(checkout=False)}; {_machine(inputs.meta)}",
         f"- **Primary metric** {st.primary} at the {st.primary_level} level (the other level is co-primary); "
-        f"α = {st.alpha:g} with Holm's correction over arms; ROPE ±{st.rope:g}",
+        f"α = {st.alpha:g} with Holm's correction over arms; ROPE ±{st.rope:g}"
+        + (f"; equivalence margin ±{st.margin:g} (stated before the run): each verdict is better, worse, equivalent "
+           "within the margin (two one-sided corrected t-tests, Holm) or undecided" if st.margin is not None else ""),
     ]
     if analysis.chance is not None and analysis.chance.message:
         lines += ["", f"> **{analysis.chance.message}**"]
@@ -216,6 +219,10 @@ def render_block(analysis: Analysis, command: str, forest_png: str | None, fores
     else:
         lines.append(f"No forest plot: {forest_note or 'nothing to draw'}")
     lines += ["", *score_table(analysis), "", "#### Verdicts", "", *verdict_lines(analysis.verdicts)]
+    if analysis.contrasts:
+        lines += ["", "#### Contrasts between arms", "", *contrast_table(analysis)]
+    for s in analysis.sensitivity:
+        lines += ["", f"#### Verdicts without {s.rule.name}", "", *sensitivity_table(analysis, s)]
     searched = tuning.context(analysis)
     if searched:
         lines += ["", "#### Tuning: nested hyper-parameter search", "", *search_tables(searched)]
@@ -314,6 +321,33 @@ def verdict_lines(verdicts: Sequence[Verdict]) -> list[str]:
         out.append(line)
         out += [f"  - {c}" for c in v.caveats]
     return out or ["- no arm besides the baseline"]
+
+
+def contrast_table(analysis: Analysis) -> list[str]:
+    """One row per named pair and level: the difference first − second and its verdict (report.contrasts)."""
+    st = analysis.settings
+    rows = [f"The first arm minus the second on {st.primary}, paired by (repeat, fold), the same tests as against the "
+            "baseline; Holm within the contrasts of one level.", "",
+            "| first | second | level | Δ (95 % CI), p Holm | verdict |", "|---|---|---|---|---|"]
+    for x in analysis.contrasts:
+        rows.append(f"| `{x.first}` | `{x.second}` | {x.level} | {_difference(x.comparison)} | {x.text} |")
+    return rows
+
+
+def sensitivity_table(analysis: Analysis, s: Sensitivity) -> list[str]:
+    """Each arm's verdict with all the test samples and without the rule's (report.sensitivity)."""
+    st = analysis.settings
+    rows = [f"Left out: the {s.n_excluded} of {s.n_samples} test samples with {s.rule.describe()}"
+            f"{' (' + s.rule.description + ')' if s.rule.description else ''}; every run's {s.level}-level {s.metric} "
+            "recomputed from the stored predictions on the samples kept (nothing retrained), each arm compared with "
+            f"`{st.baseline}` again.", "",
+            f"| arm | all samples: Δ vs {st.baseline} | verdict | without {s.rule.name}: Δ | verdict | changed |",
+            "|---|---|---|---|---|---|"]
+    for r in s.rows:
+        rows.append(f"| `{r.arm}` | {_difference(r.full.comparison)} | {r.full.headline} | "
+                    f"{_difference(r.without.comparison)} | {r.without.headline} | {'yes' if r.changed else 'no'} |")
+    rows += [f"- {n}" for n in s.notes]
+    return rows
 
 
 def cost_table(analysis: Analysis) -> list[str]:

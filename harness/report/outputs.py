@@ -14,6 +14,7 @@ import pandas as pd
 from harness.jsonable import jsonable
 from harness.report.analysis import Analysis, ArmSummary
 from harness.report.comparisons import Comparison, PredictionTest
+from harness.report.equivalence import Contrast
 from harness.report.destinations import METRICS_CSV_COLUMNS, SUMMARY_FORMAT
 from harness.report.external import summary as external_summary
 from harness.report.learned import learned_record
@@ -71,6 +72,10 @@ def summary(analysis: Analysis) -> dict[str, Any]:
         "notes": analysis.notes,
         "tuning_effect": [e.as_dict() for e in analysis.tuning_effect],
         **({"external": external} if (external := external_summary(analysis)) else {}),
+        # issue 26 §3: written only where the suite asks for them (a summary without them keeps its bytes)
+        **({"equivalence_margin": st.margin} if st.margin is not None else {}),
+        **({"contrasts": [_contrast(c) for c in analysis.contrasts]} if st.contrasts else {}),
+        **({"sensitivity": [s.as_dict() for s in analysis.sensitivity]} if analysis.sensitivity else {}),
     }
 
 
@@ -85,6 +90,8 @@ def _arm(analysis: Analysis, arm: str, learned: dict[str, Any] | None = None) ->
         out["verdict_level"] = v.level
         out["verdicts"] = {v.level: v.text, **({v.co_primary["level"]: v.co_primary["text"]} if v.co_primary else {})}
         out["verdict_caveats"] = v.caveats
+        if analysis.settings.margin is not None:  # better | worse | equivalent | undecided | not-compared
+            out["decision"] = v.kind
         if v.noise_floor:
             out["exceeds_noise_floor"] = v.noise_floor["exceeds"]
     counts = analysis.run_counts.get(arm)
@@ -133,7 +140,23 @@ def _comparison(c: Comparison, pred_tests: Mapping[str, PredictionTest]) -> dict
             "delong": {k: delong.get(k) for k in ("statistic", "p", "p_holm", "n_folds")},
             "mcnemar": {k: mcn.get(k) for k in ("statistic", "p", "p_holm", "b", "c", "exact", "clustered", "form")},
         },
+        **({"equivalence": c.equivalence} if c.equivalence else {}),
     }
+
+
+def _contrast(x: Contrast) -> dict[str, Any]:
+    """One named pair (difference first − second), its tests and its verdict."""
+    out: dict[str, Any] = {"first": x.first, "second": x.second, "level": x.level, "aggregation": x.aggregation,
+                           "metric": x.metric, "kind": x.kind, "verdict": x.text}
+    if x.comparison is not None:
+        body = _comparison(x.comparison, {})
+        for key in ("arm", "versus", "metric", "level", "aggregation"):
+            body.pop(key)
+        del body["tests"]["delong"], body["tests"]["mcnemar"]  # the prediction-level tests are against the baseline
+        out.update(body)
+        if x.comparison.decision is not None:
+            out["decision"] = x.comparison.decision
+    return out
 
 
 def _noise_floor(analysis: Analysis) -> dict[str, Any] | None:
@@ -147,7 +170,16 @@ def _noise_floor(analysis: Analysis) -> dict[str, Any] | None:
         for c in [*analysis.comparisons, *analysis.other_levels]
         if c.arm == arm and c.metric == primary
     }
-    return {"arm": arm, "metric": primary, "differences": diffs}
+    out = {"arm": arm, "metric": primary, "differences": diffs}
+    tested = [c for c in [*analysis.comparisons, *analysis.other_levels]
+              if c.arm == arm and c.metric == primary and c.equivalence]
+    if tested:  # the defined test of the noise floor (a margin stated): the seeds alone within ±margin?
+        out["test"] = {
+            f"{c.level}/{c.aggregation}": {"margin": c.equivalence["margin"],
+                                           "within_margin": c.equivalence["decision"] == "equivalent",
+                                           "p_tost_holm": c.equivalence["p_tost_holm"], "ci90": c.equivalence["ci90"]}
+            for c in tested}
+    return out
 
 
 def _strata(table: StrataTable) -> dict[str, Any]:
