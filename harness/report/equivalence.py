@@ -64,7 +64,7 @@ def _fmt_p(p: Any) -> str:
     if p is None or not math.isfinite(float(p)):
         return "p not computable"
     p = float(p)
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"  # three decimals: a decision at 0.048 must not read 0.05
 
 
 def _ci(ci: Any, digits: int = 3) -> str:
