@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator, model_validator
 
+from harness.later_keys import later_keys
+
 CropMode = Literal["fan", "bbox", "none"]
 OnError = Literal["fail", "skip"]
 
@@ -169,6 +171,9 @@ class SimulatedData(_DataBase):
 class _VideoData(_DataBase):
     frame_step: int = Field(10, description="keep every k-th (non-blank) frame of a video")
     max_frames_per_video: int | None = Field(8, description="keep at most M frames per video; null = all")
+    frame_sampling: Literal["first", "spread"] = Field(
+        "first", description="which M of a video's kept frames: first = the first M (the start of the clip); "
+        "spread = M spread evenly over the whole clip (B-lines come and go with breathing)")
     image_size: int = Field(128, description="frames are resized to image_size x image_size pixels")
     crop: CropMode = Field(
         "fan", description="fan = crop to the ultrasound sector and blank outside it; bbox = crop to "
@@ -180,6 +185,8 @@ class _VideoData(_DataBase):
     @classmethod
     def _size(cls, v: Any) -> int:
         return _check_size(v)
+
+    _dump = later_keys({"frame_sampling": "first"})  # the runs' identity of suites that do not set it is kept
 
     @field_validator("frame_step", mode="before")
     @classmethod

@@ -113,8 +113,9 @@ def _severity(text: str) -> str:
 def load_covid_blues(cfg: CovidBluesData, base_dir: Path, cache_dir: Path, progress=None) -> FrameSet:
     root = dataset_dir(cfg, base_dir)
     items, notes = read_items(root, cfg.on_error)
-    params = DecodeParams(cfg.frame_step, cfg.max_frames_per_video, cfg.image_size, cfg.crop)
-    m = "all" if cfg.max_frames_per_video is None else f"at most {cfg.max_frames_per_video}"
+    params = DecodeParams(cfg.frame_step, cfg.max_frames_per_video, cfg.image_size, cfg.crop, cfg.frame_sampling)
+    m = "all" if cfg.max_frames_per_video is None else f"at most {cfg.max_frames_per_video}" + \
+        (" spread over the clip" if cfg.frame_sampling == "spread" else "")
     description = (f"COVID-BLUES ({len(items)} convex-probe videos listed; {every(cfg.frame_step)}, "
                    f"{m} per video; crop {cfg.crop}; {cfg.image_size}x{cfg.image_size} grayscale)")
     return load_items(items, params, cache_dir, cfg.on_error, description, skipped=notes, progress=progress)

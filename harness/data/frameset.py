@@ -12,6 +12,14 @@ class DataError(ValueError):
     """A data problem; ``str(err)`` is one line naming the file or row and what is accepted."""
 
 
+
+def spread(n: int, m: int) -> np.ndarray:
+    """``m`` of ``n`` positions spread evenly from the first to the last (all ``n`` when ``m >= n``): the
+    frames kept of a clip (``frame_sampling: spread``), the images BatchNorm is re-estimated on."""
+    if m >= n:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, m)).astype(int))
+
 @dataclass
 class FrameSet:
     """Grayscale frames and their labels (see docs/architecture.md, section harness.data).

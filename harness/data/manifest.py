@@ -89,8 +89,9 @@ def read_manifest(cfg: ManifestData, base_dir: Path) -> tuple[list[Item], Path, 
 
 def load_manifest(cfg: ManifestData, base_dir: Path, cache_dir: Path, progress=None) -> FrameSet:
     items, root, skipped = read_manifest(cfg, base_dir)
-    params = DecodeParams(cfg.frame_step, cfg.max_frames_per_video, cfg.image_size, cfg.crop)
-    m = "all" if cfg.max_frames_per_video is None else f"at most {cfg.max_frames_per_video}"
+    params = DecodeParams(cfg.frame_step, cfg.max_frames_per_video, cfg.image_size, cfg.crop, cfg.frame_sampling)
+    m = "all" if cfg.max_frames_per_video is None else f"at most {cfg.max_frames_per_video}" + \
+        (" spread over the clip" if cfg.frame_sampling == "spread" else "")
     description = (f"CSV manifest {Path(cfg.path).name} ({len(items)} files under {root.name}/; videos: "
                    f"{every(cfg.frame_step)}, {m} per video; crop {cfg.crop}; "
                    f"{cfg.image_size}x{cfg.image_size} grayscale)")

@@ -2,7 +2,8 @@
 
 ``decode_media(path, params)`` returns ``(frames (n, S, S) uint8, frame_indices)``. Blank frames
 (max <= ``BLANK_LEVEL``, e.g. the black lead-in of some COVID-BLUES clips) carry no image and are
-dropped before sampling every ``frame_step``-th frame, at most ``max_frames`` of them.
+dropped before sampling every ``frame_step``-th frame, at most ``max_frames`` of them: the first ones, or
+(``frame_sampling: spread``) ones spread evenly over the whole clip.
 
 Crop modes, decided per video from the maximum over its sampled frames (so a clip keeps one
 geometry): ``fan`` keeps the largest connected region of non-black pixels (the ultrasound sector),
@@ -22,7 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
-from harness.data.frameset import DataError
+from harness.data.frameset import DataError, spread
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".gif", ".mpeg", ".mpg", ".m4v", ".mkv", ".webm")
@@ -36,10 +37,14 @@ class DecodeParams:
     max_frames: int | None
     image_size: int
     crop: str
+    sampling: str = "first"  # first: the first max_frames kept frames; spread: max_frames spread over the clip
 
     def as_dict(self) -> dict:
-        return {"frame_step": self.frame_step, "max_frames": self.max_frames,
-                "image_size": self.image_size, "crop": self.crop}
+        out = {"frame_step": self.frame_step, "max_frames": self.max_frames,
+               "image_size": self.image_size, "crop": self.crop}
+        if self.sampling != "first":  # the cache keys of the first-frames default are those from before
+            out["sampling"] = self.sampling
+        return out
 
 
 def media_kind(path: Path) -> str:
@@ -54,8 +59,14 @@ def media_kind(path: Path) -> str:
     )
 
 
-def read_video(path: Path, frame_step: int, max_frames: int | None) -> tuple[list[np.ndarray], list[int]]:
-    """Grayscale (luma) frames of a video, every ``frame_step``-th non-blank one, at most ``max_frames``."""
+def read_video(path: Path, frame_step: int, max_frames: int | None,
+               sampling: str = "first") -> tuple[list[np.ndarray], list[int]]:
+    """Grayscale (luma) frames of a video, every ``frame_step``-th non-blank one, at most ``max_frames``:
+    the first ones, or (``sampling="spread"``) ones spread evenly over the whole clip (:func:`spread`)."""
+    if sampling == "spread" and max_frames is not None:
+        frames, indices = read_video(path, frame_step, None)
+        keep = spread(len(frames), max_frames)
+        return [frames[i] for i in keep], [indices[i] for i in keep]
     frames: list[np.ndarray] = []
     indices: list[int] = []
     kept = 0
@@ -185,7 +196,7 @@ def decode_media(path: Path, params: DecodeParams) -> tuple[np.ndarray, list[int
     if media_kind(path) == "image":
         frames, indices = [read_image(path)], [0]
     else:
-        frames, indices = read_video(path, params.frame_step, params.max_frames)
+        frames, indices = read_video(path, params.frame_step, params.max_frames, params.sampling)
     window, mask = content_box(frames, params.crop)
     out = np.stack([to_square(f, window, mask, params.image_size) for f in frames])
     return out, indices

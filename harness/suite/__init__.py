@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from harness.data.config import SEED_MAX, DataConfig, ExternalDataConfig
+from harness.later_keys import later_keys
 from harness.metrics import METRIC_NAMES
 from harness.suite.strict import Strict
 from harness.suite.search import (
@@ -188,6 +189,9 @@ class TrainingConfig(Strict):
     bn_recalibration: bool = Field(
         True, description="re-estimate BatchNorm statistics on training images before every evaluation")
     bn_recalibration_images: int = Field(512, ge=2, le=100_000, description="training images used to re-estimate them")
+    bn_recalibration_sample: Literal["first", "spread"] = Field(
+        "first", description="which of them: first = the first ones in the data's order (a few patients); spread = "
+        "spread evenly over the whole training part (every patient, in proportion)")
     diffusion_lr_multiplier: float = Field(
         30.0, gt=0.0, le=1000.0, description="learning rate of the diffusion parameters / training.lr")
     seed_offset: int = Field(0, ge=0, le=2**31 - 1,
@@ -197,6 +201,8 @@ class TrainingConfig(Strict):
     channels_last: bool = True
     amp: bool = True
     num_threads: int | None = Field(None, ge=1, le=1024)
+
+    _dump = later_keys({"bn_recalibration_sample": "first"})  # the runs' identity of suites not setting it is kept
 
     @field_validator("batch_size", mode="before")
     @classmethod

@@ -32,6 +32,7 @@ import psutil
 import torch
 from torch import nn
 
+from harness.data.frameset import spread
 from harness.models import create_model, learned_params
 from harness.suite import ModelConfig, TrainingConfig
 from harness.training import recipe
@@ -181,7 +182,11 @@ class _Run:
     def _recalibration_images(self, on_the_fly: Filter | None) -> torch.Tensor:
         """The training images BatchNorm's statistics are re-estimated on, as the network sees them in
         training: filtered once here when the arm filters on the fly (un-augmented, as for every arm)."""
-        x = self.t.train_x[:self.cfg.bn_recalibration_images] if self.cfg.bn_recalibration else self.t.train_x[:0]
+        n = self.cfg.bn_recalibration_images if self.cfg.bn_recalibration else 0
+        if self.cfg.bn_recalibration_sample == "spread" and n:  # every patient, not the first few in the data's order
+            x = self.t.train_x[torch.from_numpy(spread(len(self.t.train_x), n))]
+        else:
+            x = self.t.train_x[:n]
         if on_the_fly is None or not len(x):
             return x
         with torch.no_grad():
