@@ -5,7 +5,11 @@ Every filter is a function (parameters after the image keyword-only) and a regis
 validates and canonicalises them (:mod:`diffusion_filters._spec`); inputs may be ``(H, W)``,
 ``(C, H, W)`` or ``(B, C, H, W)`` tensors or numpy arrays (dtype rules:
 :mod:`diffusion_filters._image`). Filters: Perona-Malik, coherence- and edge-enhancing tensor
-diffusion, SRAD, non-local means, and the Gaussian / median comparators.
+diffusion, SRAD, non-local means, and the Gaussian / median comparators. A pipeline step may also
+name any per-image function or ``nn.Module`` class by import path, and installed packages may add
+filters through the ``diffusion_filters.filters`` entry-point group
+(:mod:`diffusion_filters.external`); every filter meets one runtime contract
+(:func:`check_conformance`).
 
 Example:
     >>> import torch, diffusion_filters as df
@@ -21,15 +25,17 @@ Example:
 
 from __future__ import annotations
 
-from . import layers
+from . import conformance, external, layers
 from ._compile import set_compile
 from ._filter import Filter, NonFiniteOutputError
 from ._image import Restore, as_bchw, as_param
 from ._spec import FilterSpec, InvalidParameterError, Param
+from .conformance import ConformanceError, check_conformance
+from .external import ExternalFilter, ExternalFilterError, is_external_step
 from .nonlocal_means import NonlocalMeans, nonlocal_means
 from .perona_malik import PeronaMalik, perona_malik, perona_malik_mixture
 from .pipeline import Pipeline, check_image_size
-from .registry import available, create, get_filter_class, register_filter
+from .registry import available, create, get_filter_class, load_entry_points, register_filter
 from .smoothing import Gaussian, Median, gaussian, median
 from .srad import SRAD, srad
 from .tensor_diffusion import CoherenceEnhancing, EdgeEnhancing, coherence_enhancing, edge_enhancing
@@ -37,7 +43,10 @@ from .tensor_diffusion import CoherenceEnhancing, EdgeEnhancing, coherence_enhan
 __all__ = [
     "SRAD",
     "CoherenceEnhancing",
+    "ConformanceError",
     "EdgeEnhancing",
+    "ExternalFilter",
+    "ExternalFilterError",
     "Filter",
     "FilterSpec",
     "Gaussian",
@@ -52,13 +61,18 @@ __all__ = [
     "as_bchw",
     "as_param",
     "available",
+    "check_conformance",
     "check_image_size",
     "coherence_enhancing",
+    "conformance",
     "create",
     "edge_enhancing",
+    "external",
     "gaussian",
     "get_filter_class",
+    "is_external_step",
     "layers",
+    "load_entry_points",
     "median",
     "nonlocal_means",
     "perona_malik",

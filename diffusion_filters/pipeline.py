@@ -1,15 +1,20 @@
 """Chains of registered filters built from the list form used by suites.
 
-A pipeline config is a list of single-key mappings ``{filter_name: {param: value, ...}}``::
+A pipeline config is a list of single-key mappings ``{filter_name: {param: value, ...}}``, or of
+steps naming outside code by import path (``{"callable": ..., "params": ...}`` for a per-image
+array function, ``{"module": ..., "params": ...}`` for an ``nn.Module`` class; conventions, import
+rules and code identity: :mod:`diffusion_filters.external`)::
 
     Pipeline.from_config([
         {"perona_malik": {"iterations": 10, "kappa": 0.1, "step": 0.2}},
         {"median": {"size": 3}},
+        {"callable": "skimage.restoration:denoise_tv_chambolle", "params": {"weight": 0.1}},
     ])
 
 ``config()`` returns the canonical form (every parameter, defaults included, in signature
 order, numbers canonicalised by each filter's spec) so that two spellings of the same pipeline
-hash identically; ``describe()`` gives the one-line human description used in reports;
+hash identically; an outside step's canonical form also holds its code's identity (``code``), so a
+changed function changes the hash; ``describe()`` gives the one-line human description used in reports;
 :func:`check_image_size` tells, before any image is seen, whether images of a given size are
 large enough for every filter of a pipeline.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from numbers import Integral
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +31,7 @@ import torch
 from torch import nn
 
 from ._image import as_bchw
+from .external import ExternalFilter, ExternalFilterError, build_step, is_external_step
 from .registry import accepted_params, create
 
 __all__ = ["Pipeline", "check_image_size"]
@@ -61,11 +68,16 @@ class Pipeline(nn.Module):
         self.filters = nn.ModuleList(filters)
 
     @classmethod
-    def from_config(cls, config: Sequence[Mapping[str, Any]] | None, where: str = "preprocess") -> Pipeline:
+    def from_config(cls, config: Sequence[Mapping[str, Any]] | None, where: str = "preprocess",
+                    base_dir: str | Path | None = None) -> Pipeline:
         """Build from ``[{name: {params}}, ...]``; ``None`` or ``[]`` is the identity pipeline.
 
+        ``base_dir``: the folder where a ``callable:`` / ``module:`` step's module file may lie (a
+        suite's folder; :func:`diffusion_filters.external.resolve`).
+
         Errors are ``ValueError`` prefixed with ``where[index]``, e.g.
-        ``preprocess[1].median.sizee: unknown parameter; accepted: size``.
+        ``preprocess[1].median.sizee: unknown parameter; accepted: size`` or
+        ``preprocess[0].params.weightt: unknown parameter of skimage.restoration:denoise_tv_chambolle; ...``.
         """
         if config is None:
             return cls([])
@@ -75,6 +87,12 @@ class Pipeline(nn.Module):
             )
         filters = []
         for i, item in enumerate(config):
+            if is_external_step(item):
+                try:
+                    filters.append(build_step(item, base_dir=base_dir))
+                except ExternalFilterError as err:
+                    raise ValueError(f"{where}[{i}].{err}" if err.key else f"{where}[{i}]: {err}") from None
+                continue
             if not isinstance(item, Mapping) or len(item) != 1:
                 raise ValueError(
                     f"{where}[{i}]: expected a single-key mapping {{filter: {{params}}}}, got {item!r}"
@@ -99,10 +117,14 @@ class Pipeline(nn.Module):
             t = f(t)
         return restore(t)
 
-    def config(self) -> list[dict[str, dict[str, Any]]]:
-        """Canonical config: every parameter of every filter, in signature order."""
+    def config(self) -> list[dict[str, Any]]:
+        """Canonical config: every parameter of every filter, in signature order (an outside step:
+        :meth:`diffusion_filters.external.ExternalFilter.config`)."""
         out = []
         for f in self.filters:
+            if isinstance(f, ExternalFilter):
+                out.append(f.config())
+                continue
             name = f.filter_name  # type: ignore[attr-defined]
             names, _ = accepted_params(name)
             out.append({name: {p: _plain(getattr(f, p)) for p in names}})
@@ -139,12 +161,14 @@ class Pipeline(nn.Module):
 
 
 def check_image_size(
-    config: Sequence[Mapping[str, Any]] | Pipeline | None, size: int | Sequence[int], where: str = "preprocess"
+    config: Sequence[Mapping[str, Any]] | Pipeline | None, size: int | Sequence[int], where: str = "preprocess",
+    base_dir: str | Path | None = None,
 ) -> None:
     """Check, before any image is seen, that images of ``size`` suit every filter of ``config``.
 
     ``config`` is a pipeline config (the list form of :meth:`Pipeline.from_config`) or a
-    :class:`Pipeline`; ``size`` is the image side or ``(H, W)``. Raises ``ValueError`` naming the
+    :class:`Pipeline`; ``size`` is the image side or ``(H, W)``; ``base_dir`` as in
+    :meth:`Pipeline.from_config`. Raises ``ValueError`` naming the
     step, the filter and the minimum size, e.g. ``preprocess[0].nonlocal_means: image of size
     8x8 is smaller than the stencil; minimum size is 9x9`` (invalid configs raise as in
     :meth:`Pipeline.from_config`).
@@ -154,5 +178,5 @@ def check_image_size(
         >>> Pipeline.from_config([{"median": {"size": 3}}]).min_image_size()
         1
     """
-    pipe = config if isinstance(config, Pipeline) else Pipeline.from_config(config, where=where)
+    pipe = config if isinstance(config, Pipeline) else Pipeline.from_config(config, where=where, base_dir=base_dir)
     pipe.check_image_size(size, where=where)

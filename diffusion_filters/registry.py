@@ -14,6 +14,10 @@ Filters register themselves with :func:`register_filter` when their module is im
 The accepted parameters of a filter are those of its spec (for a plain ``nn.Module`` without
 one: the keyword parameters of its ``__init__``); :func:`create` reports unknown or missing ones
 by name.
+
+Installed packages add filters through the ``diffusion_filters.filters`` entry-point group
+(:mod:`diffusion_filters.external`): their names appear in :func:`available` beside the built-in
+ones (a built-in name stays built-in), and their code is imported only when one is used.
 """
 
 from __future__ import annotations
@@ -24,9 +28,13 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = ["accepted_params", "available", "create", "get_filter_class", "register_filter"]
+from .external import CONVENTIONS, ExternalFilter, entry_point_class, entry_point_filters
+
+__all__ = ["accepted_params", "available", "create", "get_filter_class", "load_entry_points", "register_filter"]
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
+_FROM_ENTRY_POINTS: set[str] = set()  # the names registered by load_entry_points
+_entry_points_loaded = False
 
 M = TypeVar("M", bound=type[nn.Module])
 
@@ -39,6 +47,8 @@ def register_filter(name: str) -> Callable[[M], M]:
     """
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"register_filter: name {name!r} must be a valid identifier")
+    if name in CONVENTIONS:
+        raise ValueError(f"register_filter: name {name!r} is reserved (a step's callable:/module: key)")
 
     def decorator(cls: M) -> M:
         if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
@@ -48,18 +58,43 @@ def register_filter(name: str) -> Callable[[M], M]:
             raise ValueError(f"register_filter: name {name!r} is already used by {old.__qualname__}")
         cls.filter_name = name  # type: ignore[attr-defined]
         _REGISTRY[name] = cls
+        _FROM_ENTRY_POINTS.discard(name)
         return cls
 
     return decorator
 
 
+def load_entry_points(refresh: bool = False) -> list[str]:
+    """Register the filters of the ``diffusion_filters.filters`` entry points (once; ``refresh``: scan
+    the installed distributions again, e.g. after installing one in a running process). Returns
+    their names. Nothing is imported until a filter is used."""
+    global _entry_points_loaded
+    if _entry_points_loaded and not refresh:
+        return sorted(_FROM_ENTRY_POINTS)
+    for name in list(_FROM_ENTRY_POINTS):
+        del _REGISTRY[name]
+    _FROM_ENTRY_POINTS.clear()
+    for name, ep in entry_point_filters().items():
+        if name not in _REGISTRY:  # a built-in (or an earlier registration) keeps its name
+            _REGISTRY[name] = entry_point_class(name, ep)
+            _FROM_ENTRY_POINTS.add(name)
+    _entry_points_loaded = True
+    return sorted(_FROM_ENTRY_POINTS)
+
+
 def available() -> list[str]:
-    """Sorted names of the registered filters."""
+    """Sorted names of the registered filters (entry-point filters included)."""
+    load_entry_points()
     return sorted(_REGISTRY)
 
 
 def get_filter_class(name: str) -> type[nn.Module]:
     """The module class registered under ``name`` (``ValueError`` listing the names otherwise)."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        pass
+    load_entry_points()
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
@@ -69,8 +104,11 @@ def get_filter_class(name: str) -> type[nn.Module]:
 
 
 def accepted_params(name: str) -> tuple[list[str], list[str]]:
-    """``(all_params, required_params)`` of filter ``name``, from its spec (or ``__init__`` signature)."""
+    """``(all_params, required_params)`` of filter ``name``, from its spec (or ``__init__`` signature;
+    an entry-point filter: the signature of the code it names)."""
     cls = get_filter_class(name)
+    if issubclass(cls, ExternalFilter):
+        return cls.accepted_params()  # type: ignore[attr-defined]
     spec = getattr(cls, "spec", None)
     if spec is not None:
         return spec.names(), spec.required()
@@ -96,6 +134,8 @@ def create(name: str, **params: Any) -> nn.Module:
         'median (3×3)'
     """
     cls = get_filter_class(name)
+    if issubclass(cls, ExternalFilter):  # an entry point: checked against its signature, same messages
+        return cls(**params)
     accepted, required = accepted_params(name)
     unknown = [k for k in params if k not in accepted]
     if unknown:

@@ -130,6 +130,9 @@ def _scaled_steps(steps: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], fl
     """The pipeline with every ``iterations`` above the cap lowered to it, and the cost factor."""
     out, factor = [], 1.0
     for step in steps:
+        if len(step) != 1:  # a callable: / module: step (diffusion_filters.external): timed as it is
+            out.append(step)
+            continue
         (name, params), = step.items()
         params = dict(params or {})
         it = params.get("iterations")
@@ -141,14 +144,16 @@ def _scaled_steps(steps: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], fl
     return out, factor
 
 
-def time_filter(steps: list[dict[str, Any]], images: np.ndarray) -> tuple[Timing, float]:
-    """Seconds per frame of ``steps`` (after one warm-up) and the iteration scale factor applied."""
+def time_filter(steps: list[dict[str, Any]], images: np.ndarray,
+                base_dir: Any = None) -> tuple[Timing, float]:
+    """Seconds per frame of ``steps`` (after one warm-up) and the iteration scale factor applied
+    (``base_dir``: the suite's folder, where a ``callable:`` / ``module:`` step's file may lie)."""
     import torch
 
     import diffusion_filters
 
     timed, factor = _scaled_steps(steps)
-    pipe = diffusion_filters.Pipeline.from_config(timed).eval()
+    pipe = diffusion_filters.Pipeline.from_config(timed, base_dir=base_dir).eval()
     x = torch.from_numpy(np.asarray(images[:FILTER_FRAMES], dtype=np.float32) / 255.0).unsqueeze(1)
     times = []
     with torch.no_grad():
@@ -266,7 +271,7 @@ def estimate(suite: Any, plan: Any, store: Any, frames: Any = None, cache_dir: A
         model, training = suite.arm_model(arm), suite.arm_training(arm)
         pipe_key = canonical_json(arm.preprocess)
         if arm.preprocess and pipe_key not in filters:
-            filters[pipe_key], factor = time_filter(arm.preprocess, sample)
+            filters[pipe_key], factor = time_filter(arm.preprocess, sample, suite.base_dir)
             if factor > 1:
                 est.basis.append(f"{arm.name}: filter timed at {MAX_TIMED_ITERATIONS} iterations and scaled x{factor:g}")
         per_frame = filters.get(pipe_key)
@@ -274,8 +279,9 @@ def estimate(suite: Any, plan: Any, store: Any, frames: Any = None, cache_dir: A
         if arm.on_the_fly and arm.preprocess:
             from harness.preprocess import on_the_fly_filter
 
-            otf = on_the_fly_filter(arm.preprocess)
-        elif per_frame is not None and pipe_key not in seen_pipelines and not _cached(frames, arm, cache_dir):
+            otf = on_the_fly_filter(arm.preprocess, suite.base_dir)
+        elif per_frame is not None and pipe_key not in seen_pipelines \
+                and not _cached(frames, arm, cache_dir, suite.base_dir):
             seen_pipelines.add(pipe_key)
             est.add("preprocessing", per_frame, n_frames)
         net_key = canonical_json([model.model_dump(mode="json"), training.model_dump(mode="json"), size,
@@ -325,7 +331,7 @@ def _add_tuning(est: Estimate, suite: Any, tuned_fits: dict[str, float]) -> None
     est.basis.append(f"tuning: x{extra:g} the final fits' training and evaluation (no trial pruned: an upper bound)")
 
 
-def _cached(frames: Any, arm: Any, cache_dir: Any) -> bool:
+def _cached(frames: Any, arm: Any, cache_dir: Any, base_dir: Any = None) -> bool:
     """Whether the preprocessing cache already holds this arm's frames."""
     if frames is None or cache_dir is None or not frames.content_hash:
         return False
@@ -333,7 +339,7 @@ def _cached(frames: Any, arm: Any, cache_dir: Any) -> bool:
 
     from harness.preprocess import CACHE_KIND, cache_key
 
-    key = cache_key(frames.content_hash, arm.preprocess)
+    key = cache_key(frames.content_hash, arm.preprocess, base_dir)
     folder = Path(cache_dir) / CACHE_KIND / key[:2]
     return (folder / f"{key}.npy").exists() and (folder / f"{key}.json").exists()
 

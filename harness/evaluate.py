@@ -205,10 +205,11 @@ def evaluate(weights: str | Path, data: str | Path, out_dir: str | Path | None =
     if steps and suite.arm(arm).on_the_fly:
         from harness.preprocess import on_the_fly_filter
 
-        on_the_fly, steps = on_the_fly_filter(steps), []
+        on_the_fly, steps = on_the_fly_filter(steps, suite.base_dir), []
     from harness.preprocess import preprocess_frames
 
-    images = preprocess_frames(frames.images, frames.content_hash, steps, cache).images
+    images = preprocess_frames(frames.images, frames.content_hash, steps, cache,
+                               base_dir=suite.base_dir if suite is not None else None).images
     probs = predict(model, images, on_the_fly=on_the_fly)
     rows = run_metrics(frames.labels, probs, frames.videos, frames.groups)
     intervals = bootstrap_by_patient(frames.labels, probs, frames.videos, frames.groups, n_boot, seed)

@@ -87,9 +87,9 @@ def _prepare(suite: Suite, arm_name: str, frames: Any, cache_dir: str) -> tuple[
     arm = suite.arm(arm_name) if isinstance(arm_name, str) else arm_name
     if arm.on_the_fly:
         prep = preprocess_frames(frames.images, frames.content_hash, [], cache_dir)
-        info = PreprocessingInfo(pipeline_hash(arm.preprocess), "on_the_fly", None, 0, False)
-        return prep, on_the_fly_filter(arm.preprocess), info
-    prep = preprocess_frames(frames.images, frames.content_hash, arm.preprocess, cache_dir)
+        info = PreprocessingInfo(pipeline_hash(arm.preprocess, suite.base_dir), "on_the_fly", None, 0, False)
+        return prep, on_the_fly_filter(arm.preprocess, suite.base_dir), info
+    prep = preprocess_frames(frames.images, frames.content_hash, arm.preprocess, cache_dir, base_dir=suite.base_dir)
     return prep, None, PreprocessingInfo(prep.pipeline_hash, prep.mode, prep.seconds, prep.n_images, prep.cached)
 
 

@@ -137,7 +137,7 @@ def _explain_arm(suite: Suite, run: Any, out_dir: Path, store: ResultsStore, cho
     model_cfg = suite.arm_model(arm).model_copy(update={"pretrained": "none"})  # the checkpoint has the weights
     key = sha256_of({
         "version": EXPLAIN_VERSION, "data": chosen.content_hash, "samples": chosen.ids, "gradcam": bool(gradcam),
-        "pipeline": pipeline_config(arm.preprocess), "model": model_cfg.model_dump(mode="json"),
+        "pipeline": pipeline_config(arm.preprocess, suite.base_dir), "model": model_cfg.model_dump(mode="json"),
         "checkpoint": ckpt_hash,
     })
     if stored_key == key:
@@ -148,7 +148,7 @@ def _explain_arm(suite: Suite, run: Any, out_dir: Path, store: ResultsStore, cho
         note = "no frame to show (no stored predictions match the data)"
     else:
         try:
-            processed = filter_frames(arm.preprocess, chosen.raw)
+            processed = filter_frames(arm.preprocess, chosen.raw, base_dir=suite.base_dir)
         except Exception as exc:
             note, failed = f"preprocessing failed ({_describe(exc)}); raw frames shown, no Grad-CAM", True
         if gradcam and not failed:
@@ -255,15 +255,16 @@ def choose(predictions: pd.DataFrame, done: pd.DataFrame, sample_ids: np.ndarray
     return chosen
 
 
-def filter_frames(steps: Sequence[dict[str, Any]], images: np.ndarray) -> np.ndarray:
+def filter_frames(steps: Sequence[dict[str, Any]], images: np.ndarray, base_dir: Path | None = None) -> np.ndarray:
     """``images`` (N, H, W) after the pipeline ``steps``, float32 in [0, 1], exactly as training's
-    inputs (:func:`harness.preprocess.apply_pipeline`); an empty pipeline only scales uint8."""
+    inputs (:func:`harness.preprocess.apply_pipeline`); an empty pipeline only scales uint8.
+    ``base_dir``: the suite's folder (a ``callable:`` / ``module:`` step's module file)."""
     if not steps:
         return to_unit(images)
     import diffusion_filters
 
     out = np.empty(images.shape, dtype=np.float32)
-    apply_pipeline(diffusion_filters.Pipeline.from_config(list(steps)).eval(), images, out)
+    apply_pipeline(diffusion_filters.Pipeline.from_config(list(steps), base_dir=base_dir).eval(), images, out)
     return out
 
 

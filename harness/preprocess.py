@@ -16,6 +16,11 @@ instead of duplicating the work.
 
 Arms with ``on_the_fly: true`` are not cached: :func:`on_the_fly_filter` returns the callable
 that training applies to each batch after augmentation.
+
+A step may name a function or module of the user's (``callable:`` / ``module:``,
+:mod:`diffusion_filters.external`): ``base_dir`` (the suite's folder) is where its module file may
+lie, and its code's identity is part of the canonical config, hence of the pipeline hash and the
+cache key: an edited module file misses.
 """
 
 from __future__ import annotations
@@ -52,22 +57,22 @@ class Preprocessed:
     mode: str = "cached"
 
 
-def pipeline_hash(steps: list[dict[str, Any]]) -> str:
+def pipeline_hash(steps: list[dict[str, Any]], base_dir: Path | None = None) -> str:
     """Hash of the canonical pipeline config (``"none"`` for an empty pipeline)."""
-    return sha256_of(pipeline_config(steps))[:16] if steps else "none"
+    return sha256_of(pipeline_config(steps, base_dir))[:16] if steps else "none"
 
 
-def cache_key(content_hash: str, steps: list[dict[str, Any]]) -> str:
+def cache_key(content_hash: str, steps: list[dict[str, Any]], base_dir: Path | None = None) -> str:
     """The cache entry of ``steps`` over frames of ``content_hash`` with the current filter code."""
     from harness.versions import filters_version
 
-    return sha256_of({"frames": content_hash, "pipeline": pipeline_hash(steps), "code": filters_version()})
+    return sha256_of({"frames": content_hash, "pipeline": pipeline_hash(steps, base_dir), "code": filters_version()})
 
 
-def _build(steps: list[dict[str, Any]]) -> torch.nn.Module:
+def _build(steps: list[dict[str, Any]], base_dir: Path | None = None) -> torch.nn.Module:
     import diffusion_filters
 
-    return diffusion_filters.Pipeline.from_config(steps).eval()
+    return diffusion_filters.Pipeline.from_config(steps, base_dir=base_dir).eval()
 
 
 def to_unit(images: np.ndarray) -> np.ndarray:
@@ -99,14 +104,17 @@ def apply_pipeline(module: torch.nn.Module, images: np.ndarray, out: np.ndarray,
 
 
 def preprocess_frames(images: np.ndarray, content_hash: str, steps: list[dict[str, Any]],
-                      cache_dir: str | Path, batch_size: int = 64) -> Preprocessed:
+                      cache_dir: str | Path, batch_size: int = 64, base_dir: Path | None = None) -> Preprocessed:
     """The frames after ``steps`` (cached); an empty pipeline just scales uint8 to [0, 1]."""
     if not steps:
         return Preprocessed(to_unit(images), "none", 0.0, len(images), cached=False, mode="none")
-    phash = pipeline_hash(steps)
+    config = pipeline_config(steps, base_dir)  # resolved once: the hash, the key and the module agree
+    phash = sha256_of(config)[:16]
     if not content_hash:
         raise ValueError("preprocess_frames: the frames have no content_hash to key the cache")
-    key = cache_key(content_hash, steps)
+    from harness.versions import filters_version
+
+    key = sha256_of({"frames": content_hash, "pipeline": phash, "code": filters_version()})
     folder = Path(cache_dir) / CACHE_KIND / key[:2]
     npy, meta = folder / f"{key}.npy", folder / f"{key}.json"
     with _locked(folder / f"{key}.lock"):
@@ -119,7 +127,7 @@ def preprocess_frames(images: np.ndarray, content_hash: str, steps: list[dict[st
                         return Preprocessed(array, phash, float(info["seconds"]), int(info["n_images"]), cached=True)
             except (OSError, ValueError, KeyError, TypeError):
                 pass  # a damaged entry is recomputed
-        module = _build(steps)
+        module = _build(config, base_dir)
         tmp = folder / f"{key}.{os.getpid()}.tmp.npy"
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=images.shape)
         t0 = time.perf_counter()
@@ -130,14 +138,15 @@ def preprocess_frames(images: np.ndarray, content_hash: str, steps: list[dict[st
         checksum = file_sha256(tmp)
         os.replace(tmp, npy)
         meta.write_text(json.dumps({"seconds": seconds, "n_images": int(len(images)),
-                                    "pipeline": pipeline_config(steps), "frames": content_hash,
+                                    "pipeline": config, "frames": content_hash,
                                     "threads": torch.get_num_threads(), CHECKSUM_KEY: checksum}))
     return Preprocessed(np.load(npy, mmap_mode="r", allow_pickle=False), phash, seconds, len(images), cached=False)
 
 
-def on_the_fly_filter(steps: list[dict[str, Any]]) -> Callable[[torch.Tensor], torch.Tensor]:
+def on_the_fly_filter(steps: list[dict[str, Any]],
+                      base_dir: Path | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """The pipeline as a batch function for training (after augmentation), without gradients."""
-    module = _build(steps)
+    module = _build(steps, base_dir)
 
     def apply(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

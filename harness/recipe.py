@@ -115,8 +115,9 @@ def score_recipe(suite: Any, arm_name: str, *, repeat: int = 0, fold: int = 0, i
                              suite.training.val_fraction)
     chosen = sorted(set(which)) if which is not None else list(range(inner_folds))
     subset_hash = sha256_of({"frames": frames.content_hash, "subset": ids_digest(ids[outer])})[:32]
-    prep = preprocess_frames(frames.images[outer], subset_hash, [] if arm.on_the_fly else arm.preprocess, cache_dir)
-    on_the_fly = on_the_fly_filter(arm.preprocess) if arm.on_the_fly else None
+    prep = preprocess_frames(frames.images[outer], subset_hash, [] if arm.on_the_fly else arm.preprocess, cache_dir,
+                             base_dir=suite.base_dir)
+    on_the_fly = on_the_fly_filter(arm.preprocess, suite.base_dir) if arm.on_the_fly else None
     position = np.full(len(frames), -1)
     position[outer] = np.arange(len(outer))
     model_cfg, train_cfg = suite.arm_model(arm), suite.arm_training(arm)

@@ -34,7 +34,7 @@ from harness.execute import FitFn, RunOutcome, execute_run, load_external_frames
 from harness.search.nested import search_plan_line
 from harness.store import STORE_FILENAME, ResultsStore, run_id_for
 from harness.ray_cluster import RunResources
-from harness.suite import Suite
+from harness.suite import Suite, pipeline_config
 
 
 def default_cache_dir() -> Path:
@@ -322,6 +322,8 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
         suite_name=suite.name, suite_config=suite.model_dump(mode="json"), suite_hash=suite.suite_hash(),
         suite_path=str(suite.source_path) if suite.source_path else None,
         config_hashes={a.name: suite.run_config_hash(a) for a in suite.run_arms()},
+        # each arm's canonical pipeline: a callable:/module: step's code identity as it ran (report methods)
+        pipelines={a.name: pipeline_config(a.preprocess, suite.base_dir) for a in suite.arms},
         run_arms=[{"name": a.name, "arm": a.arm.name, "tuned": a.tuned} for a in suite.run_arms()],
         environment=_environment(), command=shlex.join(command or sys.argv),
         data_description=frames.description, data_content_hash=frames.content_hash, code_version=code,
@@ -705,7 +707,8 @@ def _print_plan(suite: Suite, plan: Plan, frames, store: ResultsStore | None, ec
     for run in sets:
         arm = run.arm
         runs = [p for p in plan.runs if p.arm == run.name]
-        what = ", ".join(next(iter(s)) for s in arm.preprocess) or "no preprocessing"
+        what = ", ".join(str(s.get("callable") or s.get("module") or next(iter(s)))  # a user step: its import path
+                         for s in arm.preprocess) or "no preprocessing"
         model = suite.arm_model(arm)
         extra = []
         if model.stem:

@@ -226,7 +226,7 @@ def test_a_tuned_run_is_explained_with_the_parameters_it_was_trained_with(ran: d
     chosen = {"preprocess.0.perona_malik.kappa": 0.279, "preprocess.0.perona_malik.iterations": 14}
     seen: list[list[dict[str, Any]]] = []
     real = explain.filter_frames
-    monkeypatch.setattr(explain, "filter_frames", lambda steps, images: seen.append(list(steps)) or real(steps, images))
+    monkeypatch.setattr(explain, "filter_frames", lambda steps, images, **kw: seen.append(list(steps)) or real(steps, images, **kw))
     with ResultsStore(out) as store:
         run = store.runs(status="done").query("arm == 'pm'").sort_values(["repeat", "fold"]).iloc[0]
         store.put_search(str(run["run_id"]), {"params": chosen, "inner_best": 0.9})

@@ -7,6 +7,11 @@ and int/float spellings give one config and one hash; ``describe()`` reflects ev
 numpy in gives numpy out with the documented dtype rules; gradients flow where the spec declares
 them; wrong types and out-of-range values are rejected with the filter's name; a non-finite
 output raises; too-small images are reported before and when an image is seen.
+
+The runtime contract itself (shape, dtype, finite output, range, input left unchanged,
+determinism, each frame filtered on its own) is one function of the library,
+:func:`diffusion_filters.check_conformance`: the harness runs it on every filter from outside the
+package before training (``harness.prechecks``), and this file runs it on every built-in one.
 """
 
 from __future__ import annotations
@@ -110,6 +115,44 @@ def test_every_filter_declares_the_contract(name: str) -> None:
         if p.kind in ("int", "real", "spacing"):
             assert p.high is not None, f"{name}.{p.name}: every numeric parameter needs an upper bound"
         assert p.name in (cls.function.__doc__ or ""), f"{name}: the docstring does not document {p.name}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("side", [16, 33])
+def test_every_filter_meets_the_runtime_contract(name: str, side: int) -> None:
+    spec = _spec(name)
+    size = (max(side, spec.min_image_size(_canonical(name))), side + 3)
+    df.check_conformance(df.create(name, **spec.example), size)  # raises ConformanceError naming the property
+
+
+def test_the_runtime_contract_refuses_each_property_in_one_line() -> None:
+    from diffusion_filters.conformance import ConformanceError
+
+    state = {"n": 0}
+
+    def drifting(x: torch.Tensor) -> torch.Tensor:
+        state["n"] += 1
+        return x * (1.0 - 0.01 * state["n"])
+
+    def in_place(x: torch.Tensor) -> torch.Tensor:
+        return x.mul_(0.5)
+
+    cases = [
+        (lambda x: x[..., 1:], "shape", "changed the shape (2, 1, 16, 16) to (2, 1, 16, 15)"),
+        (lambda x: x.double(), "dtype", "returned float64, not float32"),
+        (lambda x: x * float("nan"), "finite", "the output has 512 NaN/Inf value(s) of 512"),
+        (lambda x: x * 255, "range", "output range [0, 255] is outside [0, 1]"),
+        (in_place, "input unchanged", "modified its input in place"),
+        (drifting, "deterministic", "not deterministic: two calls on the same frames differ by up to 0.01"),
+        (lambda x: 0.5 * x + 0.5 * x.mean(), "per frame", "a frame filtered alone differs from the same frame"),
+        (lambda x: x.numpy(), "tensor", "returned a ndarray, not a torch.Tensor"),
+        (lambda x: 1 / 0, "runs", "raised ZeroDivisionError: division by zero on 2 frame(s) of 16x16"),
+    ]
+    for f, prop, text in cases:
+        with pytest.raises(ConformanceError) as err:
+            df.check_conformance(f, 16, name="f")
+        assert err.value.property == prop and str(err.value).startswith(f"f: {text}"), str(err.value)
+        assert "\n" not in str(err.value) and "accepted: " in str(err.value)
 
 
 @pytest.mark.parametrize("name", NAMES)

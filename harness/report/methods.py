@@ -2,7 +2,10 @@
 
 Each arm's filter is described by ``diffusion_filters.Pipeline.from_config(...).describe()``
 (the parameter values) together with the equation of every filter it uses (``EQUATIONS``), and
-each model variant (diffusion stem / blocks) in words.
+each model variant (diffusion stem / blocks) in words. A step of the user's code (``callable:`` /
+``module:``, an entry-point filter) is named by its import path, its code's identity (distribution
+and version, or the module file's SHA-256) and every parameter, from the canonical pipeline the
+runner stored when the runs started (meta ``pipelines``): the code as it ran, not as it is now.
 """
 
 from __future__ import annotations
@@ -63,10 +66,30 @@ def describe_model_variant(model: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _external_text(step: Mapping[str, Any]) -> str:
+    """What a canonical ``callable:`` / ``module:`` step ran: convention, code identity, every parameter."""
+    how = (f"per-image function, given each frame as a {step.get('dtype') or 'float32'} array"
+           + (" in 0..255" if step.get("dtype") == "uint8" else " in [0, 1]")
+           if "callable" in step else "nn.Module called on the (B, 1, H, W) batch in [0, 1]")
+    params = json.dumps(jsonable(step.get("params") or {}), sort_keys=False)
+    return f"user code ({how}); code: {step.get('code') or 'not recorded'}; parameters: {params}"
+
+
+def _is_external(step: Any) -> bool:
+    return isinstance(step, Mapping) and ("callable" in step or "module" in step)
+
+
 def equations(steps: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(filter name, equation) for each distinct filter of a pipeline config, in order."""
+    """(filter name, equation) for each distinct filter of a pipeline config, in order; a step of user
+    code gives (its import path, what it ran: convention, code identity, parameters)."""
     out: list[tuple[str, str]] = []
     for step in steps:
+        if _is_external(step):
+            name = str(step.get("callable") or step.get("module"))
+            entry = (name, _external_text(step))
+            if entry not in out:
+                out.append(entry)
+            continue
         for name in step:
             if name not in [n for n, _ in out]:
                 out.append((name, EQUATIONS.get(name, "see the diffusion_filters documentation")))
@@ -78,14 +101,24 @@ def _kv(d: Mapping[str, Any], skip: Sequence[str] = ()) -> list[tuple[str, str]]
 
 
 def _describe_pipeline(steps: list[dict[str, Any]]) -> str:
+    """One line per pipeline: the built-in filters' descriptions, a user step's import path, parameters and
+    code (from the stored canonical config, never by importing it again)."""
     if not steps:
         return ""
     try:
         from diffusion_filters import Pipeline
+        from diffusion_filters.external import describe_config
 
-        return Pipeline.from_config(steps).describe()
+        return " → ".join(describe_config(s) if _is_external(s) else Pipeline.from_config([s]).describe()
+                          for s in steps)
     except Exception as exc:  # still say what the arm did
         return json.dumps(steps) + f"\n(description unavailable: {(str(exc).splitlines() or [type(exc).__name__])[0]})"
+
+
+def _arm_steps(meta: Mapping[str, Any], arm: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The arm's canonical pipeline as the runner stored it (code identities included), else its suite steps."""
+    stored = (meta.get("pipelines") or {}).get(arm.get("name"))
+    return list(stored) if isinstance(stored, list) else list(arm.get("preprocess") or [])
 
 
 def _span(values: Any) -> str:
@@ -113,13 +146,14 @@ def methods(inputs: Any, ratio: float, n_train: Mapping[Any, float], n_test: Map
             size_text += f"; {_span(inputs.done['n_test_groups'])} patients per test fold"
     arms = []
     for a in s.get("arms", []):
+        steps = _arm_steps(inputs.meta, a)
         arms.append(
             {
                 "name": a.get("name"),
                 "description": a.get("description", ""),
-                "pipeline": _describe_pipeline(list(a.get("preprocess") or [])),
+                "pipeline": _describe_pipeline(steps),
                 "on_the_fly": bool(a.get("on_the_fly")),
-                "equations": equations(list(a.get("preprocess") or [])),
+                "equations": equations(steps),
                 "model_override": json.dumps(a.get("model")) if a.get("model") else "",
                 "model_text": describe_model_variant(a.get("model") or {}),
             }

@@ -221,9 +221,9 @@ def tune(suite: Any, arm: Any, frames: Any, split: Any, repeat: int, fold: int, 
         # The outer training part's frames only, filtered with this trial's pipeline (cached).
         steps = [] if chosen.on_the_fly else chosen.preprocess
         tp = time.perf_counter()
-        prep = preprocess_frames(frames.images[outer], subset_hash, steps, cache_dir)
+        prep = preprocess_frames(frames.images[outer], subset_hash, steps, cache_dir, base_dir=suite.base_dir)
         trial.set_user_attr("preprocess_seconds", time.perf_counter() - tp)
-        on_the_fly = on_the_fly_filter(chosen.preprocess) if chosen.on_the_fly else None
+        on_the_fly = on_the_fly_filter(chosen.preprocess, suite.base_dir) if chosen.on_the_fly else None
 
         def take(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             return np.ascontiguousarray(prep.images[position[idx]], dtype=np.float32), labels[idx].astype(np.int64)

@@ -424,7 +424,7 @@ class Suite(Strict):
                 "seed": self.seed,
                 "arm": {
                     "name": arm.name,
-                    "preprocess": pipeline_config(arm.preprocess),
+                    "preprocess": pipeline_config(arm.preprocess, self.base_dir),
                     "on_the_fly": arm.on_the_fly,
                 },
             }
@@ -446,9 +446,14 @@ class Suite(Strict):
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Suite:
-        suite = cls.model_validate(payload["suite"])
+        # The cross-field checks run once the suite's folder is known (a preprocessing step may name a
+        # module file in it, and a worker's working directory is not the suite's folder).
+        suite = cls.model_validate(payload["suite"], context={"defer_semantics": True})
         suite._base_dir = Path(payload["base_dir"])
         suite._source_path = Path(payload["source_path"]) if payload.get("source_path") else None
+        problems = semantic_problems(suite)
+        if problems:
+            raise SuiteError([f"{suite._source_path or '<suite>'}: {p}: {m}" for p, m in problems])
         return suite
 
 
@@ -459,19 +464,21 @@ def resolve_weights(pretrained: str, base_dir: Path) -> str:
     return str(path if path.is_absolute() else (base_dir / path).resolve())
 
 
-def pipeline_config(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Canonical pipeline config (defaults filled in) so equivalent spellings hash alike."""
+def pipeline_config(steps: list[dict[str, Any]], base_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Canonical pipeline config (defaults filled in) so equivalent spellings hash alike; a
+    ``callable:`` / ``module:`` step's holds its code's identity (``base_dir``: the suite's folder,
+    where its module file may lie; :mod:`diffusion_filters.external`)."""
     if not steps:
         return []
     import diffusion_filters
 
-    return diffusion_filters.Pipeline.from_config(steps).config()
+    return diffusion_filters.Pipeline.from_config(steps, base_dir=base_dir).config()
 
 
 # --------------------------------------------------------------------------- semantic checks
 
 
-def _check_pipeline(steps: list[dict[str, Any]], where: str) -> list[tuple[str, str]]:
+def _check_pipeline(steps: list[dict[str, Any]], where: str, base_dir: Path | None = None) -> list[tuple[str, str]]:
     """Validate a preprocessing list step by step so errors carry their key path."""
     import diffusion_filters
 
@@ -479,13 +486,21 @@ def _check_pipeline(steps: list[dict[str, Any]], where: str) -> list[tuple[str, 
     problems: list[tuple[str, str]] = []
     for i, step in enumerate(steps):
         path = f"{where}[{i}]"
+        if diffusion_filters.is_external_step(step):  # callable: / module: (diffusion_filters.external)
+            try:
+                diffusion_filters.external.build_step(step, base_dir=base_dir)
+            except diffusion_filters.ExternalFilterError as err:  # err.key: the step's key at fault
+                problems.append((f"{path}.{err.key}" if err.key else path, err.message))
+            continue
         if not isinstance(step, dict) or len(step) != 1:
-            problems.append((path, "each step is a mapping with one filter name, e.g. {perona_malik: {kappa: 0.1}}"
-                             f"; accepted: {', '.join(names)}"))
+            problems.append((path, "each step is a mapping with one filter name, e.g. {perona_malik: {kappa: 0.1}}, "
+                             "or names a function or module by import path, e.g. {callable: 'package.module:name', "
+                             f"params: {{...}}}}; accepted: {', '.join(names)}"))
             continue
         (fname, params), = step.items()
         if fname not in names:
-            problems.append((f"{path}.{fname}", f"unknown filter; accepted: {', '.join(names)}"))
+            problems.append((f"{path}.{fname}", f"unknown filter; accepted: {', '.join(names)}, or callable: / "
+                                                "module: with an import path (docs/custom-filters.md)"))
             continue
         if params is None:
             params = {}
@@ -527,7 +542,7 @@ def semantic_problems(suite: Suite) -> list[tuple[str, str]]:
             problems.append((f"arms[{i}].name",
                              f"{arm.name!r} already names arms[{seen[arm.name]}]; arm names must be unique"))
         seen.setdefault(arm.name, i)
-        problems += _check_pipeline(arm.preprocess, f"arms[{i}].preprocess")
+        problems += _check_pipeline(arm.preprocess, f"arms[{i}].preprocess", suite.base_dir)
         if arm.on_the_fly and not arm.preprocess:
             problems.append((f"arms[{i}].on_the_fly", "on_the_fly needs a preprocess pipeline"))
         problems += _override_problems(i, "model", suite.model, arm.model)

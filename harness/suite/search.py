@@ -237,6 +237,10 @@ def current_value(suite: Any, arm: Any, key: str) -> Any:
             raise KeyError(f"no preprocessing step {rest[0] if rest else ''!s}; accepted: "
                            + (f"0..{n - 1}" if n else "(the arm has no preprocess steps)"))
         step = node[int(rest[0])]
+        if len(step) != 1:  # a callable: / module: step (diffusion_filters.external)
+            raise KeyError(f"step {rest[0]} names outside code ({step.get('callable') or step.get('module')}); "
+                           "accepted: the parameters of a built-in or entry-point filter step (a search over a "
+                           "callable:/module: step is not supported yet)")
         (fname, params), = step.items()
         if len(rest) < 2 or rest[1] != fname:
             raise KeyError(f"step {rest[0]} is {fname}, not {rest[1] if len(rest) > 1 else '(nothing)'}; "
