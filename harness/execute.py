@@ -112,6 +112,7 @@ def execute_run(payload: dict[str, Any], arm_name: str, repeat: int, fold: int, 
     from harness.cv import get_split
     from harness.metrics import run_metrics
     from harness.training import RunData
+    from harness.training.ensemble import combine, member_offsets, member_record
 
     if fit is None:
         from harness.training import fit_evaluate as fit
@@ -141,16 +142,22 @@ def execute_run(payload: dict[str, Any], arm_name: str, repeat: int, fold: int, 
         return np.ascontiguousarray(prep.images[idx], dtype=np.float32), frames.labels[idx].astype(np.int64)
 
     data = RunData(*take(split.train_idx), *take(split.val_idx), *take(split.test_idx))
-    seed = run_seed(suite.seed, repeat, fold, training.seed_offset)
+    seeds = [run_seed(suite.seed, repeat, fold, o) for o in member_offsets(training.seed_offset, training.seeds)]
+    seed = seeds[0]
     want_state = repeat == 0 and fold == 0
     externals = load_external_frames(suite, cache_dir)  # scored by the trained model only: no training, no tuning
     extra = {name: np.ascontiguousarray(_prepare(suite, arm, ef, cache_dir)[0].images, dtype=np.float32)
              for name, ef in externals.items()}
-    result = fit(suite.arm_model(arm), training, data, seed, on_the_fly=on_the_fly, want_state_dict=want_state,
-                 **({"extra_eval": extra} if extra else {}))
+    members = [fit(suite.arm_model(arm), training, data, s, on_the_fly=on_the_fly, want_state_dict=want_state and k == 0,
+                   **({"extra_eval": extra} if extra else {})) for k, s in enumerate(seeds)]
+    result = combine(members)  # training.seeds networks: probabilities averaged (harness.training.ensemble)
     probs = np.asarray(result.test_probs, dtype=np.float64)
     test = split.test_idx
     _check_probs(probs, len(test))
+    ensemble = None
+    if len(members) > 1:
+        scores = [_primary_scores(suite, frames, test, np.asarray(m.test_probs, dtype=np.float64)) for m in members]
+        ensemble = member_record(seeds, members, scores)
     timings = {**result.timings, "load_frames_seconds": load_seconds, "preprocess_seconds": prep_info.seconds,
                "preprocess_cached": prep_info.cached, "run_seconds": time.perf_counter() - t_start}
     leak = split.leakage
@@ -158,6 +165,7 @@ def execute_run(payload: dict[str, Any], arm_name: str, repeat: int, fold: int, 
             "n_train_groups": leak["n_train_groups"], "n_val_groups": leak["n_val_groups"],
             "n_test_groups": leak["n_test_groups"], "leakage_check": leak,
             "best_epoch": int(result.best_epoch), **where_it_ran(result.device),
+            **({"ensemble": ensemble} if ensemble is not None else {}),
             "fit": result.diagnosis.as_dict(), "initial_params": result.initial_params}
     return RunOutcome(
         arm=run.name, repeat=repeat, fold=fold, config_hash=suite.run_config_hash(run), seed=seed,
@@ -169,6 +177,16 @@ def execute_run(payload: dict[str, Any], arm_name: str, repeat: int, fold: int, 
         info=info, preprocessing=prep_info,
         state_dict=result.state_dict if want_state else None, search=search,
         external=_score_external(externals, getattr(result, "extra_probs", None) or {}) or None)
+
+
+def _primary_scores(suite: Suite, frames: Any, test: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """One member's primary metric at the frame and the video level (the seed spread inside a run)."""
+    from harness.metrics import run_metrics
+
+    metric = suite.evaluation.primary_metric
+    rows = run_metrics(frames.labels[test], probs, frames.videos[test], frames.groups[test])
+    return {f"{r['level']}/{r['aggregation']}/{metric}": float(r["value"]) for r in rows
+            if r["metric"] == metric and (r["level"], r["aggregation"]) in (("frame", "none"), ("video", "mean"))}
 
 
 def where_it_ran(device: Any) -> dict[str, str]:

@@ -370,7 +370,8 @@ def _apply_blocks(model: nn.Module, blocks: BlocksConfig) -> None:
     for i in sorted(stages):
         # Appending to the stage's Sequential keeps every pretrained key (blocks.i.j.*) unchanged.
         model.blocks[i].append(DiffusionBlock(_stage_channels(model, i),
-                                              iterations=blocks.iterations, trainable=blocks.trainable))
+                                              iterations=blocks.iterations, trainable=blocks.trainable,
+                                              gate_init=blocks.gate_init))
 
 
 def diffusion_modules(model: nn.Module) -> dict[str, nn.Module]:

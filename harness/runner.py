@@ -350,9 +350,9 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
     bar = None
     try:
         for r in todo:
+            t = suite.arm_training(suite.run_arm(r.arm).arm)
             store.claim_run(r.arm, r.repeat, r.fold, r.config_hash,
-                            run_seed(suite.seed, r.repeat, r.fold,
-                                     suite.arm_training(suite.run_arm(r.arm).arm).seed_offset),
+                            run_seed(suite.seed, r.repeat, r.fold, t.seed_offset * t.seeds),  # member 0's
                             data_hash=r.data_hash, code_version=r.code_version)
         bar = _progress_bar(len(todo), progress, suite.evaluation.primary_metric, echo,
                             level=suite.evaluation.primary_level)

@@ -61,12 +61,13 @@ SCHEMA_VERSION = 1
 RUN_STATUSES = ("running", "done", "failed", "stale", "interrupted")
 #: Run columns added after the first release: (name, SQL type); older stores are migrated.
 _ADDED_RUN_COLUMNS = (("fit", "TEXT"), ("initial_params", "TEXT"), ("data_hash", "TEXT"),
-                      ("code_version", "TEXT"))
+                      ("code_version", "TEXT"), ("ensemble", "TEXT"))
 #: What a run's identity is made of (``runs`` columns), in the order of :meth:`ResultsStore.identity`.
 IDENTITY_FIELDS = ("config_hash", "data_hash", "code_version")
 #: JSON run fields: ``fit`` (did the run learn: status, reason, chance loss, ...),
-#: ``initial_params`` (the diffusion parameters before training).
-_JSON_RUN_FIELDS = ("fit", "initial_params")
+#: ``initial_params`` (the diffusion parameters before training), ``ensemble`` (``training.seeds`` > 1:
+#: each member's seed, epoch, fit and scores, and their spread; harness.training.ensemble).
+_JSON_RUN_FIELDS = ("fit", "initial_params", "ensemble")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

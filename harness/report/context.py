@@ -21,6 +21,7 @@ from harness.report.inputs import LEVEL_TITLES
 from harness.report.methods import environment, methods, reproduce_command
 from harness.report.sensitivity import Sensitivity
 from harness.report.strata import StrataTable
+from harness.report.ensembles import ensemble_line
 from harness.report.timing import TIMING_COLUMNS, devices, timing_cell
 from harness.report.tuning import context as tuning_context
 
@@ -270,4 +271,7 @@ def _timing(analysis: Analysis) -> dict[str, Any]:
         for a in analysis.ran
     ]
     device = devices(done, analysis.inputs.meta.get("execution"))
-    return {"columns": [{"key": k, "label": label} for k, label, _ in TIMING_COLUMNS], "rows": rows, "device": device}
+    st = analysis.settings
+    level = "video/mean" if st.primary_level == "video" else "frame/none"
+    return {"columns": [{"key": k, "label": label} for k, label, _ in TIMING_COLUMNS], "rows": rows, "device": device,
+            "ensembles": ensemble_line(analysis.inputs, list(analysis.ran), f"{level}/{st.primary}")}

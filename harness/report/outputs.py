@@ -15,6 +15,7 @@ from harness.jsonable import jsonable
 from harness.report.analysis import Analysis, ArmSummary
 from harness.report.comparisons import Comparison, PredictionTest
 from harness.report.equivalence import Contrast
+from harness.report.ensembles import ensemble_spread
 from harness.report.destinations import METRICS_CSV_COLUMNS, SUMMARY_FORMAT
 from harness.report.external import summary as external_summary
 from harness.report.learned import learned_record
@@ -102,6 +103,9 @@ def _arm(analysis: Analysis, arm: str, learned: dict[str, Any] | None = None) ->
     out["timing"] = {k: cost[k].get(arm) for k in cost} if arm in analysis.ran else None
     if learned:
         out["learned"] = learned  # per diffusion parameter: initial, final mean/sd per channel, every run
+    members = ensemble_spread(analysis.inputs, arm)
+    if members is not None:  # training.seeds > 1: networks per run and their scores' spread inside a run
+        out["ensemble"] = members
     tuned = tuning(analysis.inputs).get(arm)
     if tuned is not None:  # nested search: budget, chosen params per run, inner best, seconds
         out["search"] = tuned.summary()

@@ -117,6 +117,10 @@ class BlocksConfig(Strict):
     after_stages: list[int] = Field(min_length=1)
     iterations: int = Field(2, ge=1, le=64)
     trainable: bool = True
+    gate_init: float = Field(0.02, gt=0.0, lt=1.0, description="each block's initial residual gate, sigmoid(gate_raw): "
+                             "0.02 starts as the backbone; 0.5 lets the diffused branch matter from the first step")
+
+    _dump = later_keys({"gate_init": 0.02})  # the runs' identity of suites not setting it is kept
 
     @field_validator("after_stages")
     @classmethod
@@ -196,13 +200,16 @@ class TrainingConfig(Strict):
         30.0, gt=0.0, le=1000.0, description="learning rate of the diffusion parameters / training.lr")
     seed_offset: int = Field(0, ge=0, le=2**31 - 1,
                              description="added to every run's seed: same splits, other training randomness")
+    seeds: int = Field(1, ge=1, le=32, description="networks per run (same split, other training seeds), their "
+                       "predictions averaged; member k of seed_offset o trains with offset o * seeds + k "
+                       "(harness.training.ensemble)")
     deterministic: bool = Field(False, description="deterministic algorithms on CUDA too (slower); error if none")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     channels_last: bool = True
     amp: bool = True
     num_threads: int | None = Field(None, ge=1, le=1024)
 
-    _dump = later_keys({"bn_recalibration_sample": "first"})  # the runs' identity of suites not setting it is kept
+    _dump = later_keys({"bn_recalibration_sample": "first", "seeds": 1})  # the runs' identity of suites not setting it is kept
 
     @field_validator("batch_size", mode="before")
     @classmethod
