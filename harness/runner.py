@@ -333,6 +333,12 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
         external={n: {"description": f.description, "content_hash": f.content_hash, "n_samples": len(f),
                       "n_groups": len(np.unique(f.groups))} for n, f in externals.items()},
     )
+    from harness.manipulation import check_suite as check_manipulation  # issue 26 §1: does each filter act?
+
+    manipulation = check_manipulation(suite, frames)  # a sample of the frames through every pipeline (seconds)
+    store.set_meta(**manipulation.meta())
+    if manipulation.checks:
+        echo(manipulation.line)
     store.put_samples(frames.sample_ids, frames.groups, frames.videos, frames.labels, frames.metadata)
     for name, ef in externals.items():
         store.put_external_samples(name, ef.sample_ids, ef.groups, ef.videos, ef.labels, ef.metadata)

@@ -35,6 +35,7 @@ from harness.report.equivalence import Contrast, add_equivalence, contrasts, dec
 from harness.report.inputs import Inputs
 from harness.report.intervals import mean_interval, mean_method
 from harness.report.learned import ParameterChanges, learned_summary, parameter_changes
+from harness.report.manipulation import Manipulation, add_caveats, manipulation
 from harness.report.methods import CodeProvenance, code_provenance, failed_runs, leakage
 from harness.report.sensitivity import Sensitivity, check_columns, rules_of, sensitivities
 from harness.report.strata import StrataTable, stratify
@@ -202,6 +203,7 @@ class Analysis:
     variant: Analysis | None = None  # the variant family (<arm>~tuned or ~untuned), compared within itself
     contrasts: list[Contrast] = field(default_factory=list)  # report.contrasts, each pair at each headline level
     sensitivity: list[Sensitivity] = field(default_factory=list)  # report.sensitivity: the verdicts without rows
+    manipulation: Manipulation = field(default_factory=Manipulation)  # issue 26 §1: did each arm's diffusion act?
 
     @property
     def test_train_ratio(self) -> float:
@@ -321,6 +323,9 @@ def analyse(inputs: Inputs) -> Analysis:
     nf = noise_floor_arm(inputs.suite_dict, baseline)
     chance = check_chance(inputs, baseline, primary, [lv for lv in settings.headline_levels if lv in inputs.levels], levels)
     verdicts = make_verdicts(inputs, settings, [*comparisons, *other_levels], levels, counts, chance, nf)
+    changes = parameter_changes(inputs.done)
+    checked = manipulation(inputs.meta, inputs.arms, changes)  # a flagged arm's verdict says it is no test
+    add_caveats(verdicts, checked)
     for v in verdicts:
         arm_summaries[v.arm].verdict = v.text
     ran = [a for a in inputs.arms if a in set(inputs.done["arm"])]
@@ -345,7 +350,7 @@ def analyse(inputs: Inputs) -> Analysis:
         if has_strata
         else [],
         learned=learned_summary(inputs.done, inputs.epochs),
-        changes=parameter_changes(inputs.done),
+        changes=changes,
         leakage=leakage(inputs),
         failed_runs=failed_runs(inputs),
         notes=[*inputs.notes, *level_notes, *log.notes, *_unpaired_notes(log.unpaired, baseline)],
@@ -355,6 +360,7 @@ def analyse(inputs: Inputs) -> Analysis:
         fit_problems=fit_problems(inputs),
         noise_floor=nf,
         code=code_provenance(inputs.done),
+        manipulation=checked,
     )
     if settings.contrasts:
         shown = [lv for lv in settings.headline_levels if lv in estimable]

@@ -18,6 +18,7 @@ from harness.report.equivalence import Contrast
 from harness.report.external import context as external_context
 from harness.report.figure_specs import FigureData, draw_all, strata_figure
 from harness.report.inputs import LEVEL_TITLES
+from harness.report.manipulation import context as manipulation_context
 from harness.report.methods import environment, methods, reproduce_command
 from harness.report.sensitivity import Sensitivity
 from harness.report.strata import StrataTable
@@ -86,6 +87,7 @@ def template_context(analysis: Analysis) -> dict[str, Any]:
         "margin": st.margin,
         "contrasts": [_contrast(x) for x in analysis.contrasts],
         "sensitivity": [_sensitivity(s) for s in analysis.sensitivity],
+        "manipulation": manipulation_context(analysis.manipulation),  # issue 26 §1 (None: nothing to check)
     }
 
 

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.report import figures, samples, tuning
+from harness.report import figures, manipulation, samples, tuning
 from harness.report.analysis import Analysis, MetricSummary, Verdict
 from harness.report.comparisons import Comparison
 from harness.report.figure_specs import FigureData, forest_figure
@@ -219,6 +219,8 @@ def render_block(analysis: Analysis, command: str, forest_png: str | None, fores
     else:
         lines.append(f"No forest plot: {forest_note or 'nothing to draw'}")
     lines += ["", *score_table(analysis), "", "#### Verdicts", "", *verdict_lines(analysis.verdicts)]
+    if analysis.manipulation.rows:  # issue 26 §1: did each arm's diffusion act?
+        lines += ["", "#### Manipulation check", "", *manipulation.markdown_table(analysis.manipulation)]
     if analysis.contrasts:
         lines += ["", "#### Contrasts between arms", "", *contrast_table(analysis)]
     for s in analysis.sensitivity:

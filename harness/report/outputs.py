@@ -77,6 +77,8 @@ def summary(analysis: Analysis) -> dict[str, Any]:
         **({"equivalence_margin": st.margin} if st.margin is not None else {}),
         **({"contrasts": [_contrast(c) for c in analysis.contrasts]} if st.contrasts else {}),
         **({"sensitivity": [s.as_dict() for s in analysis.sensitivity]} if analysis.sensitivity else {}),
+        # issue 26 §1: per arm, did its filter or its learnable layers act (absent where no arm has either)
+        **({"manipulation": analysis.manipulation.as_dict()} if analysis.manipulation.rows else {}),
     }
 
 
