@@ -289,14 +289,15 @@ def estimate(suite: Any, plan: Any, store: Any, frames: Any = None, cache_dir: A
         if net_key not in networks:
             networks[net_key] = time_network(model, training, size, otf)
         t = networks[net_key]
-        est.add("training", t["step"], runs * steps_per_epoch(int(n_train), training.batch_size) * training.epochs)
-        est.add("training", t["build"], runs)
+        fits = runs * training.seeds  # a seed ensemble trains and evaluates training.seeds networks per run
+        est.add("training", t["step"], fits * steps_per_epoch(int(n_train), training.batch_size) * training.epochs)
+        est.add("training", t["build"], fits)
         n_eval = n_val * training.epochs + n_test + 6
         if training.bn_recalibration:
             n_eval += min(training.bn_recalibration_images, n_train) * training.epochs
-        est.add("evaluation", t["infer"], runs * n_eval)
-        if otf is not None and per_frame is not None:  # validation and test images filtered once per run
-            est.add("evaluation", per_frame, runs * (n_val + n_test))
+        est.add("evaluation", t["infer"], fits * n_eval)
+        if otf is not None and per_frame is not None:  # validation and test images filtered once per network
+            est.add("evaluation", per_frame, fits * (n_val + n_test))
         if suite.report.gradcam:
             from harness.explain import PER_CLASS
 

@@ -120,3 +120,23 @@ def test_the_report_states_the_ensembles_and_their_spread(tmp_path, cache_dir) -
         assert e["member_sd_mean"]["frame/none/roc_auc"] == pytest.approx(np.mean(mine))
         assert f"{arm} {np.mean(mine):.3f}" in page
     assert "averages the predictions of 3 networks trained with different seeds" in page
+
+
+def test_the_dry_run_estimate_counts_every_network_of_an_ensemble(tmp_path, cache_dir, monkeypatch) -> None:
+    """``--dry-run`` times one network; an ensemble of 3 trains and evaluates three per run."""
+    import harness.estimate as estimate_mod
+    from harness.estimate import Timing, estimate
+    from harness.execute import load_suite_frames
+    from harness.runner import make_plan, splits_for
+
+    fixed = {"step": Timing.of([0.5]), "infer": Timing.of([0.002]), "build": Timing.of([1.0])}
+    monkeypatch.setattr(estimate_mod, "time_network", lambda *a, **k: fixed)  # no timing noise
+    phases = {}
+    for seeds in (1, 3):
+        suite = load_suite(write_suite(tmp_path, training={**TINY["training"], "seeds": seeds}))
+        frames = load_suite_frames(suite, cache_dir)
+        plan = make_plan(suite, splits_for(suite, frames), None, frames.content_hash, "code")
+        phases[seeds] = estimate(suite, plan, None, frames, cache_dir).phases
+    assert phases[1]["training"] > 0
+    assert phases[3]["training"] == pytest.approx(3 * phases[1]["training"])
+    assert phases[3]["evaluation"] == pytest.approx(3 * phases[1]["evaluation"])
