@@ -15,7 +15,7 @@ PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "scikit-learn", "p
             "statsmodels", "av", "ray", "safetensors", "lus-diffusion-bench")
 
 
-def _git_commit(root: Path) -> str | None:
+def git_commit(root: Path) -> str | None:
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=5, check=False)
@@ -44,7 +44,7 @@ def environment() -> dict[str, Any]:
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "packages": versions,
-        "git_commit": _git_commit(Path(__file__).resolve().parent.parent),
+        "git_commit": git_commit(Path(__file__).resolve().parent.parent),
     }
     try:
         import psutil

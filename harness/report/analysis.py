@@ -377,7 +377,7 @@ def analyse(inputs: Inputs) -> Analysis:
 # --------------------------------------------------------------------------- verdicts
 
 
-def _find(comparisons: list[Comparison], arm: str, level: tuple[str, str], metric: str) -> Comparison | None:
+def find_comparison(comparisons: list[Comparison], arm: str, level: tuple[str, str], metric: str) -> Comparison | None:
     return next(
         (c for c in comparisons if c.arm == arm and (c.level, c.aggregation) == level and c.metric == metric), None
     )
@@ -420,7 +420,7 @@ def make_verdicts(
             continue
         per_level: dict[str, Verdict] = {}
         for level in (head, *co):
-            c = _find(comparisons, arm, level, primary)
+            c = find_comparison(comparisons, arm, level, primary)
             if c is not None:
                 per_level[level[0]] = Verdict.from_comparison(c, alpha)
             else:
@@ -488,7 +488,7 @@ def _caveats(
     if noise_floor and c is not None and c.equivalence:
         out.append(_noise_floor_test(arm, noise_floor, comparisons, c, v))
     elif noise_floor and c is not None:
-        nf = _find(comparisons, noise_floor, (c.level, c.aggregation), c.metric)
+        nf = find_comparison(comparisons, noise_floor, (c.level, c.aggregation), c.metric)
         if arm == noise_floor:
             out.append(
                 f"{arm} is the baseline trained again with another seed offset: its difference "
@@ -517,7 +517,7 @@ def _caveats(
 
 def _noise_floor_test(arm: str, noise_floor: str, comparisons: list[Comparison], c: Comparison, v: Verdict) -> str:
     """The caveat of the seed-noise floor tested against the margin (and ``v.noise_floor``, for summary.json)."""
-    nf = _find(comparisons, noise_floor, (c.level, c.aggregation), c.metric)
+    nf = find_comparison(comparisons, noise_floor, (c.level, c.aggregation), c.metric)
     if nf is None or not nf.equivalence or nf.equivalence.get("p_tost_holm") is None:
         return f"The seed-noise floor ({noise_floor}) could not be tested at this level."
     eq = nf.equivalence

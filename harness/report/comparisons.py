@@ -28,7 +28,8 @@ from harness.report.inputs import Inputs, RunKey, first_line
 MDE_POWER = 0.8  # power at which the minimal detectable difference is stated
 
 
-def _p(value: Any) -> float:
+def p_or_nan(value: Any) -> float:
+    """A stored p-value for Holm: NaN where none was computed (statsmodels keeps NaN out of the family)."""
     return float("nan") if value is None else float(value)
 
 
@@ -103,7 +104,7 @@ def _orient(result: dict[str, Any], metric: str) -> dict[str, Any]:
     return result
 
 
-def _compare_one(
+def compare_one(
     inputs: Inputs, arm: str, baseline: str, level: tuple[str, str], metric: str, rope: float, log: PairingLog
 ) -> Comparison | None:
     """``arm`` against ``baseline`` on the runs both have, or None (with a note) when impossible."""
@@ -242,11 +243,11 @@ def compare_arms(
             c
             for arm in inputs.arms
             if arm != baseline
-            for c in [_compare_one(inputs, arm, baseline, level, metric, rope, log)]
+            for c in [compare_one(inputs, arm, baseline, level, metric, rope, log)]
             if c is not None
         ]
         for test in ("corrected_t", "wilcoxon"):
-            adjusted = stats.holm([_p(c.tests[test].get("p")) for c in family])
+            adjusted = stats.holm([p_or_nan(c.tests[test].get("p")) for c in family])
             for c, p in zip(family, adjusted):
                 c.tests[test]["p_holm"] = p
         add_mde(family, alpha)
@@ -293,7 +294,7 @@ def prediction_tests(inputs: Inputs, baseline: str) -> list[PredictionTest]:
         if len(pairs):
             out.append(PredictionTest(arm, baseline, _delong(pairs), _mcnemar(pairs)))
     for test in ("delong", "mcnemar"):
-        adjusted = stats.holm([_p(getattr(e, test).get("p")) for e in out])
+        adjusted = stats.holm([p_or_nan(getattr(e, test).get("p")) for e in out])
         for e, p in zip(out, adjusted):
             getattr(e, test)["p_holm"] = p
     return out

@@ -21,7 +21,7 @@ from typing import Any
 
 from harness import stats
 from harness.metrics import LOWER_IS_BETTER
-from harness.report.comparisons import Comparison, PairingLog, _compare_one, _p, add_mde
+from harness.report.comparisons import Comparison, PairingLog, add_mde, compare_one, p_or_nan
 from harness.report.inputs import Inputs
 
 CONFIDENCE_NOTE = "90 % corrected interval (1 − 2α: the interval that matches the TOST at α)"
@@ -134,10 +134,10 @@ def contrasts(
 
     out: list[Contrast] = []
     for level in levels:
-        found = {(a, b): _compare_one(inputs, a, b, level, metric, rope, log) for a, b in pairs}
+        found = {(a, b): compare_one(inputs, a, b, level, metric, rope, log) for a, b in pairs}
         family = [c for c in found.values() if c is not None]
         for test in ("corrected_t", "wilcoxon"):
-            adjusted = stats.holm([_p(c.tests[test].get("p")) for c in family])
+            adjusted = stats.holm([p_or_nan(c.tests[test].get("p")) for c in family])
             for c, p in zip(family, adjusted):
                 c.tests[test]["p_holm"] = p
         add_mde(family, alpha)

@@ -121,7 +121,7 @@ def recompute_metrics(predictions: pd.DataFrame, metric: str, levels: list[tuple
 
 def sensitivities(inputs: Inputs, settings: Settings, rules: list[Exclusion], verdicts: list[Verdict]) -> list[Sensitivity]:
     """Per rule, each arm's verdict at the primary level again without the rule's test samples."""
-    from harness.report.analysis import Verdict, _find
+    from harness.report.analysis import Verdict, find_comparison
 
     if not rules:
         return []
@@ -146,7 +146,7 @@ def sensitivities(inputs: Inputs, settings: Settings, rules: list[Exclusion], ve
         if settings.margin is not None:
             add_equivalence(comparisons, settings.margin, alpha)
         for v in verdicts:
-            c = _find(comparisons, v.arm, level, primary)
+            c = find_comparison(comparisons, v.arm, level, primary)
             without = Verdict.from_comparison(c, alpha) if c is not None else Verdict.not_compared(
                 v.arm, f"not compared without {rule.name}: fewer than 2 runs have a {level[0]}-level {primary} "
                 "score in both this arm and the baseline", level[0])
