@@ -20,11 +20,8 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
                         help="override a suite key (value parsed as YAML; list items by index: arms.1.name=x)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description="Does anisotropic diffusion help EfficientNet-B0 "
-                                     "detect B-lines in lung ultrasound? Suites, runs, reports.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    """``run``: its options, executors and Ray resources."""
     run = sub.add_parser("run", help="run a suite (skipping runs already done) and write the report")
     run.add_argument("suite", type=Path)
     _add_set(run)
@@ -45,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--replace-other-suite", action="store_true",
                      help="run into an --out that holds another suite's results store (that suite's runs are kept "
                           "but set aside as stale; without this flag such an --out is refused)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description="Does anisotropic diffusion help EfficientNet-B0 "
+                                     "detect B-lines in lung ultrasound? Suites, runs, reports.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    _add_run(sub)
 
     val = sub.add_parser("validate", help="check a suite without running it")
     val.add_argument("suite", type=Path)

@@ -289,15 +289,8 @@ def estimate(suite: Any, plan: Any, store: Any, frames: Any = None, cache_dir: A
         if net_key not in networks:
             networks[net_key] = time_network(model, training, size, otf)
         t = networks[net_key]
-        fits = runs * training.seeds  # a seed ensemble trains and evaluates training.seeds networks per run
-        est.add("training", t["step"], fits * steps_per_epoch(int(n_train), training.batch_size) * training.epochs)
-        est.add("training", t["build"], fits)
-        n_eval = n_val * training.epochs + n_test + 6
-        if training.bn_recalibration:
-            n_eval += min(training.bn_recalibration_images, n_train) * training.epochs
-        est.add("evaluation", t["infer"], fits * n_eval)
-        if otf is not None and per_frame is not None:  # validation and test images filtered once per network
-            est.add("evaluation", per_frame, fits * (n_val + n_test))
+        _add_fits(est, t, training, runs * training.seeds, (n_train, n_val, n_test),
+                  per_frame if otf is not None else None)
         if suite.report.gradcam:
             from harness.explain import PER_CLASS
 
@@ -317,6 +310,21 @@ def estimate(suite: Any, plan: Any, store: Any, frames: Any = None, cache_dir: A
         est.warnings.append(f"preprocessing alone is estimated at {pre / 3600:.1f} h, more than the training; "
                             "check the filters' iterations and window sizes")
     return est
+
+
+def _add_fits(est: Estimate, t: dict[str, Timing], training: Any, fits: int, sizes: tuple[float, float, float],
+              filter_per_frame: Timing | None) -> None:
+    """Training and evaluation of ``fits`` networks (runs x ``training.seeds``: a seed ensemble trains and
+    evaluates each of its networks); ``filter_per_frame``: an on-the-fly filter's cost per image."""
+    n_train, n_val, n_test = sizes
+    est.add("training", t["step"], fits * steps_per_epoch(int(n_train), training.batch_size) * training.epochs)
+    est.add("training", t["build"], fits)
+    n_eval = n_val * training.epochs + n_test + 6
+    if training.bn_recalibration:
+        n_eval += min(training.bn_recalibration_images, n_train) * training.epochs
+    est.add("evaluation", t["infer"], fits * n_eval)
+    if filter_per_frame is not None:  # validation and test images filtered once per network
+        est.add("evaluation", filter_per_frame, fits * (n_val + n_test))
 
 
 def _add_tuning(est: Estimate, suite: Any, tuned_fits: dict[str, float]) -> None:

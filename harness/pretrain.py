@@ -219,6 +219,23 @@ def pretrain_outputs(out_dir: Path) -> list[Any]:
             Output(out_dir / CARD_FILE, "model card", card_is_ours, "--out")]
 
 
+def _checked_out_dir(out_dir: Path) -> Path:
+    """``--out``: a directory whose files, if any, are an earlier pretraining's (checked before anything trains)."""
+    from harness.safe_write import check_outputs
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PretrainSpecError([f"--out {out_dir}: is a file; accepted: a directory"])
+    check_outputs(pretrain_outputs(out_dir))
+    return out_dir
+
+
+def _weights_entry(spec: PretrainSpec, blob: bytes, n_tensors: int, weights: Path) -> dict[str, Any]:
+    """The card's record of the weights file: its SHA-256 (how ``--out`` recognises it later) and how to use it."""
+    return {"file": WEIGHTS_FILE, "sha256": hashlib.sha256(blob).hexdigest(), "architecture": spec.model.architecture,
+            "in_chans": 1, "num_classes": spec.model.num_classes, "n_tensors": n_tensors,
+            "format": "plain timm state dict (safetensors, torch tensors)", "use": f"model.pretrained: {weights}"}
+
+
 def read_model_card(weights: str | Path) -> dict[str, Any] | None:
     """The ``model_card.json`` beside a weights file, or None; a card written for another file gets a note."""
     weights = Path(weights).expanduser()
@@ -243,10 +260,10 @@ def _versions() -> dict[str, Any]:
     import timm
     import torch
 
-    from harness.environment import _git_commit
+    from harness.environment import git_commit
     from harness.versions import ROOT, code_version
 
-    return {"code_version": code_version(), "git_commit": _git_commit(ROOT), "python": platform.python_version(),
+    return {"code_version": code_version(), "git_commit": git_commit(ROOT), "python": platform.python_version(),
             "torch": torch.__version__, "timm": timm.__version__, "numpy": np.__version__}
 
 
@@ -266,13 +283,10 @@ def pretrain(spec: PretrainSpec, out_dir: str | Path, cache_dir: str | Path | No
     from harness.metrics import run_metrics
     from harness.training import RunData, fit_evaluate
 
-    t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise PretrainSpecError([f"--out {out_dir}: is a file; accepted: a directory"])
-    from harness.safe_write import check_outputs, write_all
+    from harness.safe_write import write_all
 
-    check_outputs(pretrain_outputs(out_dir))  # an earlier pretraining's files only, before anything trains
+    t0 = time.perf_counter()
+    out_dir = _checked_out_dir(Path(out_dir))
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     frames, comps = load_mix(spec, cache)
     folds = max(2, int(round(1.0 / spec.held_out)))
@@ -308,11 +322,7 @@ def pretrain(spec: PretrainSpec, out_dir: str | Path, cache_dir: str | Path | No
         "description": spec.description,
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "backbone": describe_backbones([spec.model])[0],  # which network, from which weights, and how it differs
-        "weights": {"file": WEIGHTS_FILE, "sha256": hashlib.sha256(blob).hexdigest(),
-                    "architecture": spec.model.architecture,
-                    "in_chans": 1, "num_classes": spec.model.num_classes, "n_tensors": len(result.state_dict),
-                    "format": "plain timm state dict (safetensors, torch tensors)",
-                    "use": f"model.pretrained: {weights}"},
+        "weights": _weights_entry(spec, blob, len(result.state_dict), weights),
         "data": {"spec": spec.data.model_dump(mode="json"), "components": [c.model_dump(mode="json") for c in comps],
                  "descriptions": frames.description.split("; "), "n_components": len(comps),
                  "n_frames": len(frames), "n_patients": int(n_pat), "n_positive": int(frames.labels.sum()),

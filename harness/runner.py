@@ -317,34 +317,7 @@ def _drive(suite: Suite, out_dir: Path, cache_dir: Path, frames, splits: list, s
     ex = make_executor(executor, workers, address, ray_init=ray_init, resources=resources,
                        device=suite_device(suite)) if plan.todo else None
     execution = execution_record(ex, executor, workers, suite, cache_dir, echo)
-    store.set_meta(
-        execution=execution,
-        suite_name=suite.name, suite_config=suite.model_dump(mode="json"), suite_hash=suite.suite_hash(),
-        suite_path=str(suite.source_path) if suite.source_path else None,
-        config_hashes={a.name: suite.run_config_hash(a) for a in suite.run_arms()},
-        # each arm's canonical pipeline: a callable:/module: step's code identity as it ran (report methods)
-        pipelines={a.name: pipeline_config(a.preprocess, suite.base_dir) for a in suite.arms},
-        run_arms=[{"name": a.name, "arm": a.arm.name, "tuned": a.tuned} for a in suite.run_arms()],
-        environment=_environment(), command=shlex.join(command or sys.argv),
-        data_description=frames.description, data_content_hash=frames.content_hash, code_version=code,
-        n_samples=len(frames), planned_runs=len(plan.runs), started_at=time.time(), cache_dir=str(cache_dir),
-        leakage={f"r{s.repeat}/f{s.fold}": s.leakage for s in splits}, strata=suite.strata,
-        model_cards=model_cards(suite), backbones=describe_backbones(suite.arm_model(a) for a in suite.arms),
-        external={n: {"description": f.description, "content_hash": f.content_hash, "n_samples": len(f),
-                      "n_groups": len(np.unique(f.groups))} for n, f in externals.items()},
-    )
-    from harness.manipulation import check_suite as check_manipulation  # issue 26 §1: does each filter act?
-
-    manipulation = check_manipulation(suite, frames)  # a sample of the frames through every pipeline (seconds)
-    store.set_meta(**manipulation.meta())
-    if manipulation.checks:
-        echo(manipulation.line)
-    store.put_samples(frames.sample_ids, frames.groups, frames.videos, frames.labels, frames.metadata)
-    for name, ef in externals.items():
-        store.put_external_samples(name, ef.sample_ids, ef.groups, ef.videos, ef.labels, ef.metadata)
-    store.put_splits([row for s in splits for row in s.roles(frames.groups)])
-    store.put_skipped(frames.skipped)
-    store.mark_stale({r.identity for r in plan.runs})
+    _record_study(store, suite, plan, frames, splits, externals, execution, code, cache_dir, command, echo)
     todo = plan.todo
     if summary.skipped:
         echo(f"{summary.skipped} of {len(plan.runs)} runs already done with the same config, data and code; "
@@ -439,6 +412,41 @@ def execution_record(ex: Any, executor: str, workers: int, suite: Suite, cache_d
             echo(f"--workers {workers}: the worker processes share this machine's {torch.cuda.device_count()} "
                  "GPU(s) (each run's timings are of a shared card)")
     return record
+
+
+def _record_study(store: ResultsStore, suite: Suite, plan: Any, frames: Any, splits: list, externals: dict[str, Any],
+                  execution: dict[str, Any], code: str, cache_dir: Path, command: list[str] | None,
+                  echo: Callable[[str], None]) -> None:
+    """What the store keeps of the study before its runs: the suite and its identities, the execution, the data
+    (samples, splits, skipped items, external sets), the manipulation check; runs of other identities go stale."""
+    store.set_meta(
+        execution=execution,
+        suite_name=suite.name, suite_config=suite.model_dump(mode="json"), suite_hash=suite.suite_hash(),
+        suite_path=str(suite.source_path) if suite.source_path else None,
+        config_hashes={a.name: suite.run_config_hash(a) for a in suite.run_arms()},
+        # each arm's canonical pipeline: a callable:/module: step's code identity as it ran (report methods)
+        pipelines={a.name: pipeline_config(a.preprocess, suite.base_dir) for a in suite.arms},
+        run_arms=[{"name": a.name, "arm": a.arm.name, "tuned": a.tuned} for a in suite.run_arms()],
+        environment=_environment(), command=shlex.join(command or sys.argv),
+        data_description=frames.description, data_content_hash=frames.content_hash, code_version=code,
+        n_samples=len(frames), planned_runs=len(plan.runs), started_at=time.time(), cache_dir=str(cache_dir),
+        leakage={f"r{s.repeat}/f{s.fold}": s.leakage for s in splits}, strata=suite.strata,
+        model_cards=model_cards(suite), backbones=describe_backbones(suite.arm_model(a) for a in suite.arms),
+        external={n: {"description": f.description, "content_hash": f.content_hash, "n_samples": len(f),
+                      "n_groups": len(np.unique(f.groups))} for n, f in externals.items()},
+    )
+    from harness.manipulation import check_suite as check_manipulation  # issue 26 §1: does each filter act?
+
+    manipulation = check_manipulation(suite, frames)  # a sample of the frames through every pipeline (seconds)
+    store.set_meta(**manipulation.meta())
+    if manipulation.checks:
+        echo(manipulation.line)
+    store.put_samples(frames.sample_ids, frames.groups, frames.videos, frames.labels, frames.metadata)
+    for name, ef in externals.items():
+        store.put_external_samples(name, ef.sample_ids, ef.groups, ef.videos, ef.labels, ef.metadata)
+    store.put_splits([row for s in splits for row in s.roles(frames.groups)])
+    store.put_skipped(frames.skipped)
+    store.mark_stale({r.identity for r in plan.runs})
 
 
 def data_identity(frames, externals: dict[str, Any]) -> str:

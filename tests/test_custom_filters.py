@@ -27,6 +27,7 @@ from harness.preprocess import cache_key, preprocess_frames
 from harness.prechecks import check_suite
 from harness.store import STORE_FILENAME, ResultsStore
 from harness.suite import SuiteError, load_suite
+from test_runner import TINY  # the shared tiny suite
 
 ROOT = Path(__file__).resolve().parent.parent
 SKIMAGE = f"scikit-image {importlib.metadata.version('scikit-image')}"
@@ -85,16 +86,7 @@ def gamma(image, power: float = 1.0):
 '''
 
 
-BASE = {
-    "name": "custom",
-    "seed": 0,
-    "data": {"source": "simulated", "patients": 6, "frames_per_patient": 3, "image_size": 32},
-    "model": {"pretrained": "none"},
-    "training": {"epochs": 1, "batch_size": 8},
-    "evaluation": {"folds": 2, "repeats": 1},
-    "report": {"gradcam": False},
-    "arms": [{"name": "baseline"}],
-}
+BASE = {**TINY, "name": "custom", "report": {"gradcam": False}}  # the runner's tiny suite, without Grad-CAM
 
 
 def write(folder: Path, arms: list[dict], module: str | None = MODULE, **changes) -> Path:
